@@ -1,0 +1,6 @@
+from .folder import ImageFolderConfig, ImageFolderDataset, check_dir
+from .shapes import ShapesConfig, SyntheticShapes, generate_shapes
+from .utils import collate_dicts, subset_fraction
+
+__all__ = ["ImageFolderConfig", "ImageFolderDataset", "check_dir", "ShapesConfig", "SyntheticShapes",
+           "generate_shapes", "collate_dicts", "subset_fraction"]

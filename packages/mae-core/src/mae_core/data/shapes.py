@@ -1,0 +1,102 @@
+"""An embedded, procedurally generated, labelled image dataset: eight shape classes on textured backgrounds.
+
+Deterministic given the seed, generated in memory in well under a second, no download. Each image has a random
+centre, scale, rotation and aspect, a random foreground colour and a background made of a colour gradient plus
+smooth noise, so neither colour nor position gives the class away.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from ..config import field
+
+CLASSES = ["disk", "square", "triangle", "cross", "ring", "diamond", "star", "crescent"]
+MEAN = (0.5, 0.5, 0.5)
+STD = (0.5, 0.5, 0.5)
+
+
+@dataclass
+class ShapesConfig:
+    image_size: int = field(32, "image side in pixels")
+    num_train: int = field(4096, "number of training images")
+    num_test: int = field(1024, "number of held-out test images")
+    seed: int = field(0, "generator seed (train and test use different streams)")
+
+
+def _shape_masks(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Implicit masks of every class at local coordinates, (8, N, S, S) bool."""
+    r = torch.sqrt(x**2 + y**2)
+    phi = torch.atan2(y, x)
+    return torch.stack([
+        r < 1.0,
+        torch.maximum(x.abs(), y.abs()) < 0.8,
+        (y > -0.55) & (y < 0.95 - 1.732 * x.abs()),
+        ((x.abs() < 0.3) & (y.abs() < 1.0)) | ((y.abs() < 0.3) & (x.abs() < 1.0)),
+        (r < 1.0) & (r > 0.55),
+        (x.abs() + y.abs()) < 1.0,
+        r < 0.6 + 0.4 * torch.cos(5 * phi),
+        (r < 1.0) & (((x - 0.5) ** 2 + y**2).sqrt() > 0.75),
+    ])
+
+
+def generate_shapes(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images (n, 3, size, size) in [0, 1], labels (n,)), deterministic."""
+    rng = np.random.default_rng(seed)
+    g = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    labels = torch.from_numpy(rng.integers(0, len(CLASSES), n))
+    cx, cy = (torch.from_numpy(rng.uniform(-0.3, 0.3, (2, n))).float())
+    scale = torch.from_numpy(rng.uniform(0.35, 0.6, n)).float()
+    aspect = torch.from_numpy(rng.uniform(0.8, 1.25, n)).float()
+    theta = torch.from_numpy(rng.uniform(0, 2 * np.pi, n)).float()
+    coords = torch.linspace(-1, 1, size)
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    dx, dy = xx[None] - cx[:, None, None], yy[None] - cy[:, None, None]
+    c, s = torch.cos(theta)[:, None, None], torch.sin(theta)[:, None, None]
+    lx = (c * dx + s * dy) / (scale * aspect)[:, None, None]
+    ly = (-s * dx + c * dy) / (scale / aspect)[:, None, None]
+    masks = _shape_masks(lx, ly)  # (8, n, S, S)
+    fg = masks[labels, torch.arange(n)].float()[:, None]  # (n, 1, S, S)
+    # soften edges slightly so shapes are not aliased
+    fg = F.avg_pool2d(F.pad(fg, (1, 1, 1, 1), mode="replicate"), 3, stride=1) * 0.5 + fg * 0.5
+    # background: gradient between two colours plus smooth noise
+    bg1 = torch.rand(n, 3, 1, 1, generator=g)
+    bg2 = torch.rand(n, 3, 1, 1, generator=g)
+    ang = torch.rand(n, 1, 1, generator=g) * 2 * np.pi
+    ramp = ((torch.cos(ang) * xx[None] + torch.sin(ang) * yy[None]) * 0.5 + 0.5)[:, None]
+    noise = F.interpolate(torch.rand(n, 3, max(2, size // 8), max(2, size // 8), generator=g), size=(size, size),
+                          mode="bilinear", align_corners=False)
+    bg = bg1 + (bg2 - bg1) * ramp
+    bg = 0.75 * bg + 0.25 * noise
+    # foreground colour contrasting with the local background mean
+    fgc = torch.rand(n, 3, 1, 1, generator=g)
+    bgmean = bg.mean(dim=(2, 3), keepdim=True)
+    fgc = torch.where((fgc - bgmean).abs().mean(1, keepdim=True) < 0.3, 1.0 - bgmean, fgc)
+    img = bg * (1 - fg) + fgc * fg
+    img = img + 0.03 * torch.randn(img.shape, generator=g)
+    return img.clamp(0, 1), labels
+
+
+class SyntheticShapes(Dataset):
+    """Samples are dicts ``{"image": (3, S, S) normalised to [-1, 1], "label": int}``."""
+
+    classes = CLASSES
+    mean, std = MEAN, STD
+
+    def __init__(self, config: ShapesConfig | None = None, split: str = "train"):
+        self.config = config = config or ShapesConfig()
+        n = config.num_train if split == "train" else config.num_test
+        seed = config.seed * 2 + (0 if split == "train" else 1)
+        images, self.labels = generate_shapes(n, config.image_size, seed)
+        self.images = (images - 0.5) / 0.5
+        self.num_classes = len(CLASSES)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return {"image": self.images[i], "label": int(self.labels[i]), "index": i}

@@ -1,0 +1,76 @@
+"""Linear probe as in the MAE paper: BatchNorm without affine parameters in front of a linear head, trained on
+frozen features. Single-label (cross-entropy, accuracy) or multi-label (BCE, mean AUC)."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class LinearProbe(nn.Module):
+    def __init__(self, dim: int, num_classes: int):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(dim, affine=False, eps=1e-6)
+        self.head = nn.Linear(dim, num_classes)
+        nn.init.trunc_normal_(self.head.weight, std=0.01)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x):
+        return self.head(self.bn(x))
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(-1) == labels).float().mean())
+
+
+def mean_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Macro ROC-AUC over labels that have both classes present (rank formulation)."""
+    aucs = []
+    for j in range(labels.shape[1]):
+        y, s = labels[:, j].bool(), scores[:, j]
+        npos, nneg = int(y.sum()), int((~y).sum())
+        if npos == 0 or nneg == 0:
+            continue
+        ranks = torch.empty_like(s)
+        ranks[s.argsort()] = torch.arange(1, len(s) + 1, dtype=s.dtype)
+        aucs.append(float((ranks[y].sum() - npos * (npos + 1) / 2) / (npos * nneg)))
+    return sum(aucs) / max(len(aucs), 1)
+
+
+def linear_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor,
+                 num_classes: int | None = None, epochs: int = 100, lr: float = 1e-3, weight_decay: float = 1e-4,
+                 batch_size: int = 256, seed: int = 0, multilabel: bool = False) -> dict:
+    """Train BN + linear on frozen features with AdamW and a cosine schedule; report test accuracy (or mean AUC)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        num_classes = num_classes or (y_train.shape[1] if multilabel else int(max(y_train.max(), y_test.max())) + 1)
+        probe = LinearProbe(x_train.shape[1], num_classes)
+    opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
+    n = len(x_train)
+    steps = epochs * math.ceil(n / batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    probe.train()
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=g)
+        for i in range(0, n, batch_size):
+            idx = perm[i:i + batch_size]
+            if len(idx) < 2:
+                continue
+            logits = probe(x_train[idx])
+            if multilabel:
+                loss = F.binary_cross_entropy_with_logits(logits, y_train[idx].float())
+            else:
+                loss = F.cross_entropy(logits, y_train[idx].long())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    probe.eval()
+    with torch.no_grad():
+        logits_te, logits_tr = probe(x_test), probe(x_train)
+    if multilabel:
+        return {"auc": mean_auc(torch.sigmoid(logits_te), y_test), "train_auc": mean_auc(torch.sigmoid(logits_tr), y_train)}
+    return {"acc": accuracy(logits_te, y_test.long()), "train_acc": accuracy(logits_tr, y_train.long())}

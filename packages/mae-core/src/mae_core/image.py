@@ -1,0 +1,49 @@
+"""The image domain, mae-core's own reference: registers the image MAE, the embedded shapes dataset, the image
+folder dataset and the ViT presets."""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from .data import ImageFolderConfig, ImageFolderDataset, ShapesConfig, SyntheticShapes
+from .models.image_mae import PRESETS, ImageMAE, ImageMAEConfig
+from .registry import DatasetSpec, MethodSpec, PresetSpec, register_dataset, register_method, register_preset
+from .viz import save_image_reconstruction
+
+
+def visualize_images(model, dataset, path, num: int = 8, seed: int = 0):
+    idx = torch.linspace(0, len(dataset) - 1, min(num, len(dataset))).long().tolist()
+    images = torch.stack([dataset[i]["image"] for i in idx])
+    mean = getattr(dataset, "mean", (0.5,) * images.shape[1])
+    std = getattr(dataset, "std", (0.5,) * images.shape[1])
+    return save_image_reconstruction(model.cpu(), images, path, mean=mean, std=std, seed=seed)
+
+
+def adapt_image(model_cfg: ImageMAEConfig, data_cfg, dataset) -> ImageMAEConfig:
+    """Make the model's input size and channels follow the data."""
+    size = getattr(data_cfg, "image_size", model_cfg.img_size)
+    chans = getattr(data_cfg, "in_chans", model_cfg.in_chans)
+    return dataclasses.replace(model_cfg, img_size=size, in_chans=chans)
+
+
+METHOD = register_method(MethodSpec(
+    name="image-mae", domain="core", config_cls=ImageMAEConfig, model_cls=ImageMAE,
+    description="ViT masked autoencoder for images", default_dataset="shapes",
+    paper="He et al., Masked Autoencoders Are Scalable Vision Learners, CVPR 2022",
+    visualize=visualize_images,
+    train_defaults={"epochs": 40, "batch_size": 128, "base_lr": 1.5e-3, "warmup_epochs": 4},
+))
+METHOD.adapt = adapt_image
+
+register_dataset(DatasetSpec(
+    name="shapes", domain="core", config_cls=ShapesConfig, build=lambda cfg, split: SyntheticShapes(cfg, split),
+    description="embedded: 8 procedurally generated shape classes on textured backgrounds, 32 px"))
+register_dataset(DatasetSpec(
+    name="image-folder", domain="core", config_cls=ImageFolderConfig,
+    build=lambda cfg, split: ImageFolderDataset(cfg, split), takes_path=True,
+    description="your images in class sub-folders (torchvision ImageFolder layout), --data PATH"))
+
+for _name, (_over, _desc) in PRESETS.items():
+    register_preset(PresetSpec(name=_name, domain="core", method="image-mae", overrides={"model": _over},
+                               description=_desc))

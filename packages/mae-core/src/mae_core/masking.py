@@ -1,0 +1,211 @@
+"""Masking strategies with the reference contract of the MAE code.
+
+Every strategy returns a :class:`MaskInfo` for a batch: ``ids_keep`` (B, K) the kept token indices,
+``ids_restore`` (B, L) the permutation that puts a kept-then-masked sequence back in order, and ``mask`` (B, L),
+1 = masked, 0 = kept. ``K`` is the same for every sample, so everything stays a dense tensor, and no strategy
+loops over samples. Randomness comes from a ``torch.Generator`` when one is given (deterministic), else from the
+global torch RNG.
+
+The core is :func:`mask_from_scores`: tokens with the lowest score are kept. Each strategy only decides the
+scores (uniform noise, a block bonus, one spatial draw repeated over time, a budget race between groups...), so an
+externally supplied mask goes through exactly the same path (:func:`mask_from_mask`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .errors import MaeError
+
+
+@dataclass
+class MaskInfo:
+    ids_keep: torch.Tensor  # (B, K) long
+    ids_restore: torch.Tensor  # (B, L) long
+    mask: torch.Tensor  # (B, L) float, 1 = masked
+
+    @property
+    def num_keep(self) -> int:
+        return self.ids_keep.shape[1]
+
+    def to(self, device) -> "MaskInfo":
+        return MaskInfo(self.ids_keep.to(device), self.ids_restore.to(device), self.mask.to(device))
+
+
+def _rand(shape, generator, device) -> torch.Tensor:
+    """Uniform noise from a torch.Generator, a ShardedGenerator (DDP: the rank's rows of the global draw), or the
+    global RNG."""
+    if generator is not None and hasattr(generator, "rand"):
+        return generator.rand(tuple(shape)).to(device)
+    gdev = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=gdev).to(device)
+
+
+def num_keep(length: int, ratio: float) -> int:
+    """``int(L * (1 - ratio))`` as in the MAE reference code."""
+    if not 0.0 <= ratio < 1.0:
+        raise MaeError(f"mask ratio must be in [0, 1), got {ratio}")
+    return int(length * (1 - ratio))
+
+
+def mask_from_scores(scores: torch.Tensor, len_keep: int) -> MaskInfo:
+    """Keep the ``len_keep`` lowest-score tokens of each row (ties broken by position)."""
+    b, length = scores.shape
+    ids_shuffle = torch.argsort(scores, dim=1, stable=True)
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    ids_keep = ids_shuffle[:, :len_keep]
+    mask = torch.ones(b, length, device=scores.device)
+    mask[:, :len_keep] = 0
+    mask = torch.gather(mask, 1, ids_restore)
+    return MaskInfo(ids_keep, ids_restore, mask)
+
+
+def random_masking(batch: int, length: int, ratio: float, generator: torch.Generator | None = None,
+                   device="cpu") -> MaskInfo:
+    """MAE's per-sample random masking: argsort of uniform noise, keep ``int(L * (1 - ratio))``."""
+    return mask_from_scores(_rand((batch, length), generator, device), num_keep(length, ratio))
+
+
+def mask_from_mask(mask: torch.Tensor) -> MaskInfo:
+    """An externally supplied binary mask (1 = masked); every row must mask the same number of tokens."""
+    mask = mask.float()
+    counts = mask.sum(1)
+    if counts.numel() and not bool((counts == counts[0]).all()):
+        raise MaeError(f"external mask must mask the same number of tokens per sample, got {counts.tolist()}")
+    len_keep = mask.shape[1] - int(counts[0].item()) if counts.numel() else 0
+    return mask_from_scores(mask, len_keep)
+
+
+def block_masking(batch: int, grid: Sequence[int], ratio: float, generator: torch.Generator | None = None,
+                  device="cpu") -> MaskInfo:
+    """Mask one contiguous hyper-rectangle per sample covering about ``ratio`` of the grid.
+
+    The block's side along each axis is ``round(g * ratio ** (1 / n))``; its corner is random. The exact kept count
+    ``int(L * (1 - ratio))`` is kept: tokens inside the block are masked first, then the difference is made up at
+    random.
+    """
+    grid = tuple(grid)
+    length = math.prod(grid)
+    k = num_keep(length, ratio)
+    n = len(grid)
+    coords = torch.stack(torch.meshgrid(*[torch.arange(g, device=device) for g in grid], indexing="ij"), -1)
+    coords = coords.reshape(length, n)  # (L, n)
+    side = torch.tensor([max(1, min(g, round(g * ratio ** (1.0 / n)))) if ratio > 0 else 0 for g in grid],
+                        device=device)
+    u = _rand((batch, n), generator, device)
+    start = (u * (torch.tensor(grid, device=device) - side + 1)).floor().long()  # (B, n)
+    inside = ((coords[None] >= start[:, None]) & (coords[None] < (start + side)[:, None])).all(-1)  # (B, L)
+    scores = inside.float() + 0.5 * _rand((batch, length), generator, device)
+    return mask_from_scores(scores, k)
+
+
+def tube_masking(batch: int, grid: Sequence[int], ratio: float, generator: torch.Generator | None = None,
+                 device="cpu") -> MaskInfo:
+    """VideoMAE tube masking on a (T, H, W) token grid: one spatial mask repeated over every time slot."""
+    t, *spatial = tuple(grid)
+    hw = math.prod(spatial)
+    k = num_keep(hw, ratio)
+    noise = _rand((batch, 1, hw), generator, device).expand(batch, t, hw).reshape(batch, t * hw)
+    return mask_from_scores(noise, t * k)
+
+
+def running_cell_masking(batch: int, grid: Sequence[int], ratio: float = 0.5, generator: torch.Generator | None = None,
+                         device="cpu") -> MaskInfo:
+    """VideoMAE V2's running-cell mask on a (T, H, W) grid (H and W even).
+
+    Each 2x2 spatial cell masks ``int(4 * ratio)`` of its 4 slots (ratio 0.25, 0.5 or 0.75); the masked slots
+    rotate by one position every frame, and every sample starts at a random phase. Used as the decoder mask in dual
+    masking: 1 = dropped from the decoder.
+    """
+    t, h, w = tuple(grid)
+    n_mask = int(4 * ratio)
+    if not 0 < n_mask < 4:
+        raise MaeError(f"running-cell mask ratio must be 0.25, 0.5 or 0.75, got {ratio}")
+    if h % 2 or w % 2:
+        raise MaeError(f"running-cell masking needs an even spatial token grid, got {h} x {w}")
+    queue = torch.cat([torch.ones(n_mask), torch.zeros(4 - n_mask)]).to(device)  # 1 = masked
+    phase = (_rand((batch,), generator, device) * 4).long().clamp_max(3)  # (B,)
+    ti = torch.arange(t, device=device)
+    hh, ww = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+    slot = ((hh % 2) * 2 + (ww % 2)).reshape(-1)  # (HW,) position inside the 2x2 cell
+    # as the reference generator: at frame t the queue is read from offset (phase + t + 1)
+    idx = (slot[None, None, :] + phase[:, None, None] + ti[None, :, None] + 1) % 4  # (B, T, HW)
+    mask = queue[idx].reshape(batch, t * h * w)
+    return mask_from_mask(mask)
+
+
+def token_budget_masking(group_sizes: Sequence[int], num_visible: int, batch: int, alpha: float | Sequence[float] = 1.0,
+                         generator: torch.Generator | None = None, device="cpu") -> MaskInfo:
+    """A fixed budget of visible tokens shared between token groups (modalities) by a Dirichlet draw per sample.
+
+    Tokens are laid out group after group (group sizes ``group_sizes``). Each sample draws shares
+    ``p ~ Dirichlet(alpha)``; tokens then race with exponential clocks ``E / (p_g / L_g)`` and the ``num_visible``
+    first finish kept. So exactly ``num_visible`` tokens are visible, group g receives about ``p_g * num_visible``
+    (never more than it has), a group can receive none, and the kept tokens inside a group are uniformly random.
+    This is the MultiMAE / BM-MAE token-budget mask without a per-sample loop.
+    """
+    sizes = torch.tensor([int(s) for s in group_sizes], device=device)
+    length = int(sizes.sum())
+    if not 0 <= num_visible <= length:
+        raise MaeError(f"visible-token budget {num_visible} must be between 0 and {length}")
+    g = len(group_sizes)
+    a = torch.as_tensor(alpha, dtype=torch.float32).expand(g).to(device)
+    # Dirichlet = normalised Gamma draws. torch's gamma sampler takes no generator, so with a generator the
+    # draw runs under a forked global RNG seeded from it (deterministic, and the global RNG is left untouched).
+    rows, sl = batch, slice(None)
+    base = generator
+    if generator is not None and hasattr(generator, "rand"):  # ShardedGenerator: draw the global batch
+        rows, sl, base = batch * generator.world, slice(generator.rank, None, generator.world), generator.generator
+    conc = a.cpu().expand(rows, g).contiguous()
+    if base is not None:
+        seed = int(torch.randint(0, 2**62, (1,), generator=base, device=base.device).item())
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            gam = torch._standard_gamma(conc)
+    else:
+        gam = torch._standard_gamma(conc)
+    gam = gam[sl].to(device)
+    p = gam / gam.sum(1, keepdim=True).clamp_min(1e-30)  # (B, G)
+    group_of = torch.repeat_interleave(torch.arange(g, device=device), sizes)  # (L,)
+    rate = (p / sizes.clamp_min(1)[None].float())[:, group_of]  # (B, L)
+    e = -torch.log(_rand((batch, length), generator, device).clamp_min(1e-12))
+    clocks = e / rate.clamp_min(1e-30)
+    return mask_from_scores(clocks, num_visible)
+
+
+def gather_tokens(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """(B, L, D) gathered at (B, K) -> (B, K, D)."""
+    return torch.gather(x, 1, ids.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def restore_tokens(x_vis: torch.Tensor, mask_token: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+    """Put visible tokens (B, K, D) back in order, filling the masked slots with ``mask_token`` (1, 1, D)."""
+    b, k, d = x_vis.shape
+    length = ids_restore.shape[1]
+    x = torch.cat([x_vis, mask_token.to(x_vis.dtype).expand(b, length - k, d)], dim=1)
+    return gather_tokens(x, ids_restore)
+
+
+MASKERS = {
+    "random": "random_masking",
+    "block": "block_masking",
+    "tube": "tube_masking",
+    "running_cell": "running_cell_masking",
+}
+
+
+def make_mask(strategy: str, batch: int, grid: Sequence[int], ratio: float, generator=None, device="cpu") -> MaskInfo:
+    """Dispatch by name over grid-shaped strategies (``random``, ``block``, ``tube``, ``running_cell``)."""
+    grid = tuple(grid)
+    if strategy == "random":
+        return random_masking(batch, math.prod(grid), ratio, generator, device)
+    if strategy == "block":
+        return block_masking(batch, grid, ratio, generator, device)
+    if strategy == "tube":
+        return tube_masking(batch, grid, ratio, generator, device)
+    if strategy == "running_cell":
+        return running_cell_masking(batch, grid, ratio, generator, device)
+    raise MaeError(f"unknown masking strategy {strategy!r}; choose from {sorted(MASKERS)}")

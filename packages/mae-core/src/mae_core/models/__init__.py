@@ -1,0 +1,3 @@
+from .mae import MAEDecoder, MaskedAutoencoder, ModelOutput, TransformerEncoder
+
+__all__ = ["MAEDecoder", "MaskedAutoencoder", "ModelOutput", "TransformerEncoder"]

@@ -1,0 +1,91 @@
+"""Process-group helpers and a sampler that makes a W-process run see exactly the batches of a 1-process run."""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+
+def world_info() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment (0, 1, 0 when not distributed)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    rank, world, _ = world_info()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return rank, world
+
+
+def is_main() -> bool:
+    return world_info()[0] == 0
+
+
+def all_reduce_mean(values: list[float], device) -> list[float]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return (t / dist.get_world_size()).tolist()
+
+
+class GlobalBatchSampler(Sampler[int]):
+    """Each epoch a seeded permutation of the dataset is cut into global batches of ``batch_size * world``; this
+    rank takes the elements ``rank, rank + world, ...`` of each global batch. Deterministic per (seed, epoch), so
+    a resumed run starts exactly where it stopped (``start_batch``) and a 1-process run with the global batch
+    size sees the same samples in the same global batches as a W-process run. Incomplete global batches are
+    dropped (``drop_last``) or padded by wrapping around."""
+
+    def __init__(self, n: int, batch_size: int, rank: int = 0, world: int = 1, shuffle: bool = True, seed: int = 0,
+                 drop_last: bool = True):
+        self.n, self.batch_size, self.rank, self.world = n, batch_size, rank, world
+        self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.epoch = 0
+        self.start_batch = 0
+        gb = batch_size * world
+        self.num_batches = n // gb if drop_last else math.ceil(n / gb)
+        if self.num_batches == 0:
+            raise ValueError(f"dataset of {n} samples is smaller than one global batch of {gb}")
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __len__(self) -> int:
+        return (self.num_batches - self.start_batch) * self.batch_size
+
+    def __iter__(self):
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+            perm = torch.randperm(self.n, generator=g)
+        else:
+            perm = torch.arange(self.n)
+        gb = self.batch_size * self.world
+        total = self.num_batches * gb
+        if total > self.n:
+            perm = torch.cat([perm, perm[: total - self.n]])
+        perm = perm[:total].view(self.num_batches, gb)[self.start_batch:, self.rank::self.world]
+        return iter(perm.reshape(-1).tolist())
+
+
+class ShardedGenerator:
+    """A generator that draws the global batch's random numbers on every rank and keeps this rank's rows, so
+    masks do not depend on how the batch is split between processes."""
+
+    def __init__(self, generator: torch.Generator, rank: int, world: int):
+        self.generator, self.rank, self.world = generator, rank, world
+        self.device = generator.device
+
+    def rand(self, shape) -> torch.Tensor:
+        b, *rest = shape
+        x = torch.rand((b * self.world, *rest), generator=self.generator, device=self.device)
+        return x[self.rank::self.world]
+
+    def get_state(self):
+        return self.generator.get_state()
+
+    def set_state(self, s):
+        self.generator.set_state(s)

@@ -1,0 +1,62 @@
+"""Parameter groups (no weight decay on biases, norms and tokens; layer-wise lr decay) and the lr schedule."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+
+def no_weight_decay(name: str, param: torch.Tensor) -> bool:
+    last = name.split(".")[-1]
+    return param.ndim <= 1 or last.endswith("token") or last.endswith("tokens") or "pos_embed" in last
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float, layer_decay: float | None = None,
+                 layer_id: Callable[[str], int] | None = None, num_layers: int | None = None) -> list[dict]:
+    """AdamW groups. With ``layer_decay``: ``lr_scale = layer_decay ** (num_layers - layer_id(name))``, where layer
+    0 is the embeddings, block i is layer i + 1 and the head is ``num_layers`` (scale 1)."""
+    groups: dict[tuple, dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        wd = 0.0 if no_weight_decay(name, p) else weight_decay
+        lid = layer_id(name) if (layer_decay is not None and layer_id is not None) else 0
+        scale = layer_decay ** (num_layers - lid) if (layer_decay is not None and layer_id is not None) else 1.0
+        key = (wd, lid)
+        if key not in groups:
+            groups[key] = {"params": [], "names": [], "weight_decay": wd, "lr_scale": scale, "layer_id": lid}
+        groups[key]["params"].append(p)
+        groups[key]["names"].append(name)
+    return list(groups.values())
+
+
+def build_optimizer(groups: list[dict], lr: float, betas=(0.9, 0.95), name: str = "adamw") -> torch.optim.Optimizer:
+    clean = [{k: v for k, v in g.items() if k != "names"} for g in groups]
+    if name == "adamw":
+        return torch.optim.AdamW(clean, lr=lr, betas=tuple(betas))
+    if name == "adam":
+        return torch.optim.Adam(clean, lr=lr, betas=tuple(betas))
+    if name == "sgd":
+        return torch.optim.SGD(clean, lr=lr, momentum=0.9)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def cosine_lr(step: float, total_steps: float, warmup_steps: float, lr: float, min_lr: float = 0.0) -> float:
+    """Linear warm-up from 0 to ``lr`` over ``warmup_steps``, then half-cosine to ``min_lr`` at ``total_steps``."""
+    if step < warmup_steps:
+        return lr * step / max(warmup_steps, 1e-12)
+    if total_steps <= warmup_steps:
+        return lr
+    t = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = lr * g.get("lr_scale", 1.0)
+
+
+def scaled_lr(base_lr: float, effective_batch: int) -> float:
+    """The MAE scaling rule: lr = base_lr x effective batch / 256."""
+    return base_lr * effective_batch / 256

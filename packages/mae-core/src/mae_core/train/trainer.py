@@ -1,0 +1,310 @@
+"""The training engine, once for every domain.
+
+It gets a model whose ``forward(batch, generator=...)`` returns a :class:`~mae_core.models.ModelOutput` with a
+``loss``, a dataset of dict samples and a :class:`TrainConfig`. It owns: AdamW with no decay on biases / norms /
+tokens, the lr scaling rule and per-iteration warm-up + cosine schedule (times each group's ``lr_scale``),
+gradient accumulation and clipping, autocast (bf16; fp16 with a GradScaler on GPU), the non-finite loss guard,
+DDP under torchrun, progress bar, JSONL + TensorBoard metrics, periodic atomic checkpoints and exact resume.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
+from ..config import field, to_dict
+from ..data.utils import collate_dicts
+from ..errors import MaeError, NonFiniteLossError
+from .distributed import GlobalBatchSampler, ShardedGenerator, all_reduce_mean, init_distributed
+from .optim import build_optimizer, cosine_lr, param_groups, scaled_lr, set_lr
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = field(20, "passes over the training set")
+    batch_size: int = field(128, "samples per step and process")
+    base_lr: float = field(1.5e-4, "lr = base_lr x effective batch / 256 (effective = batch x accum x processes)")
+    lr: float | None = field(None, "absolute learning rate; overrides base_lr when set")
+    min_lr: float = field(0.0, "learning rate at the end of the cosine schedule")
+    warmup_epochs: float = field(2.0, "epochs of linear warm-up")
+    weight_decay: float = field(0.05, "AdamW weight decay (none on biases, norms and tokens)")
+    betas: tuple[float, float] = field((0.9, 0.95), "AdamW betas")
+    optimizer: str = field("adamw", "adamw, adam or sgd", choices=["adamw", "adam", "sgd"])
+    accum_steps: int = field(1, "gradient accumulation steps per optimizer step")
+    clip_grad: float | None = field(None, "clip the gradient norm to this value (none = no clipping)")
+    amp: str = field("none", "mixed precision: none, bf16, or fp16 (GPU only, with a GradScaler)",
+                     choices=["none", "bf16", "fp16"])
+    device: str = field("auto", "auto, cpu, cuda or cuda:N")
+    seed: int = field(0, "seed of python, numpy, torch, the masking generator and the data order")
+    num_workers: int = field(0, "data-loader worker processes")
+    log_every: int = field(10, "optimizer steps between metric lines")
+    checkpoint_every: int = field(0, "optimizer steps between checkpoints (0 = at the end of every epoch)")
+    keep_last: int = field(2, "training checkpoints kept on disk")
+    max_steps: int | None = field(None, "stop after this many optimizer steps (for quick runs)")
+    grad_checkpointing: bool = field(False, "recompute encoder activations in the backward pass (saves memory)")
+    progress: bool = field(True, "show a progress bar")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise MaeError(f"device {name!r} requested but CUDA is not available")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def move_to(batch, device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: move_to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to(v, device) for v in batch)
+    return batch
+
+
+def _rng_state(mask_gen: torch.Generator) -> tuple[dict, dict]:
+    py = random.getstate()
+    npst = np.random.get_state()
+    js = {"python": [py[0], list(py[1]), py[2]],
+          "numpy": [npst[0], npst[1].tolist(), int(npst[2]), int(npst[3]), float(npst[4])]}
+    tensors = {"rng.torch": torch.get_rng_state(), "rng.mask": mask_gen.get_state()}
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    return js, tensors
+
+
+def _set_rng_state(js: dict, tensors: dict, mask_gen: torch.Generator) -> None:
+    py = js["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = js["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    torch.set_rng_state(tensors["rng.torch"])
+    mask_gen.set_state(tensors["rng.mask"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+
+
+class Trainer:
+    """``Trainer(model, dataset, config, run_dir).fit()``.
+
+    ``groups_fn(model) -> param groups`` overrides the default groups (fine-tuning uses layer decay).
+    ``on_epoch_end(trainer, epoch)`` may return metrics to log (e.g. validation accuracy).
+    """
+
+    def __init__(self, model: torch.nn.Module, dataset: Dataset, config: TrainConfig, run_dir=None,
+                 groups_fn: Callable | None = None, collate_fn: Callable = collate_dicts,
+                 on_epoch_end: Callable | None = None, run_config: dict | None = None):
+        self.config = c = config
+        self.device = resolve_device(c.device)
+        self.rank, self.world = init_distributed(self.device)
+        self.is_main = self.rank == 0
+        self.run_dir = run_dir
+        self.run_config = run_config or {}
+        self.on_epoch_end = on_epoch_end
+        seed_everything(c.seed)
+        self.raw_model = model.to(self.device)
+        if c.grad_checkpointing and hasattr(model, "set_grad_checkpointing"):
+            model.set_grad_checkpointing(True)
+        groups = groups_fn(model) if groups_fn else param_groups(model, c.weight_decay)
+        self.effective_batch = c.batch_size * c.accum_steps * self.world
+        self.lr = c.lr if c.lr is not None else scaled_lr(c.base_lr, self.effective_batch)
+        self.optimizer = build_optimizer(groups, self.lr, c.betas, c.optimizer)
+        use_scaler = c.amp == "fp16" and self.device.type == "cuda"
+        if c.amp == "fp16" and self.device.type != "cuda":
+            raise MaeError("amp fp16 needs a GPU; use --amp bf16 on CPU")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[c.amp]
+        self.model = model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            self.model = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.dataset = dataset
+        self.sampler = GlobalBatchSampler(len(dataset), c.batch_size, self.rank, self.world, shuffle=True,
+                                          seed=c.seed, drop_last=True)
+        self.collate_fn = collate_fn
+        self.mask_gen = torch.Generator(device="cpu").manual_seed(c.seed + 12345)
+        self.generator = ShardedGenerator(self.mask_gen, self.rank, self.world) if self.world > 1 else self.mask_gen
+        self.steps_per_epoch = self.sampler.num_batches // c.accum_steps
+        if self.steps_per_epoch == 0:
+            raise MaeError(f"{self.sampler.num_batches} batches per epoch is fewer than accum_steps={c.accum_steps}")
+        self.total_steps = c.epochs * self.steps_per_epoch
+        if c.max_steps is not None:
+            self.total_steps = min(self.total_steps, c.max_steps)
+        self.warmup_steps = c.warmup_epochs * self.steps_per_epoch
+        self.step = 0  # optimizer steps done
+        self.epoch = 0
+        self.batch_in_epoch = 0  # micro-batches consumed in the current epoch
+        self.writer = None
+        self.last_loss = float("nan")
+        self.history: list[dict] = []
+
+    # ---- checkpoints -------------------------------------------------------------------------------------------------
+    def state_dict_json(self) -> dict:
+        return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                "effective_batch": self.effective_batch, "lr": self.lr, "world": self.world,
+                "train_config": to_dict(self.config), "run_config": self.run_config}
+
+    def save(self) -> Path | None:
+        if not (self.is_main and self.run_dir is not None):
+            return None
+        js, tensors = _rng_state(self.mask_gen)
+        state = self.state_dict_json()
+        state["rng"] = js
+        path = save_checkpoint(self.run_dir.checkpoints / f"step-{self.step:08d}", self.raw_model, self.optimizer,
+                               self.scaler, state, tensors)
+        prune_checkpoints(self.run_dir.checkpoints, self.config.keep_last)
+        return path
+
+    def resume(self, ckpt: str | Path) -> None:
+        state, tensors = load_checkpoint(ckpt, self.raw_model, self.optimizer, self.scaler)
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        if state.get("world", 1) != self.world and self.is_main:
+            print(f"note: resuming a {state.get('world')}-process run with {self.world} processes; "
+                  "the data order stays the same, RNG streams of the new processes restart")
+        _set_rng_state(state["rng"], tensors, self.mask_gen)
+
+    def latest_checkpoint(self) -> Path | None:
+        if self.run_dir is None:
+            return None
+        ckpts = list_checkpoints(self.run_dir.checkpoints)
+        return ckpts[-1] if ckpts else None
+
+    # ---- loop --------------------------------------------------------------------------------------------------------
+    def _loader(self) -> DataLoader:
+        return DataLoader(self.dataset, batch_size=self.config.batch_size, sampler=self.sampler,
+                          num_workers=self.config.num_workers, collate_fn=self.collate_fn, drop_last=True,
+                          pin_memory=self.device.type == "cuda", persistent_workers=False,
+                          generator=torch.Generator().manual_seed(self.config.seed + self.epoch))
+
+    def _log(self, record: dict) -> None:
+        self.history.append(record)
+        if not self.is_main or self.run_dir is None:
+            return
+        self.run_dir.log(record)
+        if self.writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.writer = SummaryWriter(str(self.run_dir.path / "tb"))
+            except Exception:  # tensorboard missing or broken: JSONL still has everything
+                self.writer = False
+        if self.writer:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
+                    self.writer.add_scalar(f"train/{k}", v, record["step"])
+
+    def fit(self, resume_from: str | Path | None = None) -> dict:
+        c = self.config
+        if resume_from is not None:
+            self.resume(resume_from)
+        if self.run_dir is not None and self.is_main:
+            nbytes = sum(p.numel() * p.element_size() for p in self.raw_model.parameters()) * 4
+            self.run_dir.check_space(nbytes * (c.keep_last + 1))
+        self.model.train()
+        pbar = None
+        if self.is_main and c.progress:
+            from tqdm.auto import tqdm
+            pbar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
+                        leave=True)
+        t0 = time.time()
+        seen, window_loss, window_n, window_t = 0, 0.0, 0, time.time()
+        last_good = self.latest_checkpoint()
+        done = self.step >= self.total_steps
+        while not done and self.epoch < c.epochs:
+            self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
+            for batch in self._loader():
+                if self.batch_in_epoch % c.accum_steps == 0:
+                    set_lr(self.optimizer, cosine_lr(self.step, self.total_steps if c.max_steps else
+                                                     c.epochs * self.steps_per_epoch, self.warmup_steps,
+                                                     self.lr, c.min_lr))
+                batch = move_to(batch, self.device)
+                sync = (self.batch_in_epoch + 1) % c.accum_steps == 0
+                ctx = self.model.no_sync() if (self.world > 1 and not sync) else _nullctx()
+                with ctx:
+                    with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                        out = self.model(batch, generator=self.generator)
+                    loss = out.loss
+                    finite = torch.isfinite(loss.detach()).float()
+                    if self.world > 1:
+                        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+                    if finite.item() < 1:
+                        where = f"; the last good checkpoint is {last_good}" if last_good else ""
+                        raise NonFiniteLossError(
+                            f"loss became {loss.item()} at step {self.step} (epoch {self.epoch}){where}: lower the "
+                            "learning rate, enable --clip-grad, or check the data for NaN / inf values")
+                    self.scaler.scale(loss / c.accum_steps).backward()
+                self.batch_in_epoch += 1
+                window_loss += float(loss.detach())
+                window_n += 1
+                seen += len(next(iter(batch.values()))) if isinstance(batch, dict) else 0
+                if not sync:
+                    continue
+                if c.clip_grad is not None:
+                    self.scaler.unscale_(self.optimizer)
+                    torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), c.clip_grad)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                if pbar is not None:
+                    pbar.update(1)
+                    pbar.set_postfix(loss=f"{window_loss / max(window_n, 1):.4f}", epoch=self.epoch)
+                if self.step % c.log_every == 0 or self.step == self.total_steps:
+                    loss_avg, = all_reduce_mean([window_loss / max(window_n, 1)], self.device)
+                    dt = time.time() - window_t
+                    rec = {"step": self.step, "epoch": self.epoch, "loss": loss_avg,
+                           "lr": self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0].get("lr_scale", 1.0),
+                           "samples_per_s": seen * self.world / max(dt, 1e-9), "time": time.time() - t0}
+                    rec.update({k: float(v) for k, v in out.metrics.items()})
+                    self._log(rec)
+                    self.last_loss = loss_avg
+                    window_loss, window_n, seen, window_t = 0.0, 0, 0, time.time()
+                if c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                    last_good = self.save() or last_good
+                if self.step >= self.total_steps:
+                    done = True
+                    break
+            if not done:
+                self.epoch += 1
+                self.batch_in_epoch = 0
+                if self.on_epoch_end is not None:
+                    extra = self.on_epoch_end(self, self.epoch - 1)
+                    if extra:
+                        self._log({"step": self.step, "epoch": self.epoch - 1, **extra})
+                    self.model.train()
+                if not c.checkpoint_every:
+                    last_good = self.save() or last_good
+        if pbar is not None:
+            pbar.close()
+        if window_n:
+            self.last_loss, = all_reduce_mean([window_loss / window_n], self.device)
+        if self.writer:
+            self.writer.close()
+        latest = self.latest_checkpoint()
+        if latest is None or int(latest.name.split("-")[1]) != self.step:
+            self.save()
+        return {"steps": self.step, "epochs": self.epoch, "final_loss": self.last_loss,
+                "train_time_s": time.time() - t0, "effective_batch": self.effective_batch, "lr": self.lr}
+
+
+class _nullctx:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
