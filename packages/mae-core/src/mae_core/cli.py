@@ -384,7 +384,7 @@ def cmd_probe(domain: str, argv: Sequence[str]) -> int:
         g = p.add_argument_group("probe")
         g.add_argument("--probe", default="linear,knn", help=f"comma-separated probes from: {', '.join(PROBES)}")
         g.add_argument("--probe-epochs", type=int, default=100, help="epochs of the linear / prototypical probe")
-        g.add_argument("--probe-lr", type=float, default=1e-3, help="learning rate of the linear probe")
+        g.add_argument("--probe-lr", type=float, default=1e-2, help="learning rate of the linear probe")
         g.add_argument("--probe-batch-size", type=int, default=256, help="batch size for feature extraction")
         g.add_argument("--probe-seed", type=int, default=0, help="seed of the probe")
         g.add_argument("--k", type=int, default=20, help="neighbours of the kNN probe")

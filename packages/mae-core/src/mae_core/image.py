@@ -32,7 +32,7 @@ METHOD = register_method(MethodSpec(
     description="ViT masked autoencoder for images", default_dataset="shapes",
     paper="He et al., Masked Autoencoders Are Scalable Vision Learners, CVPR 2022",
     visualize=visualize_images,
-    train_defaults={"epochs": 40, "batch_size": 128, "base_lr": 1.5e-3, "warmup_epochs": 4},
+    train_defaults={"epochs": 30, "batch_size": 128, "base_lr": 1.5e-3, "warmup_epochs": 3},
 ))
 METHOD.adapt = adapt_image
 

@@ -75,7 +75,26 @@ def register_command(spec: CommandSpec) -> CommandSpec:
     return spec
 
 
+DOMAIN_MODULES = {"core": "mae_core.image", "medical": "mae_medical", "3d": "mae_3d", "video": "mae_video",
+                  "graph": "mae_graph", "audio": "mae_audio", "text": "mae_text"}
+
+
+def autoload(domain: str | None = None) -> None:
+    """Import the domain packages (which register on import) so a saved model of any installed domain loads."""
+    import importlib
+
+    for d, mod in DOMAIN_MODULES.items():
+        if domain is not None and d != domain:
+            continue
+        try:
+            importlib.import_module(mod)
+        except ImportError:
+            pass
+
+
 def _get(table: dict, name: str, kind: str, domain: str | None):
+    if name not in table:
+        autoload(domain)
     if name not in table:
         names = sorted(k for k, v in table.items() if domain is None or v.domain == domain)
         raise ConfigError(f"unknown {kind} {name!r}; choose from: {', '.join(names) or '(none registered)'}")

@@ -1,4 +1,5 @@
-"""An embedded, procedurally generated, labelled image dataset: eight shape classes on textured backgrounds.
+"""An embedded, procedurally generated, labelled image dataset: eight shape classes on textured backgrounds
+(disk, square, triangle, cross, ring, bar, star, crescent; no two classes coincide under rotation).
 
 Deterministic given the seed, generated in memory in well under a second, no download. Each image has a random
 centre, scale, rotation and aspect, a random foreground colour and a background made of a colour gradient plus
@@ -15,7 +16,7 @@ from torch.utils.data import Dataset
 
 from ..config import field
 
-CLASSES = ["disk", "square", "triangle", "cross", "ring", "diamond", "star", "crescent"]
+CLASSES = ["disk", "square", "triangle", "cross", "ring", "bar", "star", "crescent"]
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
 
@@ -38,7 +39,7 @@ def _shape_masks(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         (y > -0.55) & (y < 0.95 - 1.732 * x.abs()),
         ((x.abs() < 0.3) & (y.abs() < 1.0)) | ((y.abs() < 0.3) & (x.abs() < 1.0)),
         (r < 1.0) & (r > 0.55),
-        (x.abs() + y.abs()) < 1.0,
+        (x.abs() < 1.0) & (y.abs() < 0.3),
         r < 0.6 + 0.4 * torch.cos(5 * phi),
         (r < 1.0) & (((x - 0.5) ** 2 + y**2).sqrt() > 0.75),
     ])
@@ -49,8 +50,8 @@ def generate_shapes(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor
     rng = np.random.default_rng(seed)
     g = torch.Generator().manual_seed(int(rng.integers(2**31)))
     labels = torch.from_numpy(rng.integers(0, len(CLASSES), n))
-    cx, cy = (torch.from_numpy(rng.uniform(-0.3, 0.3, (2, n))).float())
-    scale = torch.from_numpy(rng.uniform(0.35, 0.6, n)).float()
+    cx, cy = (torch.from_numpy(rng.uniform(-0.25, 0.25, (2, n))).float())
+    scale = torch.from_numpy(rng.uniform(0.45, 0.7, n)).float()
     aspect = torch.from_numpy(rng.uniform(0.8, 1.25, n)).float()
     theta = torch.from_numpy(rng.uniform(0, 2 * np.pi, n)).float()
     coords = torch.linspace(-1, 1, size)
