@@ -158,6 +158,7 @@ def add_common_flags(p: argparse.ArgumentParser, domain: str, with_run: bool = F
 def build_section_flags(p, mspec, dspec):
     from .train import TrainConfig
     taken = {"method", "dataset", "data", "preset", "config", "run", "out", "overwrite", "resume", "nproc"}
+    taken |= {o[2:] for o in p._option_string_actions if o.startswith("--")}
     mapping = {}
     mapping.update(add_dataclass_flags(p, TrainConfig, "train", taken, "training (TrainConfig)",
                                        shown_defaults=mspec.train_defaults))
@@ -375,8 +376,14 @@ def _probe_knn(model, train_set, test_set, args, cache):
     return knn_classify(xtr, ytr, xte, yte, k=args.k, num_classes=_num_classes(train_set))
 
 
+def _probe_prototypical(model, train_set, test_set, args, cache):
+    from .eval.prototypical import probe_prototypical
+    return probe_prototypical(model, train_set, test_set, args, cache)
+
+
 register_probe("linear", _probe_linear)
 register_probe("knn", _probe_knn)
+register_probe("prototypical", _probe_prototypical)
 
 
 def cmd_probe(domain: str, argv: Sequence[str]) -> int:
@@ -432,7 +439,7 @@ def run_probe(r: Resolved, args) -> int:
         main = res.get("acc", res.get("auc"))
         if main is not None:
             print(f"{n:>14}: {main:.4f}" + (f"   (chance {1 / nc:.4f})" if "acc" in res else ""))
-    out = {"probe": results, "chance": 1.0 / nc, "label_fraction": args.label_fraction,
+    out = {**results, "chance": 1.0 / nc, "label_fraction": args.label_fraction,
            "random_init": bool(args.random_init)}
     if args.run:
         tag = "probe_random_init" if args.random_init else "probe"
@@ -572,22 +579,23 @@ def run_cli(domain: str, argv: Sequence[str] | None = None, prog: str | None = N
     if not argv or argv[0] in ("-h", "--help"):
         lines = [description or f"{prog}: masked-autoencoder pretraining for {domain}", "", "commands:"]
         for name, (_, h) in CORE_COMMANDS.items():
-            lines.append(f"  {name:<12} {h}")
+            lines.append(f"  {name:<12} {extra[name].help if name in extra else h}")
         for name, c in extra.items():
-            lines.append(f"  {name:<12} {c.help}")
+            if name not in CORE_COMMANDS:
+                lines.append(f"  {name:<12} {c.help}")
         lines += ["", f"`{prog} COMMAND --help` explains every option of a command."]
         print("\n".join(lines))
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
     try:
-        if cmd in CORE_COMMANDS:
+        if cmd in CORE_COMMANDS and cmd not in extra:  # a domain may register its own version of a core command
             return CORE_COMMANDS[cmd][0](domain, rest) or 0
         if cmd in extra:
             c = extra[cmd]
             p = _Parser(prog=f"{prog} {cmd}", description=c.help, allow_abbrev=False)
             c.add_arguments(p)
             return c.run(p.parse_args(rest)) or 0
-        raise ConfigError(f"unknown command {cmd!r}; choose from: {', '.join([*CORE_COMMANDS, *extra])}")
+        raise ConfigError(f"unknown command {cmd!r}; choose from: {', '.join(dict.fromkeys([*CORE_COMMANDS, *extra]))}")
     except MaeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -43,8 +43,10 @@ class Classifier(nn.Module):
             loss = F.binary_cross_entropy_with_logits(logits, y.float())
             metrics = {}
         else:
-            loss = F.cross_entropy(logits, y.long(), label_smoothing=self.label_smoothing)
-            metrics = {"acc": float((logits.argmax(-1) == y).float().mean())}
+            soft = y.is_floating_point() and y.ndim == 2  # class probabilities (e.g. mixup)
+            loss = F.cross_entropy(logits, y if soft else y.long(), label_smoothing=self.label_smoothing)
+            hard = y.argmax(-1) if soft else y
+            metrics = {"acc": float((logits.argmax(-1) == hard).float().mean())}
         return ModelOutput(loss=loss, pred=logits, metrics=metrics)
 
     def num_layers(self) -> int:

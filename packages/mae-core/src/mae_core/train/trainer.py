@@ -75,6 +75,8 @@ def move_to(batch, device):
         return {k: move_to(v, device) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
         return type(batch)(move_to(v, device) for v in batch)
+    if hasattr(batch, "to") and callable(batch.to) and not isinstance(batch, type):  # e.g. PyG Data / Batch
+        return batch.to(device)
     return batch
 
 

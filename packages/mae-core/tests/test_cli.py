@@ -1,0 +1,72 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mae_core.cli import main
+
+TINY = ["--img-size", "16", "--image-size", "16", "--patch-size", "4", "--embed-dim", "32", "--depth", "2",
+        "--num-heads", "2", "--decoder-embed-dim", "16", "--decoder-depth", "1", "--decoder-num-heads", "2",
+        "--num-train", "64", "--num-test", "32", "--batch-size", "16", "--epochs", "2", "--no-progress"]
+
+
+def test_cli_pretrain_probe_finetune_reconstruct(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["pretrain", "--out", str(run), *TINY]) == 0
+    for name in ("config.yaml", "metrics.jsonl", "model.safetensors", "config.json", "summary.json",
+                 "pictures/reconstruction.png"):
+        assert (run / name).exists(), name
+    assert list((run / "checkpoints").iterdir())
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 8
+    assert main(["probe", "--run", str(run), "--probe-epochs", "5", "--no-progress"]) == 0
+    probe = json.loads((run / "summary.json").read_text())["probe"]
+    assert 0.0 <= probe["linear"]["acc"] <= 1.0 and "knn" in probe
+    ft = tmp_path / "ft"
+    assert main(["finetune", "--run", str(run), "--out", str(ft), "--epochs", "1", "--batch-size", "16",
+                 "--no-progress"]) == 0
+    assert "test_acc" in json.loads((ft / "summary.json").read_text())
+    assert main(["reconstruct", "--run", str(run), "--num", "2", "--out", str(tmp_path / "r.png")]) == 0
+    assert (tmp_path / "r.png").exists()
+
+
+def test_cli_config_file_and_overrides(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model:\n  embed_dim: 32\n  depth: 1\n  num_heads: 2\n  decoder_embed_dim: 16\n"
+                   "  decoder_depth: 1\n  decoder_num_heads: 2\ntrain:\n  epochs: 5\n")
+    run = tmp_path / "run"
+    args = ["pretrain", "--config", str(cfg), "--out", str(run), "--epochs", "1", "--max-steps", "2",
+            "--num-train", "32", "--num-test", "8", "--image-size", "16", "--batch-size", "16", "--no-progress"]
+    assert main(args) == 0
+    import yaml
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resolved["train"]["epochs"] == 1  # the flag beats the file
+    assert resolved["model"]["depth"] == 1  # the file beats the default
+    assert resolved["model"]["img_size"] == 16  # the model follows the data
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["pretrain", "--epochs", "many"], "expected an integer"),
+    (["pretrain", "--method", "nope"], "unknown method 'nope'"),
+    (["pretrain", "--bogus-flag", "1"], "unrecognized arguments"),
+    (["frobnicate"], "unknown command"),
+])
+def test_cli_user_errors_are_one_line(args, needle, capsys, tmp_path):
+    assert main([*args, "--out", str(tmp_path / "x")] if args[0] == "pretrain" else args) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_help_explains_options():
+    out = subprocess.run([sys.executable, "-m", "mae_core.cli", "pretrain", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    assert "--mask-ratio" in out.stdout and "fraction of patches hidden" in out.stdout
+    assert "--base-lr" in out.stdout
+
+
+def test_cli_info(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "image-mae" in out and "shapes" in out and "vit-s16" in out
