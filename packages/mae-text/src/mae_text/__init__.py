@@ -1,1 +1,51 @@
-"""placeholder"""
+"""mae-text: masked autoencoders for text retrieval: RetroMAE, DupMAE (RetroMAE v2) and Starbucks 2D Matryoshka
+embeddings, built from mae-core. Importing the package registers its methods, datasets and commands."""
+from __future__ import annotations
+
+from mae_core.registry import CommandSpec, DatasetSpec, MethodSpec, register_command, register_dataset, \
+    register_method
+
+from .commands import (adapt_text, encode_arguments, evaluate_arguments, finetune_arguments, run_encode,
+                       run_evaluate, run_finetune_cmd)
+from .data import TextDataConfig, build_pydocs, build_text_files
+from .methods.dupmae import DupMAE, DupMAEConfig
+from .methods.retromae import RetroMAE, RetroMAEConfig
+from .methods.starbucks import Starbucks, StarbucksConfig
+
+PRETRAIN_DEFAULTS = {"epochs": 2, "batch_size": 32, "lr": 5e-4, "warmup_epochs": 0.2, "weight_decay": 0.01,
+                     "betas": (0.9, 0.999), "clip_grad": 1.0}
+
+for _spec in (
+    MethodSpec(name="retromae", domain="text", config_cls=RetroMAEConfig, model_cls=RetroMAE,
+               description="BERT-style encoder, whole-word MLM 0.3 + one-layer enhanced decoder from [CLS]",
+               default_dataset="pydocs", train_defaults=dict(PRETRAIN_DEFAULTS),
+               paper="Xiao et al., RetroMAE, EMNLP 2022"),
+    MethodSpec(name="dupmae", domain="text", config_cls=DupMAEConfig, model_cls=DupMAE,
+               description="RetroMAE + bag-of-words loss; [CLS] + top-k lexical representation",
+               default_dataset="pydocs", train_defaults=dict(PRETRAIN_DEFAULTS),
+               paper="Liu et al., RetroMAE v2 / DupMAE, 2023"),
+    MethodSpec(name="starbucks", domain="text", config_cls=StarbucksConfig, model_cls=Starbucks,
+               description="RetroMAE losses on (layer, dim) truncations; 2D Matryoshka embeddings",
+               default_dataset="pydocs", train_defaults=dict(PRETRAIN_DEFAULTS),
+               paper="Zhuang et al., Starbucks: 2D Matryoshka embeddings, 2024"),
+):
+    register_method(_spec).adapt = adapt_text
+
+register_dataset(DatasetSpec(
+    name="pydocs", domain="text", config_cls=TextDataConfig, build=build_pydocs,
+    description="embedded: docstrings of the installed Python standard library, passages titled by dotted name"))
+register_dataset(DatasetSpec(
+    name="text-files", domain="text", config_cls=TextDataConfig, build=build_text_files, takes_path=True,
+    description="your text: .txt (blank-line passages), .jsonl ({text, title?}), a folder of them, or a BEIR folder"))
+
+register_command(CommandSpec(
+    name="finetune", domain="text", add_arguments=finetune_arguments, run=run_finetune_cmd,
+    help="fine-tune for retrieval: contrastive loss on (query, passage) pairs with in-batch negatives"))
+register_command(CommandSpec(
+    name="evaluate", domain="text", add_arguments=evaluate_arguments, run=run_evaluate,
+    help="retrieval: nDCG@10, MRR@10, Recall@100 (exact search) on a BEIR folder; BM25 baseline; Starbucks pairs"))
+register_command(CommandSpec(
+    name="encode", domain="text", add_arguments=encode_arguments, run=run_encode,
+    help="write embeddings of a corpus to a safetensors file"))
+
+__all__ = ["RetroMAE", "RetroMAEConfig", "DupMAE", "DupMAEConfig", "Starbucks", "StarbucksConfig", "TextDataConfig"]

@@ -1,0 +1,61 @@
+import json
+
+import pytest
+
+from mae_text.cli import main
+
+TINY_FLAGS = ["--embed-dim", "32", "--depth", "2", "--num-heads", "2", "--max-len", "32", "--vocab-size", "300",
+              "--batch-size", "8", "--epochs", "1", "--no-progress", "--device", "cpu"]
+
+
+@pytest.fixture
+def corpus_file(tmp_path, corpus_texts):
+    p = tmp_path / "corpus.jsonl"
+    p.write_text("".join(json.dumps({"title": f"t{i}", "text": t}) + "\n" for i, t in enumerate(corpus_texts)))
+    return p
+
+
+def test_cli_end_to_end(tmp_path, corpus_file, beir_dir, capsys):
+    run = tmp_path / "run"
+    assert main(["pretrain", "--data", str(corpus_file), *TINY_FLAGS, "--out", str(run)]) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["method"] == "retromae" and cfg["config"]["tokenizer_json"]  # the tokenizer is saved with the run
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] >= 4
+    ft = tmp_path / "ft"
+    assert main(["finetune", "--run", str(run), "--data", str(beir_dir), "--epochs", "2", "--batch-size", "4",
+                 "--no-progress", "--device", "cpu", "--out", str(ft)]) == 0
+    s = json.loads((ft / "summary.json").read_text())
+    assert s["train_pairs"] == 8 and 0.0 <= s["test"]["ndcg@10"] <= 1.0
+    assert main(["evaluate", "--run", str(ft), "--data", str(beir_dir), "--bm25"]) == 0
+    res = json.loads((ft / "retrieval-test.json").read_text())
+    assert res["queries"] == 4 and res["model"]["queries"] == 4
+    assert res["bm25"]["ndcg@10"] > 0.5  # queries are words of their document
+    out = capsys.readouterr().out
+    assert "queries of queries.jsonl have no judgement" in out
+    emb = tmp_path / "emb.safetensors"
+    assert main(["encode", "--run", str(ft), "--data", str(corpus_file), "--out", str(emb)]) == 0
+    from safetensors.torch import load_file
+    assert load_file(str(emb))["embeddings"].shape == (36, 32)
+
+
+def test_cli_starbucks_pairs(tmp_path, corpus_file, beir_dir):
+    run = tmp_path / "sb"
+    assert main(["pretrain", "--method", "starbucks", "--pairs", "1x8", "2x32", "--data", str(corpus_file),
+                 *TINY_FLAGS, "--out", str(run)]) == 0
+    assert main(["evaluate", "--run", str(run), "--data", str(beir_dir), "--pairs"]) == 0
+    res = json.loads((run / "retrieval-test.json").read_text())
+    assert set(res["pairs"]) == {"1x8", "2x32"}
+    assert (run / "pictures" / "starbucks-test.png").stat().st_size > 1000
+
+
+def test_cli_bad_input(tmp_path, beir_dir, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{"text": oops}\n')
+    assert main(["pretrain", "--data", str(bad), *TINY_FLAGS, "--out", str(tmp_path / "r")]) == 2
+    assert "bad.jsonl:2: invalid JSON" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # nothing half-written
+    assert main(["evaluate", "--data", str(beir_dir), "--split", "dev", "--bm25"]) == 2
+    assert "splits with relevance judgements: test, train" in capsys.readouterr().err
+    assert main(["finetune", "--data", str(beir_dir)]) == 2
+    assert main(["evaluate", "--run", str(tmp_path / "nope"), "--data", str(beir_dir)]) == 2
