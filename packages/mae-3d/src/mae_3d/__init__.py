@@ -1,1 +1,54 @@
-"""placeholder"""
+"""mae-3d: masked autoencoders for point clouds and LiDAR on Open3D — Point-MAE, Point-CMAE and R-MAE.
+
+Importing the package registers its methods, datasets, presets, the ``svm`` probe and the ``fewshot`` / ``segment``
+commands with mae-core.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from mae_core.cli import register_probe
+from mae_core.eval.svm import probe_svm
+from mae_core.registry import DatasetSpec, MethodSpec, PresetSpec, register_dataset, register_method, register_preset
+
+from . import commands  # noqa: F401  (registers fewshot)
+from .data.folder import PointFolderConfig, build_point_data
+from .data.shapes import Shapes3D, Shapes3DConfig
+from .methods.point_mae import PRESETS as POINT_MAE_PRESETS
+from .methods.point_mae import PointMAE, PointMAEConfig
+from .viz import draw_point_reconstruction
+
+__version__ = "0.1.0"
+
+
+def adapt_points(model_cfg, data_cfg, dataset):
+    """Fewer groups when the clouds are small: G and M never exceed the number of points."""
+    n = getattr(data_cfg, "num_points", None)
+    if n is None:
+        return model_cfg
+    return dataclasses.replace(model_cfg, num_groups=min(model_cfg.num_groups, n),
+                               group_size=min(model_cfg.group_size, n))
+
+
+POINT_TRAIN = {"epochs": 6, "batch_size": 32, "lr": 1e-3, "warmup_epochs": 1, "weight_decay": 0.05,
+               "log_every": 5}
+
+register_method(MethodSpec(
+    name="point-mae", domain="3d", config_cls=PointMAEConfig, model_cls=PointMAE,
+    description="Point-MAE: mini-PointNet group tokens, 60 % of groups masked, Chamfer reconstruction",
+    default_dataset="shapes3d", paper="Pang et al., Masked Autoencoders for Point Cloud Self-supervised Learning, "
+                                      "ECCV 2022", visualize=draw_point_reconstruction, train_defaults=POINT_TRAIN,
+)).adapt = adapt_points
+
+register_dataset(DatasetSpec(
+    name="point-folder", domain="3d", config_cls=PointFolderConfig, build=build_point_data, takes_path=True,
+    description="your clouds / meshes in class sub-folders (ModelNet layout) or an .npz, --data PATH"))
+register_dataset(DatasetSpec(
+    name="shapes3d", domain="3d", config_cls=Shapes3DConfig, build=lambda cfg, split: Shapes3D(cfg, split),
+    description="embedded: 15 classes of Open3D primitives and combinations, deformed, rotated, noisy"))
+
+for _name, (_model, _data, _desc) in POINT_MAE_PRESETS.items():
+    register_preset(PresetSpec(name=_name, domain="3d", method="point-mae",
+                               overrides={"model": _model, "data": _data}, description=_desc))
+
+register_probe("svm", probe_svm)

@@ -1,0 +1,84 @@
+"""Extra ``mae-3d`` commands: ``fewshot`` (N-way K-shot on frozen features) and ``segment`` (R-MAE downstream).
+
+They take every flag of ``probe`` (``--run``, ``--method``, ``--data``, model / data / train fields), parsed by
+mae-core's own config resolution, plus their own."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from mae_core import cli as core_cli
+from mae_core.errors import ConfigError
+from mae_core.registry import CommandSpec, register_command
+
+
+def _passthrough(p: argparse.ArgumentParser) -> None:
+    """Let mae-core resolve the full command line (method, dataset, config layers) inside ``run``."""
+    p.parse_args = lambda argv=None, namespace=None: argparse.Namespace(argv=list(argv or []))
+
+
+def _load(argv, prog, flags, description):
+    return core_cli._load_run("3d", argv, prog, flags, description)
+
+
+def _model_and_data(r, args):
+    from mae_core.registry import build_model
+    from mae_core.train import resolve_device, seed_everything
+
+    if not args.run and not args.random_init:
+        raise ConfigError("give --run DIR (a pretraining run) or --random-init")
+    seed_everything(args.seed)
+    train_set = core_cli._build_dataset(r, "train")
+    test_set = core_cli._build_dataset(r, "test")
+    if args.run and not args.random_init:
+        model = core_cli.load_run_model(args.run)
+    else:
+        core_cli._adapt(r, train_set)
+        model = build_model(r.method.name, r.model)
+    args.device_obj = resolve_device(r.train.device)
+    return model.to(args.device_obj), train_set, test_set
+
+
+def run_fewshot(ns) -> int:
+    from mae_core.eval.svm import few_shot
+    from mae_core.rundir import RunDir
+
+    def flags(p):
+        g = p.add_argument_group("few-shot")
+        g.add_argument("--way", type=int, default=5, help="classes per episode (N)")
+        g.add_argument("--shot", type=int, default=10, help="labelled support samples per class (K)")
+        g.add_argument("--query", type=int, default=20, help="query samples per class (from the test split)")
+        g.add_argument("--folds", type=int, default=10, help="random episodes averaged")
+        g.add_argument("--svm-c", type=float, default=1.0, help="C of the linear SVM")
+        g.add_argument("--seed", type=int, default=0, help="seed of the episodes")
+        g.add_argument("--probe-batch-size", type=int, default=128, help="batch size for feature extraction")
+        g.add_argument("--random-init", action="store_true", help="evaluate a randomly initialised encoder instead")
+
+    r, args = _load(ns.argv, "mae-3d fewshot", flags,
+                    "N-way K-shot classification on frozen features over repeated random folds (Point-BERT / "
+                    "Point-MAE protocol, with a linear SVM on the frozen encoder instead of fine-tuning).")
+    model, train_set, test_set = _model_and_data(r, args)
+    t0 = time.time()
+    cache: dict = {}
+    xtr, ytr = core_cli._features(model, train_set, cache, "train", args.device_obj, args.probe_batch_size)
+    xte, yte = core_cli._features(model, test_set, cache, "test", args.device_obj, args.probe_batch_size)
+    try:
+        res = few_shot(xtr, ytr, way=args.way, shot=args.shot, query=args.query, folds=args.folds, seed=args.seed,
+                       c=args.svm_c, test_features=xte, test_labels=yte)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    res["time_s"] = round(time.time() - t0, 2)
+    res["random_init"] = bool(args.random_init)
+    print(f"{args.way}-way {args.shot}-shot: {res['acc']:.2f} +- {res['std']:.2f} % over {args.folds} folds "
+          f"(chance {100 / args.way:.1f} %)")
+    if args.run:
+        tag = f"fewshot_{args.way}way_{args.shot}shot" + ("_random_init" if args.random_init else "")
+        RunDir(args.run, create=False).write_summary({tag: res})
+    print(json.dumps(res))
+    return 0
+
+
+register_command(CommandSpec(name="fewshot", domain="3d",
+                             help="N-way K-shot accuracy on frozen features over repeated folds",
+                             add_arguments=_passthrough, run=run_fewshot))

@@ -1,0 +1,115 @@
+import pytest
+import torch
+
+from mae_core.errors import MaeError
+from mae_core.eval import extract_features
+from mae_core.eval.svm import few_shot, linear_svm
+from mae_core.testing import loss_falls
+from mae_3d.methods.point_mae import PointMAE, PointMAEConfig, masked_ids
+
+
+def tiny_cfg(**kw):
+    base = dict(num_groups=16, group_size=16, embed_dim=48, depth=2, num_heads=2, decoder_dim=48, decoder_depth=1,
+                decoder_heads=2, pointnet_dims=[16, 32, 64], drop_path=0.0)
+    base.update(kw)
+    return PointMAEConfig(**base)
+
+
+def _batch(ds, n=8):
+    return {"points": torch.stack([ds[i]["points"] for i in range(0, len(ds), max(1, len(ds) // n))][:n])}
+
+
+@pytest.mark.parametrize("mask_type", ["random", "block"])
+def test_masking_counts_and_shapes(tiny_shapes, mask_type):
+    torch.manual_seed(0)
+    model = PointMAE(tiny_cfg(mask_type=mask_type, mask_ratio=0.6))
+    out = model(_batch(tiny_shapes[0]), generator=torch.Generator().manual_seed(0))
+    keep = int(16 * (1 - 0.6))
+    assert out.mask.shape == (8, 16)
+    assert (out.mask.sum(1) == 16 - keep).all()
+    assert out.pred.shape == (8, 16, 16 * 3) and out.target.shape == (8, 16, 16 * 3)
+    assert torch.isfinite(out.loss)
+
+
+def test_block_mask_hides_nearest_groups(tiny_shapes):
+    model = PointMAE(tiny_cfg(mask_type="block"))
+    pts = _batch(tiny_shapes[0])["points"]
+    _, centers = model.group(pts)
+    mask = model.mask_groups(centers, torch.Generator().manual_seed(3))
+    for b in range(len(pts)):
+        m = mask.mask[b].bool()
+        # the masked groups are the ones closest to some centre: find it among the masked ones
+        ok = False
+        for s in m.nonzero().flatten().tolist():
+            d = ((centers[b] - centers[b, s]) ** 2).sum(-1)
+            if d[m].max() <= d[~m].min():
+                ok = True
+                break
+        assert ok
+
+
+def test_mask_tokens_never_enter_encoder(tiny_shapes):
+    torch.manual_seed(0)
+    model = PointMAE(tiny_cfg()).eval()
+    pts = _batch(tiny_shapes[0])["points"]
+    seen = {}
+    model.encoder.register_forward_hook(lambda mod, inp, out: seen.setdefault("x", inp[0].detach().clone()))
+    neigh, centers = model.group(pts)
+    mask = model.mask_groups(centers, torch.Generator().manual_seed(1))
+    latent = model.encode_visible(neigh, centers, mask)
+    keep = mask.num_keep
+    assert seen["x"].shape == (8, keep, 48) and latent.shape == (8, keep, 48)
+    # masked groups' points and the decoder's mask token have no influence on the encoder output
+    noisy = neigh.clone()
+    m = mask.mask.bool()
+    noisy[m] = torch.randn_like(noisy[m]) * 5
+    with torch.no_grad():
+        model.decoder.mask_token.add_(100.0)
+    assert torch.allclose(model.encode_visible(noisy, centers, mask), latent, atol=1e-6)
+    # the loss only looks at masked groups
+    ids = masked_ids(mask)
+    assert bool(torch.gather(mask.mask, 1, ids).all())
+
+
+def test_generator_makes_masks_deterministic(tiny_shapes):
+    model = PointMAE(tiny_cfg())
+    b = _batch(tiny_shapes[0])
+    m1 = model(b, generator=torch.Generator().manual_seed(5)).mask
+    m2 = model(b, generator=torch.Generator().manual_seed(5)).mask
+    m3 = model(b, generator=torch.Generator().manual_seed(6)).mask
+    assert torch.equal(m1, m2) and not torch.equal(m1, m3)
+
+
+@pytest.mark.parametrize("loss", ["l2", "l1"])
+def test_loss_falls(tiny_shapes, loss):
+    torch.manual_seed(0)
+    model = PointMAE(tiny_cfg(loss=loss, augment=False))
+    first, last = loss_falls(model, _batch(tiny_shapes[0]), steps=25, lr=2e-3)
+    assert last < 0.7 * first
+
+
+def test_too_few_points_is_one_line_error():
+    model = PointMAE(tiny_cfg())
+    with pytest.raises(MaeError, match="fewer than"):
+        model({"points": torch.randn(2, 8, 3)})
+
+
+def test_encode_and_probe_beats_chance(tiny_shapes):
+    torch.manual_seed(0)
+    train, test = tiny_shapes
+    model = PointMAE(tiny_cfg())
+    assert model.feature_dim() == 96
+    xtr, ytr = extract_features(model, train, batch_size=64)
+    xte, yte = extract_features(model, test, batch_size=64)
+    assert xtr.shape == (len(train), 96)
+    res = linear_svm(xtr, ytr, xte, yte)
+    assert res["acc"] > 1.5 / train.num_classes  # 5 classes: chance 0.2
+    fs = few_shot(xtr, ytr, way=3, shot=3, query=4, folds=4, test_features=xte, test_labels=yte)
+    assert fs["acc"] > 100 / 3
+
+
+def test_layer_ids():
+    model = PointMAE(tiny_cfg())
+    assert model.layer_id("patch_embed.first.0.weight") == 0
+    assert model.layer_id("encoder.blocks.1.mlp.fc1.weight") == 2
+    assert model.layer_id("decoder.head.weight") == model.num_layers()
