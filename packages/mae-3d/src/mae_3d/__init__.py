@@ -14,6 +14,7 @@ from mae_core.registry import DatasetSpec, MethodSpec, PresetSpec, register_data
 from . import commands  # noqa: F401  (registers fewshot)
 from .data.folder import PointFolderConfig, build_point_data
 from .data.shapes import Shapes3D, Shapes3DConfig
+from .methods.point_cmae import PointCMAE, PointCMAEConfig
 from .methods.point_mae import PRESETS as POINT_MAE_PRESETS
 from .methods.point_mae import PointMAE, PointMAEConfig
 from .viz import draw_point_reconstruction
@@ -38,6 +39,15 @@ register_method(MethodSpec(
     description="Point-MAE: mini-PointNet group tokens, 60 % of groups masked, Chamfer reconstruction",
     default_dataset="shapes3d", paper="Pang et al., Masked Autoencoders for Point Cloud Self-supervised Learning, "
                                       "ECCV 2022", visualize=draw_point_reconstruction, train_defaults=POINT_TRAIN,
+)).adapt = adapt_points
+
+register_method(MethodSpec(
+    name="point-cmae", domain="3d", config_cls=PointCMAEConfig, model_cls=PointCMAE,
+    description="Point-CMAE: two random masks, shared encoder, two decoders, Chamfer + contrastive on tokens "
+                "masked in both views",
+    default_dataset="shapes3d", paper="Ren et al., Bringing Contrastive Learning to Point Cloud Masked "
+                                      "Autoencoders (Point-CMAE), ACCV 2024", visualize=draw_point_reconstruction,
+    train_defaults=POINT_TRAIN,
 )).adapt = adapt_points
 
 register_dataset(DatasetSpec(
