@@ -1,0 +1,193 @@
+"""Extra ``mae-medical`` commands: ``impute`` (reconstruct an absent MRI modality as NIfTI), ``export-unetr``
+and ``anomaly`` (registered when the anomaly method is importable)."""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import torch
+
+from mae_core.checkpoint import atomic_write, from_pretrained, read_config
+from mae_core.errors import DataError, MaeError
+from mae_core.registry import CommandSpec, register_command
+
+from .data.brain_folder import DEFAULT_PATTERNS, check_case, find_modality_files, parse_patterns
+
+
+def load_bm_mae(run: str):
+    cfg = read_config(run)
+    if cfg.get("method") != "bm-mae":
+        raise MaeError(f"{run}: a bm-mae run is needed, this one is {cfg.get('method')!r}")
+    return from_pretrained(run), cfg
+
+
+def write_nifti_like(path: str | Path, data, ref_path: str | Path) -> Path:
+    """Write ``data`` (3-D array on the reference grid) as NIfTI with the reference file's affine and header,
+    atomically (``.nii`` or ``.nii.gz``)."""
+    import nibabel as nib
+    import numpy as np
+
+    ref = nib.load(str(ref_path))
+    arr = np.asarray(data, dtype=np.float32)
+    if arr.shape != tuple(ref.shape[:3]):
+        raise MaeError(f"internal: output shape {arr.shape} differs from the input grid {tuple(ref.shape[:3])}")
+    hdr = ref.header.copy()
+    hdr.set_data_dtype(np.float32)
+    img = nib.Nifti1Image(arr, ref.affine, header=hdr)
+    img.header.set_slope_inter(1.0, 0.0)
+    path = Path(path)
+    if not (path.name.endswith(".nii") or path.name.endswith(".nii.gz")):
+        raise MaeError(f"{path}: output must end in .nii or .nii.gz")
+    blob = img.to_bytes()
+    if path.name.endswith(".gz"):
+        blob = gzip.compress(blob, compresslevel=6)
+
+    def w(tmp):
+        with open(tmp, "wb") as fh:
+            fh.write(blob)
+
+    atomic_write(path, w)
+    return path
+
+
+@torch.no_grad()
+def impute_case(model, case_dir: str | Path, missing: str, patterns: list[str] | None = None,
+                spacing=(2.0, 2.0, 2.0), inputs: list[str] | None = None, overlap: float = 0.5,
+                compare: bool = False) -> dict:
+    """Reconstruct modality ``missing`` of a case from its present modalities.
+
+    Returns ``{"image": (X, Y, Z) array on the input file's grid, "ref_file": path, "work": {...}}`` where
+    ``work`` holds the volumes in the model's space (RAS, resampled, z-scored) for pictures and metrics, and, with
+    ``compare=True`` and the real file present, the real modality there too.
+    """
+    from monai.data import MetaTensor
+    from monai.inferers import sliding_window_inference
+    from monai.transforms import NormalizeIntensity
+
+    from .data.brain_folder import geometry_transform
+
+    case_dir = Path(case_dir)
+    pats = parse_patterns(patterns or DEFAULT_PATTERNS)
+    if missing not in model.modalities:
+        raise MaeError(f"case {case_dir.name}: modality {missing!r} is not known to the model "
+                       f"(it knows {', '.join(model.modalities)})")
+    inputs = inputs or [m for m in model.modalities if m != missing]
+    for m in inputs:
+        if m not in model.modalities:
+            raise MaeError(f"case {case_dir.name}: modality {m!r} is not known to the model "
+                           f"(it knows {', '.join(model.modalities)})")
+        if m not in pats:
+            raise DataError(f"case {case_dir.name}: no file pattern for modality {m!r}")
+    if missing in inputs:
+        raise MaeError(f"case {case_dir.name}: {missing!r} is both an input and the modality to impute")
+    found = find_modality_files(case_dir, inputs, pats, allow_missing=True)
+    inputs = [m for m in inputs if m in found]
+    files = check_case(case_dir, inputs, pats)
+    keys = list(inputs)
+    real_file = None
+    if compare:
+        real = find_modality_files(case_dir, [missing], pats, allow_missing=True) if missing in pats else {}
+        if missing in real:
+            real_file = check_case(case_dir, [missing, inputs[0]], pats, allow_missing=False)[missing]
+            keys.append(missing)
+    geom = geometry_transform(keys, spacing)
+    d = geom({k: str(files[k]) if k in files else str(real_file) for k in keys})
+    norm = NormalizeIntensity(nonzero=True, channel_wise=True)
+    vols = {k: torch.as_tensor(norm(d[k])).float() for k in keys}  # (1, X, Y, Z)
+    brain = torch.zeros_like(vols[inputs[0]][0], dtype=torch.bool)
+    for m in inputs:
+        brain |= torch.as_tensor(d[m])[0] != 0
+    x = torch.cat([vols[m] for m in inputs])[None]  # (1, Mp, X, Y, Z)
+    roi = (model.config.img_size,) * 3
+
+    def predictor(t):
+        batch = {m: t[:, j:j + 1] for j, m in enumerate(inputs)}
+        return model.reconstruct(batch)[missing]
+
+    model.eval()
+    pred = sliding_window_inference(x, roi, sw_batch_size=4, predictor=predictor, overlap=overlap, mode="gaussian",
+                                    padding_mode="constant", cval=0.0)[0]  # (1, X, Y, Z)
+    pred = torch.where(brain[None], pred, torch.zeros_like(pred))
+    ref = d[inputs[0]]
+    mt = MetaTensor(pred.clone(), meta=dict(ref.meta), applied_operations=list(ref.applied_operations))
+    back = geom.inverse({inputs[0]: mt})[inputs[0]]
+    image = torch.as_tensor(back)[0].numpy()
+    work = {"inputs": {m: vols[m][0] for m in inputs}, "imputed": pred[0], "brain": brain}
+    if real_file is not None:
+        work["real"] = vols[missing][0]
+    return {"image": image, "ref_file": files[inputs[0]], "inputs": inputs, "work": work}
+
+
+def _impute_args(p):
+    p.add_argument("--run", required=True, metavar="DIR", help="a bm-mae pretraining (or saved model) directory")
+    p.add_argument("--case", required=True, metavar="DIR", help="case folder with one NIfTI per present modality")
+    p.add_argument("--missing", required=True, help="modality to reconstruct (e.g. flair)")
+    p.add_argument("--inputs", nargs="+", help="modalities to use (default: every other modality found)")
+    p.add_argument("--out", required=True, metavar="NII", help="output .nii.gz (input's affine and header)")
+    p.add_argument("--patterns", nargs="+", default=None, help="file-name patterns 'name=suf1|suf2' (default: "
+                   "BraTS 2021 / 2023 / BrainLes names)")
+    p.add_argument("--spacing", nargs=3, type=float, default=None,
+                   help="working voxel spacing in mm (default: the run's data spacing, else 2 2 2)")
+    p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap")
+    p.add_argument("--figure", metavar="PNG", help="also draw the inputs, the imputed and (if present) the real "
+                   "modality")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+
+
+def _impute_run(args) -> int:
+    from .metrics import psnr_in_mask, ssim_in_mask
+    from .viz import save_imputation_figure
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise MaeError(f"{out}: exists (use --overwrite)")
+    model, cfg = load_bm_mae(args.run)
+    spacing = args.spacing or (cfg.get("run_config", {}).get("data", {}) or {}).get("spacing") or [2.0, 2.0, 2.0]
+    res = impute_case(model, args.case, args.missing, args.patterns, spacing, args.inputs, args.overlap,
+                      compare=True)
+    write_nifti_like(out, res["image"], res["ref_file"])
+    summary = {"out": str(out), "inputs": res["inputs"], "missing": args.missing, "spacing": list(spacing)}
+    w = res["work"]
+    if "real" in w:
+        summary["psnr"] = psnr_in_mask(w["imputed"], w["real"], w["brain"])
+        summary["ssim"] = ssim_in_mask(w["imputed"], w["real"], w["brain"])
+        zero = torch.zeros_like(w["real"])
+        summary["baseline_mean_psnr"] = psnr_in_mask(zero, w["real"], w["brain"])
+        summary["baseline_mean_ssim"] = ssim_in_mask(zero, w["real"], w["brain"])
+    if args.figure:
+        save_imputation_figure(w.get("real"), w["imputed"], w["inputs"], args.missing, args.figure)
+        summary["figure"] = args.figure
+    print(json.dumps(summary))
+    return 0
+
+
+register_command(CommandSpec(name="impute", domain="medical",
+                             help="reconstruct an absent MRI modality of a case from the present ones (NIfTI out)",
+                             add_arguments=_impute_args, run=_impute_run))
+
+
+def _export_args(p):
+    p.add_argument("--run", required=True, metavar="DIR", help="a bm-mae run with patch size 16")
+    p.add_argument("--out", required=True, metavar="FILE", help="UNETR weights (.safetensors)")
+    p.add_argument("--out-channels", type=int, default=4, help="segmentation classes of the UNETR head")
+    p.add_argument("--modalities", nargs="+", help="input channels, in order (default: all of the model's)")
+    p.add_argument("--img-size", type=int, help="UNETR input size (default: the model's crop size)")
+
+
+def _export_run(args) -> int:
+    from safetensors.torch import save_file
+
+    from .unetr import to_unetr
+
+    model, _ = load_bm_mae(args.run)
+    net, report = to_unetr(model, args.out_channels, args.modalities, args.img_size)
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    atomic_write(args.out, lambda tmp: save_file(state, tmp, metadata={"format": "monai-unetr"}))
+    print(json.dumps({"out": args.out, **report}))
+    return 0
+
+
+register_command(CommandSpec(name="export-unetr", domain="medical",
+                             help="load a BM-MAE encoder into MONAI's UNETR and save its weights",
+                             add_arguments=_export_args, run=_export_run))

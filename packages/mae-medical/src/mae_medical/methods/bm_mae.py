@@ -1,0 +1,234 @@
+"""BM-MAE (Robinet et al. 2025): one masked autoencoder for 3-D multimodal MRI that works with any subset of
+modalities.
+
+- every modality (T1, T1ce, T2, FLAIR; names configurable) has its own 3-D patch projection (one channel);
+  all modalities share one fixed 3-D sin-cos position embedding;
+- the encoder sees the visible tokens of every present modality concatenated, plus one cls token; there is no
+  modality embedding in the encoder;
+- masking: a fixed budget of visible tokens (25 % of all tokens) split between the modalities by a Dirichlet draw
+  per sample (:func:`mae_core.masking.token_budget_masking`); inside a modality the kept tokens are random;
+- decoder: project to decoder width, re-insert mask tokens, add a learned per-modality embedding plus the position
+  embedding, a few blocks, predict the voxels of every patch of every modality;
+- loss: MSE on the masked patches, summed over modalities.
+
+A batch carries one tensor per modality ``batch[name]`` of shape (B, 1, D, H, W); the modalities present in the
+batch are the ones used (any subset, same weights). Internally tokens live in a fixed "slot space" of
+``len(modalities) x L`` tokens (modality-major), so an absent modality is simply a group whose tokens are never
+visible; the decoder still predicts it (imputation).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from mae_core.config import field
+from mae_core.errors import MaeError
+from mae_core.layers import PatchEmbed3d, grid_shape, patchify, sincos_pos_embed, unpatchify
+from mae_core.losses import masked_mse, normalize_patches
+from mae_core.masking import MaskInfo, gather_tokens, mask_from_mask, token_budget_masking
+from mae_core.models import MaskedAutoencoder, ModelOutput
+
+DEFAULT_MODALITIES = ["t1", "t1ce", "t2", "flair"]
+
+
+@dataclass
+class BMMAEConfig:
+    modalities: list[str] = field(list(DEFAULT_MODALITIES), "modality names, in the model's order")
+    img_size: int = field(32, "side of the (cubic) training crop in voxels")
+    patch_size: int = field(8, "side of a cubic 3-D patch in voxels (paper: 16 on 128^3)")
+    embed_dim: int = field(128, "encoder width")
+    depth: int = field(4, "encoder blocks (UNETR export needs <= 12, patch 16)")
+    num_heads: int = field(4, "encoder attention heads")
+    decoder_embed_dim: int = field(96, "decoder width")
+    decoder_depth: int = field(2, "decoder blocks")
+    decoder_num_heads: int = field(4, "decoder attention heads")
+    mlp_ratio: float = field(4.0, "MLP hidden width / block width")
+    visible_fraction: float = field(0.25, "visible-token budget as a fraction of all tokens of the present modalities")
+    dirichlet_alpha: float = field(1.0, "concentration of the Dirichlet split of the budget between modalities")
+    norm_pix_loss: bool = field(False, "normalise each target patch (off: imputation needs intensities)")
+    drop_path: float = field(0.0, "stochastic depth rate of the encoder (used when fine-tuning)")
+
+
+class BMMAE(MaskedAutoencoder):
+    """Multimodal 3-D MAE with per-modality tokenizers and a Dirichlet token budget."""
+
+    method_name = "bm-mae"
+    pool = "mean"
+
+    def __init__(self, config: BMMAEConfig):
+        super().__init__()
+        self.config = c = config
+        if len(set(c.modalities)) != len(c.modalities) or not c.modalities:
+            raise MaeError(f"modality names must be unique and non-empty, got {c.modalities}")
+        if not 0.0 < c.visible_fraction < 1.0:
+            raise MaeError(f"visible_fraction must be in (0, 1), got {c.visible_fraction}")
+        self.modalities = list(c.modalities)
+        self.grid = grid_shape((c.img_size,) * 3, c.patch_size)
+        self.patch_embed = nn.ModuleDict({m: PatchEmbed3d(c.patch_size, 1, c.embed_dim) for m in self.modalities})
+        self.register_buffer("pos_embed", sincos_pos_embed(c.embed_dim, self.grid)[None], persistent=False)
+        self.register_buffer("decoder_pos", sincos_pos_embed(c.decoder_embed_dim, self.grid)[None], persistent=False)
+        self.build_mae(embed_dim=c.embed_dim, depth=c.depth, num_heads=c.num_heads,
+                       decoder_dim=c.decoder_embed_dim, decoder_depth=c.decoder_depth,
+                       decoder_heads=c.decoder_num_heads, pred_dim=c.patch_size**3, decoder_pos=None,
+                       mask_ratio=1.0 - c.visible_fraction, norm_pix_loss=c.norm_pix_loss, mlp_ratio=c.mlp_ratio,
+                       drop_path=c.drop_path)
+        # learned per-modality embedding, added in the decoder only
+        self.decoder_modality_embed = nn.Parameter(torch.zeros(len(self.modalities), 1, c.decoder_embed_dim))
+        self.init_weights()
+        nn.init.normal_(self.decoder_modality_embed, std=0.02)
+        for pe in self.patch_embed.values():
+            w = pe.proj.weight.data
+            nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+
+    # ---- which modalities a batch carries ----------------------------------------------------------------------------
+    def present(self, batch: dict) -> list[int]:
+        """Indices (model order) of the modalities in ``batch``; unknown names are an error."""
+        known = set(self.modalities)
+        for k, v in batch.items():
+            if isinstance(v, torch.Tensor) and v.ndim == 5 and k not in known and k not in ("mask", "seg", "label"):
+                raise MaeError(f"modality {k!r} is not known to this model (it knows {', '.join(self.modalities)})")
+        idx = [i for i, m in enumerate(self.modalities) if batch.get(m) is not None]
+        if not idx:
+            raise MaeError(f"the batch has none of the model's modalities ({', '.join(self.modalities)})")
+        shapes = {tuple(batch[self.modalities[i]].shape) for i in idx}
+        if len(shapes) != 1:
+            raise MaeError(f"modalities have different shapes: "
+                           + ", ".join(f"{self.modalities[i]} {tuple(batch[self.modalities[i]].shape)}" for i in idx))
+        return idx
+
+    def _grid_of(self, batch: dict, idx: list[int]) -> tuple[int, int, int]:
+        return grid_shape(batch[self.modalities[idx[0]]].shape[-3:], self.config.patch_size)
+
+    def _pos(self, grid, dim: int, cached: torch.Tensor) -> torch.Tensor:
+        if tuple(grid) == tuple(self.grid):
+            return cached
+        return sincos_pos_embed(dim, grid)[None].to(cached.device)
+
+    # ---- MaskedAutoencoder hooks ---------------------------------------------------------------------------------------
+    def tokenize(self, batch: dict):
+        """Tokens in slot space (B, M * L, D) (zeros for absent modalities) and the shared position embedding."""
+        idx = self.present(batch)
+        ref = batch[self.modalities[idx[0]]]
+        grid = self._grid_of(batch, idx)
+        length = math.prod(grid)
+        b = ref.shape[0]
+        tokens = ref.new_zeros(b, len(self.modalities), length, self.config.embed_dim)
+        for i in idx:
+            tokens[:, i] = self.patch_embed[self.modalities[i]](batch[self.modalities[i]].to(ref.dtype))
+        pos = self._pos(grid, self.config.embed_dim, self.pos_embed).repeat(1, len(self.modalities), 1)
+        return tokens.reshape(b, -1, self.config.embed_dim), pos
+
+    def target(self, batch: dict) -> torch.Tensor:
+        """(B, M * L, p^3) voxels of every patch of every modality (zeros for absent modalities)."""
+        idx = self.present(batch)
+        ref = batch[self.modalities[idx[0]]]
+        parts = []
+        for i, m in enumerate(self.modalities):
+            x = batch[m] if i in idx else torch.zeros_like(ref)
+            parts.append(patchify(x.float(), self.config.patch_size))
+        return torch.cat(parts, dim=1)
+
+    def make_mask(self, batch: dict, tokens: torch.Tensor, generator=None, present: list[int] | None = None,
+                  num_visible: int | None = None) -> MaskInfo:
+        """Token budget over the present modalities, laid out in slot space (absent modalities always masked)."""
+        if batch.get("mask") is not None:
+            return mask_from_mask(batch["mask"].to(tokens.device))
+        present = self.present(batch) if present is None else present
+        m = len(self.modalities)
+        length = tokens.shape[1] // m
+        b = tokens.shape[0]
+        total = length * len(present)
+        k = int(total * self.config.visible_fraction) if num_visible is None else num_visible
+        sub = token_budget_masking([length] * len(present), k, b, alpha=self.config.dirichlet_alpha,
+                                   generator=generator, device=tokens.device)
+        full = torch.ones(b, m, length, device=tokens.device)
+        full[:, present] = sub.mask.reshape(b, len(present), length)
+        return mask_from_mask(full.reshape(b, m * length))
+
+    def forward_decoder(self, latent: torch.Tensor, mask: MaskInfo, batch: dict) -> torch.Tensor:
+        m = len(self.modalities)
+        length = mask.mask.shape[1] // m
+        grid = self._grid_of(batch, self.present(batch))
+        dpos = self._pos(grid, self.config.decoder_embed_dim, self.decoder_pos)  # (1, L, Dd)
+        pos = (dpos[:, None] + self.decoder_modality_embed[None]).reshape(1, m * length, -1)
+        return self.decoder(latent, mask.ids_restore, pos=pos)
+
+    def group_weights(self, batch: dict, mask: torch.Tensor) -> torch.Tensor:
+        """(B, M * L) 1 on masked tokens of present modalities."""
+        b = mask.shape[0]
+        m = len(self.modalities)
+        present = torch.zeros(m, device=mask.device)
+        present[self.present(batch)] = 1
+        return mask * present.repeat_interleave(mask.shape[1] // m)[None].expand(b, -1)
+
+    def forward_loss_per_modality(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                                  batch: dict) -> dict[str, torch.Tensor]:
+        m = len(self.modalities)
+        b, total, p = pred.shape
+        length = total // m
+        pred, target, mask = pred.reshape(b, m, length, p), target.reshape(b, m, length, p), mask.reshape(b, m, length)
+        return {self.modalities[i]: masked_mse(pred[:, i], target[:, i], mask[:, i]) for i in self.present(batch)}
+
+    def forward(self, batch: dict, generator=None) -> ModelOutput:
+        tokens, pos = self.tokenize(batch)
+        mask = self.make_mask(batch, tokens, generator)
+        latent = self.forward_encoder(tokens, pos, mask)
+        pred = self.forward_decoder(latent, mask, batch)
+        target = self.prepare_target(self.target(batch))
+        losses = self.forward_loss_per_modality(pred, target, mask.mask, batch)
+        loss = sum(losses.values())
+        metrics = {f"loss_{k}": float(v.detach()) for k, v in losses.items()}
+        return ModelOutput(loss=loss, pred=pred, mask=mask.mask, target=target, metrics=metrics)
+
+    def prepare_target(self, target: torch.Tensor) -> torch.Tensor:
+        return normalize_patches(target) if self.norm_pix_loss else target
+
+    # ---- downstream: any subset of modalities -----------------------------------------------------------------------
+    def forward_features(self, batch: dict) -> torch.Tensor:
+        """All tokens of the present modalities (no masking) through the encoder: (B, 1 + Mp * L, D)."""
+        tokens, pos = self.tokenize(batch)
+        idx = self.present(batch)
+        b = tokens.shape[0]
+        m = len(self.modalities)
+        length = tokens.shape[1] // m
+        tokens = tokens.reshape(b, m, length, -1)[:, idx].reshape(b, len(idx) * length, -1)
+        pos = pos.reshape(1, m, length, -1)[:, idx].reshape(1, len(idx) * length, -1)
+        return self.encoder(tokens, pos)
+
+    @torch.no_grad()
+    def reconstruct(self, batch: dict, generator=None, num_visible: int | None = None) -> dict[str, torch.Tensor]:
+        """Volumes (B, 1, D, H, W) predicted for every modality of the model from the visible tokens of the present
+        ones. ``num_visible=None`` shows the encoder every token of the present modalities (imputation)."""
+        tokens, pos = self.tokenize(batch)
+        present = self.present(batch)
+        b = tokens.shape[0]
+        m = len(self.modalities)
+        length = tokens.shape[1] // m
+        if num_visible is None:
+            full = torch.ones(b, m, length, device=tokens.device)
+            full[:, present] = 0
+            mask = mask_from_mask(full.reshape(b, -1))
+        else:
+            mask = self.make_mask({}, tokens, generator, present=present, num_visible=num_visible)
+        latent = self.forward_encoder(tokens, pos, mask)
+        pred = self.forward_decoder(latent, mask, batch).float()
+        grid = self._grid_of(batch, present)
+        out = {}
+        for i, name in enumerate(self.modalities):
+            out[name] = unpatchify(pred[:, i * length:(i + 1) * length], self.config.patch_size, grid, 1)
+        out["_mask"] = mask.mask
+        return out
+
+
+PRESETS = {
+    # name: (model overrides, data overrides, description)
+    "bm-mae-tiny": (dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, decoder_embed_dim=32,
+                         decoder_depth=1, decoder_num_heads=4), dict(image_size=32),
+                    "tiny BM-MAE for 32^3 volumes, patch 8, 64 x 2 encoder (tests, quick checks)"),
+    "bm-mae-paper": (dict(img_size=128, patch_size=16, embed_dim=768, depth=12, num_heads=12, decoder_embed_dim=384,
+                          decoder_depth=4, decoder_num_heads=12), dict(image_size=128),
+                     "the paper's setting: 128^3 crops, patch 16, ViT-B encoder (12 x 768), decoder 4 x 384 (GPU)"),
+}

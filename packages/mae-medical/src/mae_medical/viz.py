@@ -1,0 +1,85 @@
+"""Pictures of 3-D multimodal reconstructions: axial, coronal and sagittal slices of every modality (original,
+masked input, reconstruction), and an imputed modality beside the real one. Written atomically."""
+from __future__ import annotations
+
+import torch
+
+from mae_core.layers import patchify, unpatchify
+from mae_core.viz import _plt, save_figure
+
+VIEWS = ("axial", "coronal", "sagittal")
+
+
+def _slices(vol: torch.Tensor, centre=None):
+    """(D, H, W) volume in RAS array order (x, y, z) -> axial (z), coronal (y), sagittal (x) mid slices."""
+    x, y, z = vol.shape
+    cx, cy, cz = centre or (x // 2, y // 2, z // 2)
+    return [vol[:, :, cz].T, vol[:, cy, :].T, vol[cx, :, :].T]
+
+
+@torch.no_grad()
+def save_multimodal_reconstruction(model, sample: dict, path, seed: int = 0):
+    """One case: rows = modality x (original, masked, reconstruction), columns = the three views."""
+    plt = _plt()
+    model.eval()
+    batch = {k: v[None] for k, v in sample.items() if isinstance(v, torch.Tensor) and v.ndim == 4}
+    g = torch.Generator().manual_seed(seed)
+    out = model(batch, generator=g)
+    mods = [m for m in model.modalities if m in batch]
+    p = model.config.patch_size
+    length = out.mask.shape[1] // len(model.modalities)
+    grid = model._grid_of(batch, model.present(batch))
+    fig, axes = plt.subplots(3 * len(mods), 3, figsize=(6.3, 2.1 * 3 * len(mods)))
+    for r, m in enumerate(mods):
+        i = model.modalities.index(m)
+        sl = slice(i * length, (i + 1) * length)
+        orig = batch[m][0, 0].float()
+        mask = out.mask[:, sl][..., None]
+        tgt = patchify(batch[m].float(), p)
+        masked = unpatchify(tgt * (1 - mask), p, grid, 1)[0, 0]
+        recon = unpatchify(out.pred[:, sl].float() * mask + tgt * (1 - mask), p, grid, 1)[0, 0]
+        vis = 100.0 * (1 - float(out.mask[:, sl].mean()))
+        lo, hi = float(orig.min()), float(orig.max())
+        for k, (vol, what) in enumerate([(orig, "original"), (masked, f"masked ({vis:.0f}% visible)"),
+                                         (recon, "reconstruction")]):
+            for j, img in enumerate(_slices(vol)):
+                ax = axes[3 * r + k, j]
+                ax.imshow(img.numpy(), cmap="gray", origin="lower", vmin=lo, vmax=hi)
+                ax.set_xticks([]), ax.set_yticks([])
+                if j == 0:
+                    ax.set_ylabel(f"{m}\n{what}", fontsize=7)
+                if r == 0 and k == 0:
+                    ax.set_title(VIEWS[j], fontsize=8)
+    fig.suptitle("BM-MAE: original / masked input / reconstruction (visible patches pasted back)", fontsize=8)
+    return save_figure(fig, path)
+
+
+def save_imputation_figure(real: torch.Tensor | None, imputed: torch.Tensor, inputs: dict[str, torch.Tensor],
+                           name: str, path, baseline: torch.Tensor | None = None, centre=None):
+    """Rows: the present modalities, the imputed one, (the baseline,) the real one; columns: three views."""
+    plt = _plt()
+    rows = [(f"input {m}", v) for m, v in inputs.items()] + [(f"imputed {name}", imputed)]
+    if baseline is not None:
+        rows.append((f"baseline {name}", baseline))
+    if real is not None:
+        rows.append((f"real {name}", real))
+    fig, axes = plt.subplots(len(rows), 3, figsize=(6.3, 2.1 * len(rows)))
+    ref = real if real is not None else imputed
+    lo, hi = float(ref.min()), float(ref.max())
+    for r, (label, vol) in enumerate(rows):
+        v_lo, v_hi = (lo, hi) if name in label else (float(vol.min()), float(vol.max()))
+        for j, img in enumerate(_slices(vol.float(), centre)):
+            ax = axes[r, j]
+            ax.imshow(img.numpy(), cmap="gray", origin="lower", vmin=v_lo, vmax=v_hi)
+            ax.set_xticks([]), ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(label, fontsize=7)
+            if r == 0:
+                ax.set_title(VIEWS[j], fontsize=8)
+    fig.suptitle(f"BM-MAE imputation of {name}", fontsize=8)
+    return save_figure(fig, path)
+
+
+def visualize_bm_mae(model, dataset, path, num: int = 1, seed: int = 0):
+    sample = dataset[0]
+    return save_multimodal_reconstruction(model.cpu(), sample, path, seed=seed)
