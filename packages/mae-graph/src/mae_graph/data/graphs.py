@@ -1,0 +1,287 @@
+"""Graph datasets as dict samples.
+
+* Node-level (one graph, transductive): :class:`NodeGraphDataset` has one sample per split,
+  ``{"label": y[split nodes], "graph": Data, "node_index": split nodes}``; the whole graph is one batch, so the
+  mae-core trainer runs one optimizer step per epoch, and probes / fine-tuning see the split's nodes as samples.
+  Embedded default: a stochastic block model whose node features are noisy block prototypes. Real data: Planetoid
+  raw files (``ind.cora.*``).
+* Graph-level: :class:`GraphDataset` holds a list of ``Data``; samples ``{"label": int, "graph": Data}`` batch with
+  :func:`collate_graphs` into ``{"label": (B,), "graph": Batch}``. Real data: TU raw text files
+  (``MUTAG_A.txt``...), node features = one-hot node labels where present, else one-hot degree capped at 400.
+
+No downloads: the readers are PyG's raw-file readers (``read_planetoid_data`` / ``read_tu_data``) pointed at the
+user's folder.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+from torch_geometric.data import Batch, Data
+from torch_geometric.utils import degree, to_undirected
+
+from mae_core.config import field
+from mae_core.errors import DataError
+
+
+# ---- batching -----------------------------------------------------------------------------------------------------
+def collate_graphs(samples: list[dict]) -> dict:
+    """``{"label": (B,) or cat of node labels, "graph": Batch, "node_index": offset node ids}``."""
+    graphs = [s["graph"] for s in samples]
+    out: dict = {}
+    labels = [torch.as_tensor(s["label"]) for s in samples]
+    out["label"] = torch.cat([lab.reshape(-1) for lab in labels]) if labels[0].dim() > 0 else torch.stack(labels)
+    out["graph"] = Batch.from_data_list(graphs)
+    if "node_index" in samples[0]:
+        offsets = torch.tensor([0] + [g.num_nodes for g in graphs[:-1]]).cumsum(0)
+        out["node_index"] = torch.cat([s["node_index"] + o for s, o in zip(samples, offsets)])
+    return out
+
+
+class NodeGraphDataset(Dataset):
+    """One graph; the sample is the graph with the labels and ids of the nodes of ``split`` (train / val / test /
+    all). ``train_mask`` / ``val_mask`` / ``test_mask`` stay on the graph for the GraphMAE node protocol."""
+
+    collate_fn = staticmethod(collate_graphs)
+
+    def __init__(self, data: Data, split: str = "train", name: str = "graph"):
+        self.data = data
+        self.name = name
+        self.split = split
+        key = {"train": "train_mask", "val": "val_mask", "test": "test_mask"}.get(split)
+        mask = getattr(data, key) if key else torch.ones(data.num_nodes, dtype=torch.bool)
+        self.node_index = mask.nonzero().flatten()
+        self.num_classes = int(data.y.max()) + 1
+        self.num_features = data.x.shape[1]
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        if i != 0:
+            raise IndexError(i)
+        return {"label": self.data.y[self.node_index], "graph": self.data, "node_index": self.node_index}
+
+
+class GraphDataset(Dataset):
+    collate_fn = staticmethod(collate_graphs)
+
+    def __init__(self, graphs: list[Data], name: str = "graphs"):
+        self.graphs = graphs
+        self.name = name
+        self.labels = torch.tensor([int(g.y.reshape(-1)[0]) for g in graphs])
+        self.num_classes = int(self.labels.max()) + 1 if len(graphs) else 0
+        self.num_features = graphs[0].x.shape[1] if graphs else 0
+
+    def __len__(self):
+        return len(self.graphs)
+
+    def __getitem__(self, i):
+        return {"label": int(self.labels[i]), "graph": self.graphs[i]}
+
+
+# ---- embedded: stochastic block model ------------------------------------------------------------------------------
+@dataclass
+class SBMConfig:
+    num_nodes: int = field(1200, "nodes of the graph")
+    num_blocks: int = field(6, "blocks (= classes)")
+    avg_degree_in: float = field(4.0, "expected neighbours inside the node's block")
+    avg_degree_out: float = field(2.0, "expected neighbours in other blocks")
+    num_features: int = field(100, "sparse bag-of-words-like node features")
+    active_features: int = field(12, "features switched on per node")
+    feature_purity: float = field(0.15, "share of a node's active features drawn from its block's vocabulary")
+    train_per_class: int = field(20, "labelled training nodes per class (Planetoid-style split)")
+    num_val: int = field(300, "validation nodes")
+    seed: int = field(0, "seed of the generated graph")
+
+
+def make_sbm(cfg: SBMConfig) -> Data:
+    """A block-structured graph whose binary features share a per-block vocabulary: neither the edges nor the
+    features alone give the class away cleanly, together they do (as in citation graphs)."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    n, k = cfg.num_nodes, cfg.num_blocks
+    y = torch.arange(n) % k
+    y = y[torch.randperm(n, generator=g)]
+    same = y[:, None] == y[None, :]
+    size = n / k
+    p_in = cfg.avg_degree_in / max(size - 1, 1)
+    p_out = cfg.avg_degree_out / max(n - size, 1)
+    prob = torch.where(same, torch.tensor(p_in), torch.tensor(p_out))
+    adj = torch.rand(n, n, generator=g) < prob
+    adj = torch.triu(adj, diagonal=1)
+    edge_index = to_undirected(adj.nonzero().T, num_nodes=n)
+    vocab = torch.rand(k, cfg.num_features, generator=g).argsort(1)[:, : cfg.num_features // k * 2]  # block words
+    x = torch.zeros(n, cfg.num_features)
+    for i in range(n):
+        n_blk = int(round(cfg.active_features * cfg.feature_purity))
+        words = vocab[y[i]][torch.randperm(vocab.shape[1], generator=g)[:n_blk]]
+        rand = torch.randint(0, cfg.num_features, (cfg.active_features - n_blk,), generator=g)
+        x[i, words] = 1.0
+        x[i, rand] = 1.0
+    train = torch.zeros(n, dtype=torch.bool)
+    perm = torch.randperm(n, generator=g)
+    for c in range(k):
+        train[perm[y[perm] == c][: cfg.train_per_class]] = True
+    rest = perm[~train[perm]]
+    val = torch.zeros(n, dtype=torch.bool)
+    val[rest[: cfg.num_val]] = True
+    test = ~(train | val)
+    return Data(x=x, edge_index=edge_index, y=y, train_mask=train, val_mask=val, test_mask=test)
+
+
+# ---- Planetoid ------------------------------------------------------------------------------------------------------
+@dataclass
+class PlanetoidConfig:
+    path: str | None = field(None, "folder with the raw Planetoid files (ind.<name>.x ...), or its parent in "
+                                   "PyG's layout (root/<Name>/raw)")
+    name: str = field("cora", "dataset prefix: cora, citeseer or pubmed")
+
+
+def _find_folder(path: str | Path, probe: str, name: str) -> Path:
+    """The folder holding ``probe`` among path, path/raw, path/<Name>/raw, path/<name>/raw, path/<Name>."""
+    root = Path(path)
+    if not root.exists():
+        raise DataError(f"{root}: no such file or directory")
+    cands = [root, root / "raw"]
+    for n in {name, name.lower(), name.upper(), name.capitalize()}:
+        cands += [root / n / "raw", root / n]
+    for c in cands:
+        if (c / probe).exists():
+            return c
+    raise DataError(f"{root}: no {probe} found here nor in raw/ or {name}/raw/")
+
+
+def load_planetoid(path: str | Path, name: str = "cora") -> Data:
+    from torch_geometric.io import read_planetoid_data
+
+    name = name.lower()
+    folder = _find_folder(path, f"ind.{name}.x", name)
+    try:
+        data = read_planetoid_data(str(folder), name)
+    except Exception as e:  # pickles of the wrong kind, truncated files
+        raise DataError(f"{folder}: cannot read the Planetoid files of {name!r} ({type(e).__name__}: {e})") from None
+    return data
+
+
+_PLANETOID_CACHE: dict = {}
+
+
+def make_planetoid(cfg: PlanetoidConfig, split: str) -> NodeGraphDataset:
+    if not cfg.path:
+        raise DataError("planetoid: give the folder of the raw files with --data PATH")
+    key = (str(Path(cfg.path).resolve()), cfg.name.lower())
+    if key not in _PLANETOID_CACHE:
+        _PLANETOID_CACHE[key] = load_planetoid(cfg.path, cfg.name)
+    return NodeGraphDataset(_PLANETOID_CACHE[key], split, name=cfg.name)
+
+
+# ---- TU datasets ----------------------------------------------------------------------------------------------------
+@dataclass
+class TUConfig:
+    path: str | None = field(None, "folder with the TU raw files (<NAME>_A.txt ...), or its parent")
+    name: str = field("MUTAG", "dataset name = file prefix: MUTAG, PROTEINS, IMDB-MULTI, ...")
+    max_degree: int = field(400, "one-hot degree features (graphs without node labels) are capped here")
+
+
+def tu_node_features(graphs: list[Data], node_labels: list[torch.Tensor] | None, max_degree: int) -> None:
+    """GraphMAE's features: one-hot node labels where present, else one-hot degree (capped at ``max_degree``)."""
+    if node_labels is not None:
+        dim = int(max(int(lab.max()) for lab in node_labels)) + 1
+        for g, lab in zip(graphs, node_labels):
+            g.x = torch.nn.functional.one_hot(lab, dim).float()
+        return
+    degs = [degree(g.edge_index[0], g.num_nodes).long().clamp(max=max_degree) for g in graphs]
+    dim = int(max(int(d.max()) if d.numel() else 0 for d in degs)) + 1
+    for g, d in zip(graphs, degs):
+        g.x = torch.nn.functional.one_hot(d, dim).float()
+
+
+def load_tu(path: str | Path, name: str = "MUTAG", max_degree: int = 400) -> list[Data]:
+    from torch_geometric.io import read_tu_data
+
+    folder = _find_folder(path, f"{name}_A.txt", name)
+    for req in ("graph_indicator", "graph_labels"):
+        if not (folder / f"{name}_{req}.txt").exists():
+            raise DataError(f"{folder}: {name}_{req}.txt is missing")
+    try:
+        data, slices, sizes = read_tu_data(str(folder), name)
+    except Exception as e:
+        raise DataError(f"{folder}: cannot read the TU files of {name!r} ({type(e).__name__}: {e})") from None
+    n_graphs = len(slices["y"]) - 1
+    ns, es = slices["x"] if "x" in slices else None, slices["edge_index"]
+    if ns is None:  # no node features at all: node counts from the graph indicator
+        ind = torch.tensor([int(v) for v in (folder / f"{name}_graph_indicator.txt").read_text().split()]) - 1
+        ns = torch.cat([torch.zeros(1, dtype=torch.long), torch.bincount(ind, minlength=n_graphs).cumsum(0)])
+    n_lab = sizes.get("num_node_labels", 0)
+    n_att = sizes.get("num_node_attributes", 0)
+    graphs, labels = [], []
+    y = data.y
+    if y.min() < 0 or y.min() > 0:  # e.g. MUTAG {-1, 1}, IMDB {1, 2, 3}: relabel to 0..C-1
+        y = torch.unique(y, return_inverse=True)[1]
+    for i in range(n_graphs):
+        n0, n1 = int(ns[i]), int(ns[i + 1])
+        ei = data.edge_index[:, int(es[i]):int(es[i + 1])]
+        g = Data(edge_index=ei, y=y[i:i + 1], num_nodes=n1 - n0)
+        if n_lab:
+            labels.append(data.x[n0:n1, n_att:n_att + n_lab].argmax(1))
+        graphs.append(g)
+    tu_node_features(graphs, labels if n_lab else None, max_degree)
+    return graphs
+
+
+_TU_CACHE: dict = {}
+
+
+def make_tu(cfg: TUConfig, split: str) -> GraphDataset:
+    """All graphs in both splits: GraphMAE pretrains on every graph and evaluates with 10-fold CV (``--probe svm``)."""
+    if not cfg.path:
+        raise DataError("tudataset: give the folder of the raw files with --data PATH")
+    key = (str(Path(cfg.path).resolve()), cfg.name, cfg.max_degree)
+    if key not in _TU_CACHE:
+        _TU_CACHE[key] = load_tu(cfg.path, cfg.name, cfg.max_degree)
+    return GraphDataset(_TU_CACHE[key], name=cfg.name)
+
+
+# ---- embedded: small synthetic graph classification -----------------------------------------------------------------
+@dataclass
+class SyntheticGraphsConfig:
+    num_graphs: int = field(200, "graphs (half per class... per class share 1 / num_classes)")
+    min_nodes: int = field(12, "smallest graph")
+    max_nodes: int = field(24, "largest graph")
+    max_degree: int = field(10, "one-hot degree features capped here")
+    seed: int = field(0, "seed of the generated graphs")
+
+
+def make_synthetic_graphs(cfg: SyntheticGraphsConfig, split: str) -> GraphDataset:
+    """Three classes of small graphs with the same node count range: two-community graphs, rings with chords and
+    trees; node features are one-hot degrees (as for TU graphs without labels). Train = first 80 %, test = rest."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    graphs = []
+    for i in range(cfg.num_graphs):
+        c = i % 3
+        n = int(torch.randint(cfg.min_nodes, cfg.max_nodes + 1, (1,), generator=g))
+        if c == 0:  # two dense communities
+            half = n // 2
+            blk = (torch.arange(n) < half)
+            p = torch.where(blk[:, None] == blk[None, :], torch.tensor(0.5), torch.tensor(0.03))
+            adj = torch.triu(torch.rand(n, n, generator=g) < p, 1)
+            ei = adj.nonzero().T
+        elif c == 1:  # ring with a few chords
+            src = torch.arange(n)
+            ei = torch.stack([src, (src + 1) % n])
+            k = max(1, n // 6)
+            ch = torch.randint(0, n, (2, k), generator=g)
+            ei = torch.cat([ei, ch], 1)
+        else:  # random tree
+            parents = torch.stack([torch.randint(0, j, (1,), generator=g) for j in range(1, n)]).flatten()
+            ei = torch.stack([torch.arange(1, n), parents])
+        ei = to_undirected(ei[:, ei[0] != ei[1]], num_nodes=n)
+        graphs.append(Data(edge_index=ei, y=torch.tensor([c]), num_nodes=n))
+    tu_node_features(graphs, None, cfg.max_degree)
+    dim = max(gr.x.shape[1] for gr in graphs)
+    for gr in graphs:
+        gr.x = torch.nn.functional.pad(gr.x, (0, dim - gr.x.shape[1]))
+    cut = int(0.8 * len(graphs))
+    return GraphDataset(graphs[:cut] if split == "train" else graphs[cut:], name="synthetic-graphs")

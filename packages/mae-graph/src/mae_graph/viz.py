@@ -1,0 +1,49 @@
+"""Pictures: a 2-D projection of GraphMAE embeddings coloured by class; skeleton poses (original vs
+reconstructed, masked joints marked) for SkeletonMAE."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mae_core.viz import _plt, save_figure
+
+
+def _project(x: np.ndarray, seed: int = 0) -> np.ndarray:
+    from sklearn.decomposition import PCA
+
+    if len(x) > 10:
+        from sklearn.manifold import TSNE
+        x50 = PCA(n_components=min(50, x.shape[1], len(x) - 1), random_state=seed).fit_transform(x)
+        return TSNE(n_components=2, init="pca", random_state=seed, perplexity=min(30.0, len(x) / 4)).fit_transform(x50)
+    return PCA(n_components=2).fit_transform(x)
+
+
+@torch.no_grad()
+def draw_graph_embeddings(model, dataset, path, num: int = 1500, seed: int = 0, **_):
+    """t-SNE of the frozen node (or pooled graph) embeddings, coloured by class; at most ``num`` points (all when
+    the dataset is small; ``num`` below 100 is treated as 1500 so `reconstruct --num 8` still shows a picture)."""
+    from mae_core.cli import _features
+
+    model.eval()
+    num = 1500 if num < 100 else num
+    base = getattr(dataset, "dataset", dataset)
+    if hasattr(base, "data") and hasattr(base.data, "train_mask"):
+        data = base.data
+        dev = next(model.parameters()).device
+        x = model.embed({"graph": data.to(dev)}).float().cpu()
+        y = data.y.cpu()
+    else:
+        x, y = _features(model, dataset, {}, "viz", next(model.parameters()).device, 256)
+    g = torch.Generator().manual_seed(seed)
+    if len(x) > num:
+        idx = torch.randperm(len(x), generator=g)[:num]
+        x, y = x[idx], y[idx]
+    xy = _project(x.numpy(), seed)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 6))
+    sc = ax.scatter(xy[:, 0], xy[:, 1], c=y.numpy(), cmap="tab10", s=6, alpha=0.8)
+    ax.legend(*sc.legend_elements(), title="class", loc="best", fontsize=7)
+    ax.set_title(f"{getattr(model, 'method_name', 'graphmae')} embeddings (t-SNE), {len(x)} points")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return save_figure(fig, path)

@@ -1,0 +1,41 @@
+import json
+
+from mae_graph.cli import main
+
+SBM = ["--num-nodes", "150", "--num-blocks", "3", "--num-features", "24", "--num-val", "30", "--train-per-class", "8",
+       "--feature-purity", "0.5"]
+TINY = ["--num-hidden", "16", "--num-heads", "2", "--max-epoch-f", "30", "--probe-seeds", "2", "--no-progress"]
+
+
+def test_cli_graphmae_node_level_end_to_end(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["pretrain", "--out", str(run), "--epochs", "6", *SBM, *TINY]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["dataset"] == "sbm"
+    assert (run / "pictures" / "reconstruction.png").exists() and (run / "model.safetensors").exists()
+    assert len(list((run / "checkpoints").iterdir())) == 1  # checkpoint_every keeps epochs from each writing one
+    assert main(["probe", "--run", str(run), "--probe", "logreg,knn", "--no-progress"]) == 0
+    probe = json.loads((run / "summary.json").read_text())["probe"]
+    assert probe["logreg"]["seeds"] == 2 and probe["logreg"]["acc"] > 1 / 3
+    ft = tmp_path / "ft"
+    assert main(["finetune", "--run", str(run), "--out", str(ft), "--epochs", "3", "--no-progress"]) == 0
+    assert "test_acc" in json.loads((ft / "summary.json").read_text())
+
+
+def test_cli_graphmae_graph_level_svm(tmp_path):
+    run = tmp_path / "run"
+    assert main(["pretrain", "--dataset", "synthetic-graphs", "--num-graphs", "45", "--encoder", "gin",
+                 "--decoder", "gin", "--norm", "batchnorm", "--num-hidden", "16", "--num-layers", "2",
+                 "--batch-size", "12", "--epochs", "2", "--out", str(run), "--no-progress"]) == 0
+    assert main(["probe", "--run", str(run), "--probe", "svm-cv,linear", "--probe-epochs", "5",
+                 "--no-progress"]) == 0
+    probe = json.loads((run / "summary.json").read_text())["probe"]
+    assert 0 < probe["svm-cv"]["acc"] <= 1 and probe["svm-cv"]["folds"] >= 2
+
+
+def test_cli_bad_data_path_is_one_line_error(tmp_path, capsys):
+    assert main(["pretrain", "--dataset", "tudataset", "--data", str(tmp_path / "nope"), "--out",
+                 str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "nope" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()

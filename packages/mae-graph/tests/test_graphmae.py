@@ -1,0 +1,166 @@
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch_geometric.data import Batch, Data
+
+from mae_core.errors import DataError
+from mae_core.testing import loss_falls
+from mae_core.train.trainer import move_to
+from mae_graph.data.graphs import (SBMConfig, SyntheticGraphsConfig, collate_graphs, load_planetoid, load_tu,
+                                   make_sbm, make_synthetic_graphs)
+from mae_graph.eval import node_protocol
+from mae_graph.gnn import sce_loss
+from mae_graph.methods.graphmae import GraphMAE, GraphMAEConfig
+from mae_core.eval.svm_cv import svm_cv
+
+DATA = Path(__file__).parents[3] / ".." / "shared" / "data"
+
+
+def tiny_sbm(**kw):
+    base = dict(num_nodes=180, num_blocks=3, num_features=30, active_features=6, feature_purity=0.5,
+                avg_degree_in=5.0, avg_degree_out=0.5, train_per_class=10, num_val=40)
+    base.update(kw)
+    return make_sbm(SBMConfig(**base))
+
+
+def tiny_model(in_dim, **kw):
+    base = dict(in_dim=in_dim, num_hidden=16, num_heads=2, num_layers=2, mask_rate=0.5, replace_rate=0.2,
+                max_epoch_f=60, probe_seeds=2)
+    base.update(kw)
+    return GraphMAE(GraphMAEConfig(**base))
+
+
+def test_masking_counts_and_replace_split():
+    torch.manual_seed(0)
+    n, d = 101, 8
+    x = torch.randn(n, d)
+    m = tiny_model(d, mask_rate=0.5, replace_rate=0.2)
+    with torch.no_grad():
+        m.enc_mask_token.fill_(7.0)
+    out, mask, token, noise = m.mask_nodes(x, torch.Generator().manual_seed(3))
+    n_mask = n - int(n * 0.5)
+    assert int(mask.sum()) == n_mask
+    assert len(noise) == int(0.2 * n_mask) and len(token) == n_mask - len(noise)
+    assert set(token.tolist()) | set(noise.tolist()) == set(mask.nonzero().flatten().tolist())
+    assert not set(token.tolist()) & set(noise.tolist())
+    assert torch.all(out[token] == 7.0)  # zeros + [MASK] token
+    for i in noise.tolist():  # features of some node of the graph, not the token
+        assert (x == out[i]).all(1).any()
+    assert torch.equal(out[~mask], x[~mask])
+    out2, mask2, _, _ = m.mask_nodes(x, torch.Generator().manual_seed(3))
+    assert torch.equal(mask, mask2) and torch.equal(out, out2)
+    _, _, token0, noise0 = tiny_model(d, replace_rate=0.0).mask_nodes(x, torch.Generator().manual_seed(3))
+    assert len(noise0) == 0 and len(token0) == n_mask
+
+
+def test_remask_zeroes_masked_rows():
+    data = tiny_sbm()
+    m = tiny_model(data.x.shape[1])
+    seen = {}
+
+    def hook(mod, args):
+        seen["rep"] = args[0].detach()
+
+    m.decoder.register_forward_pre_hook(hook)
+    out = m({"graph": data}, generator=torch.Generator().manual_seed(0))
+    rep, mask = seen["rep"], out.mask.bool()
+    assert torch.all(rep[mask] == 0)
+    assert (rep[~mask].abs().sum(1) > 0).all()
+    assert m.encoder_to_decoder.bias is None
+
+
+def test_sce_values():
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    assert float(sce_loss(x, x * 3, alpha=3)) == pytest.approx(0.0, abs=1e-6)  # scale invariant
+    assert float(sce_loss(x, x.flip(1), alpha=2)) == pytest.approx(1.0)  # orthogonal: (1 - 0) ** 2
+    assert float(sce_loss(x, -x, alpha=2)) == pytest.approx(4.0)  # opposite: (1 + 1) ** 2
+    a, b = torch.tensor([[1.0, 1.0]]), torch.tensor([[1.0, 0.0]])
+    assert float(sce_loss(a, b, alpha=3)) == pytest.approx((1 - 1 / math.sqrt(2)) ** 3)
+
+
+def test_loss_falls_node_level():
+    data = tiny_sbm()
+    m = tiny_model(data.x.shape[1], in_drop=0.0, attn_drop=0.0, replace_rate=0.0, alpha_l=1.0)
+    first, last = loss_falls(m, {"graph": data}, steps=40, lr=5e-3)
+    assert last < 0.8 * first
+
+
+def test_loss_falls_graph_level_gin():
+    ds = make_synthetic_graphs(SyntheticGraphsConfig(num_graphs=30), "train")
+    batch = collate_graphs([ds[i] for i in range(len(ds))])
+    m = tiny_model(ds.num_features, encoder="gin", decoder="gin", norm="batchnorm", in_drop=0.0, alpha_l=1.0)
+    first, last = loss_falls(m, batch, steps=40, lr=5e-3)
+    assert last < 0.8 * first
+    assert m.encode(batch).shape == (len(ds), 16)
+
+
+def test_node_probe_beats_chance_after_pretraining():
+    torch.manual_seed(0)
+    data = tiny_sbm()
+    m = tiny_model(data.x.shape[1])
+    opt = torch.optim.Adam(m.parameters(), lr=5e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        m.train()
+        loss = m({"graph": data}, g).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    res = node_protocol(m, data, seeds=range(2), epochs=60)
+    assert res["acc"] > 1 / 3 + 0.25
+    assert res["seeds"] == 2 and 0 <= res["std"] < 0.2
+
+
+def test_svm_cv_separates_graph_classes():
+    ds = make_synthetic_graphs(SyntheticGraphsConfig(num_graphs=45), "train")
+    m = tiny_model(ds.num_features, encoder="gin", decoder="gin", norm="batchnorm", pooling="sum").eval()
+    batch = collate_graphs([ds[i] for i in range(len(ds))])
+    with torch.no_grad():
+        feats = m.encode(batch)
+    res = svm_cv(feats, batch["label"], folds=3, inner_folds=2)
+    assert res["acc"] > 0.6 and res["folds"] == 3
+
+
+def test_move_to_handles_pyg_batches():
+    b = collate_graphs([{"label": 0, "graph": Data(x=torch.ones(3, 2), edge_index=torch.tensor([[0, 1], [1, 2]]))}])
+    moved = move_to(b, "cpu")
+    assert isinstance(moved["graph"], Batch) and moved["graph"].x.shape == (3, 2)
+
+
+def _write_tu(folder: Path, name="TOY"):
+    folder.mkdir(parents=True)
+    # two graphs: a triangle (nodes 1-3) and an edge (nodes 4-5)
+    (folder / f"{name}_A.txt").write_text("1, 2\n2, 1\n2, 3\n3, 2\n1, 3\n3, 1\n4, 5\n5, 4\n")
+    (folder / f"{name}_graph_indicator.txt").write_text("1\n1\n1\n2\n2\n")
+    (folder / f"{name}_graph_labels.txt").write_text("-1\n1\n")
+    return folder
+
+
+def test_tu_reader_degree_and_label_features(tmp_path):
+    _write_tu(tmp_path / "TOY")
+    graphs = load_tu(tmp_path, "TOY")
+    assert [g.num_nodes for g in graphs] == [3, 2] and [int(g.y) for g in graphs] == [0, 1]
+    assert torch.equal(graphs[0].x.argmax(1), torch.tensor([2, 2, 2]))  # one-hot degree
+    (tmp_path / "TOY" / "TOY_node_labels.txt").write_text("0\n1\n1\n2\n0\n")
+    graphs = load_tu(tmp_path / "TOY", "TOY")
+    assert graphs[0].x.shape == (3, 3) and torch.equal(graphs[1].x.argmax(1), torch.tensor([2, 0]))
+    with pytest.raises(DataError, match="OTHER_A.txt"):
+        load_tu(tmp_path, "OTHER")
+
+
+@pytest.mark.skipif(not (DATA / "planetoid").exists(), reason="shared Cora copy not present")
+def test_real_cora_reads():
+    d = load_planetoid(DATA / "planetoid", "cora")
+    assert d.num_nodes == 2708 and d.x.shape[1] == 1433
+    assert (int(d.train_mask.sum()), int(d.val_mask.sum()), int(d.test_mask.sum())) == (140, 500, 1000)
+
+
+@pytest.mark.skipif(not (DATA / "tudataset").exists(), reason="shared TU copies not present")
+def test_real_tu_reads():
+    mutag = load_tu(DATA / "tudataset", "MUTAG")
+    assert len(mutag) == 188 and mutag[0].x.shape[1] == 7
+    assert sorted(set(int(g.y) for g in mutag)) == [0, 1]
+    imdb = load_tu(DATA / "tudataset", "IMDB-MULTI")
+    assert len(imdb) == 1500 and all(g.x.sum() == g.num_nodes for g in imdb[:20])  # one-hot degree
