@@ -141,7 +141,7 @@ def prototypical_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_test: tor
             loss.backward()
             opt.step()
             sched.step()
-            tot += float(loss) * len(idx)
+            tot += float(loss.detach()) * len(idx)
         history.append(tot / n)
     head.eval()
 

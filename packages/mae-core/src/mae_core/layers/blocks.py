@@ -9,6 +9,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def LayerNorm(dim: int, eps: float = 1e-6, **kw) -> nn.LayerNorm:
+    """LayerNorm with eps 1e-6, as in MAE and timm ViTs (the default norm layer everywhere)."""
+    return nn.LayerNorm(dim, eps=eps, **kw)
+
+
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     if p == 0.0 or not training:
         return x
@@ -63,7 +68,7 @@ class Attention(nn.Module):
     """
 
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True, qk_norm: bool = False,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0, norm_layer: Callable[..., nn.Module] = nn.LayerNorm):
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, norm_layer: Callable[..., nn.Module] = LayerNorm):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
@@ -121,7 +126,7 @@ class Block(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True, qk_norm: bool = False,
                  proj_drop: float = 0.0, attn_drop: float = 0.0, init_values: float | None = None,
                  drop_path: float = 0.0, act_layer: Callable[..., nn.Module] = nn.GELU,
-                 norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
+                 norm_layer: Callable[..., nn.Module] = LayerNorm,
                  attn_layer: Callable[..., nn.Module] = Attention, mlp_layer: Callable[..., nn.Module] = Mlp):
         super().__init__()
         self.norm1 = norm_layer(dim)
@@ -147,7 +152,7 @@ class CrossBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  context_dim: int | None = None, drop_path: float = 0.0, init_values: float | None = None,
-                 act_layer: Callable[..., nn.Module] = nn.GELU, norm_layer: Callable[..., nn.Module] = nn.LayerNorm,
+                 act_layer: Callable[..., nn.Module] = nn.GELU, norm_layer: Callable[..., nn.Module] = LayerNorm,
                  self_attention: bool = True):
         super().__init__()
         self.self_attention = self_attention

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
-from ..layers.blocks import Block, init_weights
+from ..layers.blocks import Block, LayerNorm, init_weights
 from ..losses import masked_mse, normalize_patches
 from ..masking import MaskInfo, gather_tokens, mask_from_mask, random_masking, restore_tokens
 
@@ -42,7 +42,7 @@ class TransformerEncoder(nn.Module):
 
     def __init__(self, embed_dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  drop_path: float = 0.0, init_values: float | None = None, num_prefix_tokens: int = 1,
-                 norm_layer: Callable[..., nn.Module] = nn.LayerNorm, act_layer: Callable[..., nn.Module] = nn.GELU,
+                 norm_layer: Callable[..., nn.Module] = LayerNorm, act_layer: Callable[..., nn.Module] = nn.GELU,
                  block_fn: Callable[..., nn.Module] = Block, pos_every_block: bool = False):
         super().__init__()
         self.embed_dim = embed_dim
@@ -107,7 +107,7 @@ class MAEDecoder(nn.Module):
 
     def __init__(self, embed_dim: int, decoder_dim: int, depth: int, num_heads: int, pred_dim: int,
                  pos_embed: torch.Tensor | None = None, num_prefix_tokens: int = 1, mlp_ratio: float = 4.0,
-                 norm_layer: Callable[..., nn.Module] = nn.LayerNorm, block_fn: Callable[..., nn.Module] = Block):
+                 norm_layer: Callable[..., nn.Module] = LayerNorm, block_fn: Callable[..., nn.Module] = Block):
         super().__init__()
         self.num_prefix_tokens = num_prefix_tokens
         self.embed = nn.Linear(embed_dim, decoder_dim)

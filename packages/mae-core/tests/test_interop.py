@@ -1,0 +1,81 @@
+import pickle
+
+import pytest
+import torch
+
+from mae_core.checkpoint import load_foreign
+from mae_core.errors import MaeError
+from mae_core.interop import from_hf_vitmae, from_mae_release, to_mae_release, to_timm
+from mae_core.models.image_mae import ImageMAE, ImageMAEConfig
+
+
+def _small(**kw):
+    torch.manual_seed(0)
+    cfg = dict(img_size=32, patch_size=16, embed_dim=384, depth=2, num_heads=6, decoder_embed_dim=64,
+               decoder_depth=1, decoder_num_heads=4)
+    cfg.update(kw)
+    return ImageMAE(ImageMAEConfig(**cfg))
+
+
+def test_export_to_timm_vit_small_same_features():
+    pytest.importorskip("timm")
+    model = _small().eval()
+    vit = to_timm(model, "vit_small_patch16_224").eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ours = model.forward_features({"image": x})
+        theirs = vit.forward_features(x)
+    assert (ours - theirs).abs().max().item() <= 1e-5
+
+
+def test_import_hf_vitmae_same_reconstruction():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.ViTMAEConfig(image_size=32, patch_size=8, num_channels=3, hidden_size=64, num_hidden_layers=2,
+                                    num_attention_heads=4, intermediate_size=256, decoder_hidden_size=32,
+                                    decoder_num_hidden_layers=1, decoder_num_attention_heads=4,
+                                    decoder_intermediate_size=128, mask_ratio=0.75, layer_norm_eps=1e-6,
+                                    hidden_act="gelu")
+    torch.manual_seed(0)
+    hf = transformers.ViTMAEForPreTraining(cfg).eval()
+    # a released checkpoint carries the fixed sin-cos tables; a freshly built transformers 5 model may hold zeros
+    from mae_core.layers import sincos_pos_embed
+    with torch.no_grad():
+        hf.vit.embeddings.position_embeddings.copy_(sincos_pos_embed(64, (4, 4), 1)[None])
+        hf.decoder.decoder_pos_embed.copy_(sincos_pos_embed(32, (4, 4), 1)[None])
+    ours = from_hf_vitmae(hf).eval()
+    x = torch.randn(2, 3, 32, 32)
+    noise = torch.rand(2, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out_hf = hf(pixel_values=x, noise=noise)
+        out = ours({"image": x, "mask": out_hf.mask})
+    assert torch.equal(out.mask, out_hf.mask)
+    assert (out.pred - out_hf.logits).abs().max().item() < 1e-4
+
+
+def test_mae_release_round_trip(tmp_path):
+    model = _small(img_size=32, patch_size=8, embed_dim=64, num_heads=1, decoder_embed_dim=32,
+                   decoder_num_heads=16).eval()
+    path = tmp_path / "mae_pretrain.pth"
+    torch.save({"model": to_mae_release(model)}, path)
+    loaded = from_mae_release(path, num_heads=1, decoder_num_heads=16, img_size=32).eval()
+    x = torch.randn(2, 3, 32, 32)
+    mask = torch.zeros(2, 16)
+    mask[:, ::2] = 1
+    with torch.no_grad():
+        assert torch.allclose(model({"image": x, "mask": mask}).pred, loaded({"image": x, "mask": mask}).pred, atol=1e-6)
+
+
+class Evil:
+    def __reduce__(self):
+        import os
+        return (os.system, ("echo pwned > /tmp/mae_pwned",))
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as fh:
+        pickle.dump({"model": Evil()}, fh)
+    with pytest.raises(MaeError, match="refused to load"):
+        load_foreign(path)
+    import os
+    assert not os.path.exists("/tmp/mae_pwned")
