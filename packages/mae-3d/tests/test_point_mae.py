@@ -53,7 +53,7 @@ def test_mask_tokens_never_enter_encoder(tiny_shapes):
     model = PointMAE(tiny_cfg()).eval()
     pts = _batch(tiny_shapes[0])["points"]
     seen = {}
-    model.encoder.register_forward_hook(lambda mod, inp, out: seen.setdefault("x", inp[0].detach().clone()))
+    model.encoder.register_forward_hook(lambda mod, inp, out: seen.update(x=inp[0].detach().clone()))
     neigh, centers = model.group(pts)
     mask = model.mask_groups(centers, torch.Generator().manual_seed(1))
     latent = model.encode_visible(neigh, centers, mask)

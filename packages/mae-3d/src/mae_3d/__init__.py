@@ -12,12 +12,14 @@ from mae_core.eval.svm import probe_svm
 from mae_core.registry import DatasetSpec, MethodSpec, PresetSpec, register_dataset, register_method, register_preset
 
 from . import commands  # noqa: F401  (registers fewshot)
+from .data.lidar import DrivingScenes, DrivingScenesConfig, LidarFolder, LidarFolderConfig
 from .data.folder import PointFolderConfig, build_point_data
 from .data.shapes import Shapes3D, Shapes3DConfig
+from .methods.r_mae import RMAE, RMAEConfig, adapt_grid
 from .methods.point_cmae import PointCMAE, PointCMAEConfig
 from .methods.point_mae import PRESETS as POINT_MAE_PRESETS
 from .methods.point_mae import PointMAE, PointMAEConfig
-from .viz import draw_point_reconstruction
+from .viz import draw_lidar_reconstruction, draw_point_reconstruction
 
 __version__ = "0.1.0"
 
@@ -50,6 +52,14 @@ register_method(MethodSpec(
     train_defaults=POINT_TRAIN,
 )).adapt = adapt_points
 
+register_method(MethodSpec(
+    name="r-mae", domain="3d", config_cls=RMAEConfig, model_cls=RMAE,
+    description="R-MAE: LiDAR voxels, 80 % of the angular sectors around the sensor masked, occupancy decoder",
+    default_dataset="driving-scenes", paper="Tayebati et al., radial masked autoencoding for LiDAR (R-MAE)",
+    visualize=draw_lidar_reconstruction,
+    train_defaults={"epochs": 10, "batch_size": 8, "lr": 1e-3, "warmup_epochs": 1, "log_every": 4},
+)).adapt = adapt_grid
+
 register_dataset(DatasetSpec(
     name="point-folder", domain="3d", config_cls=PointFolderConfig, build=build_point_data, takes_path=True,
     description="your clouds / meshes in class sub-folders (ModelNet layout) or an .npz, --data PATH"))
@@ -60,5 +70,13 @@ register_dataset(DatasetSpec(
 for _name, (_model, _data, _desc) in POINT_MAE_PRESETS.items():
     register_preset(PresetSpec(name=_name, domain="3d", method="point-mae",
                                overrides={"model": _model, "data": _data}, description=_desc))
+
+register_dataset(DatasetSpec(
+    name="driving-scenes", domain="3d", config_cls=DrivingScenesConfig,
+    build=lambda cfg, split: DrivingScenes(cfg, split),
+    description="embedded LiDAR: synthetic streets ray-cast with Open3D (32 beams, 1024 azimuths), voxel labels"))
+register_dataset(DatasetSpec(
+    name="lidar-folder", domain="3d", config_cls=LidarFolderConfig, build=lambda cfg, split: LidarFolder(cfg, split),
+    takes_path=True, description="your LiDAR scans (KITTI .bin, .pcd, .ply), --dataset lidar-folder --data DIR"))
 
 register_probe("svm", probe_svm)

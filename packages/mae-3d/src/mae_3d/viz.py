@@ -32,7 +32,7 @@ def draw_point_reconstruction(model, dataset, path, num: int = 4, seed: int = 0)
     pred = out.pred.reshape(b, g, -1, 3) + centers[:, :, None]
     mask = out.mask.bool()
     plt = _plt()
-    fig = plt.figure(figsize=(9, 3 * b))
+    fig = plt.figure(figsize=(7.5, 2.5 * b))
     for r in range(b):
         vis = target[r][~mask[r]].reshape(-1, 3)
         rec = pred[r][mask[r]].reshape(-1, 3)
@@ -45,4 +45,42 @@ def draw_point_reconstruction(model, dataset, path, num: int = 4, seed: int = 0)
         _scatter(ax, rec, "tab:red", title="visible (blue) + reconstructed masked groups (red)" if r == 0 else None)
     fig.suptitle(f"{getattr(model, 'method_name', 'point-mae')}: {float(mask.float().mean()):.0%} of groups masked",
                  fontsize=9)
+    return save_figure(fig, path)
+
+
+@torch.no_grad()
+def draw_lidar_reconstruction(model, dataset, path, num: int = 2, seed: int = 0):
+    """Bird's-eye views per scan: kept (blue) and masked (red) occupied voxels with the sensor, the predicted
+    occupancy probability (max over height) and the true occupancy."""
+    import numpy as np
+
+    model.eval()
+    idx = torch.linspace(0, len(dataset) - 1, min(num, len(dataset))).long().tolist()
+    occ = torch.stack([dataset[i]["occupancy"] for i in idx]).float()
+    out = model({"occupancy": occ}, generator=torch.Generator().manual_seed(seed))
+    prob = torch.sigmoid(model.occupancy_logits(out.pred)).amax(-1)
+    keep = out.extra["keep"].any(-1)
+    occ2 = occ.amax(-1) > 0
+    c = model.config
+    ext = [c.grid_min[0], c.grid_min[0] + c.grid[0] * c.voxel_size[0],
+           c.grid_min[1], c.grid_min[1] + c.grid[1] * c.voxel_size[1]]
+    plt = _plt()
+    n = len(idx)
+    fig, axes = plt.subplots(n, 3, figsize=(11, 3.7 * n), squeeze=False)
+    for r in range(n):
+        rgb = np.ones((*occ2[r].shape, 3))
+        rgb[occ2[r].numpy()] = (0.85, 0.3, 0.3)
+        rgb[keep[r].numpy()] = (0.2, 0.4, 0.9)
+        panels = [(rgb.transpose(1, 0, 2), None, "kept sectors (blue) / masked (red)"),
+                  (prob[r].T.numpy(), "viridis", "predicted occupancy (max over z)"),
+                  (occ2[r].float().T.numpy(), "gray_r", "true occupancy")]
+        for j, (img, cmap, title) in enumerate(panels):
+            ax = axes[r, j]
+            ax.imshow(img, origin="lower", extent=ext, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            ax.plot([c.sensor_origin[0]], [c.sensor_origin[1]], "k^", ms=5)
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title, fontsize=9)
+    fig.suptitle(f"R-MAE: {c.mask_ratio:.0%} of the non-empty {c.sector_deg:g}-degree sectors masked"
+                 + (" (range-aware)" if c.range_aware else ""), fontsize=9)
     return save_figure(fig, path)
