@@ -18,11 +18,11 @@ from .viz import visualize_bm_mae
 def adapt_bm_mae(model_cfg: BMMAEConfig, data_cfg, dataset) -> BMMAEConfig:
     """The model's crop size follows the data; its modalities cover the data's."""
     size = getattr(data_cfg, "image_size", None) or model_cfg.img_size
-    mods = list(model_cfg.modalities)
+    mods = list(model_cfg.modality_names)
     for m in getattr(data_cfg, "modalities", []):
         if m not in mods:
             mods.append(m)
-    return dataclasses.replace(model_cfg, img_size=int(size), modalities=mods)
+    return dataclasses.replace(model_cfg, img_size=int(size), modality_names=mods)
 
 
 BM_MAE = register_method(MethodSpec(

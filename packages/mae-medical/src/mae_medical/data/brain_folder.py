@@ -186,7 +186,9 @@ class BrainFolder(Dataset):
             raise DataError(f"{c.path}: the {split} split has no cases")
         self.split = split
         self.modalities = list(c.modalities)
-        self.files = [check_case(p, self.modalities, patterns) for p in self.cases]
+        # every case of both splits is checked, so a broken held-out case fails before anything is written
+        checked = {p: check_case(p, self.modalities, patterns) for p in cases}
+        self.files = [checked[p] for p in self.cases]
         labels = {}
         if c.labels_csv:
             try:

@@ -36,7 +36,8 @@ DEFAULT_MODALITIES = ["t1", "t1ce", "t2", "flair"]
 
 @dataclass
 class BMMAEConfig:
-    modalities: list[str] = field(list(DEFAULT_MODALITIES), "modality names, in the model's order")
+    modality_names: list[str] = field(list(DEFAULT_MODALITIES), "modalities the model knows, in its order (the data's "
+                                      "--modalities are added automatically)")
     img_size: int = field(32, "side of the (cubic) training crop in voxels")
     patch_size: int = field(8, "side of a cubic 3-D patch in voxels (paper: 16 on 128^3)")
     embed_dim: int = field(128, "encoder width")
@@ -61,11 +62,11 @@ class BMMAE(MaskedAutoencoder):
     def __init__(self, config: BMMAEConfig):
         super().__init__()
         self.config = c = config
-        if len(set(c.modalities)) != len(c.modalities) or not c.modalities:
-            raise MaeError(f"modality names must be unique and non-empty, got {c.modalities}")
+        if len(set(c.modality_names)) != len(c.modality_names) or not c.modality_names:
+            raise MaeError(f"modality names must be unique and non-empty, got {c.modality_names}")
         if not 0.0 < c.visible_fraction < 1.0:
             raise MaeError(f"visible_fraction must be in (0, 1), got {c.visible_fraction}")
-        self.modalities = list(c.modalities)
+        self.modalities = list(c.modality_names)
         self.grid = grid_shape((c.img_size,) * 3, c.patch_size)
         self.patch_embed = nn.ModuleDict({m: PatchEmbed3d(c.patch_size, 1, c.embed_dim) for m in self.modalities})
         self.register_buffer("pos_embed", sincos_pos_embed(c.embed_dim, self.grid)[None], persistent=False)
