@@ -1,1 +1,74 @@
-"""placeholder"""
+"""mae-video: masked autoencoders for video. VideoMAE / VideoMAE V2 (tube + dual masking), SiamMAE and CropMAE
+(siamese MAEs with a cross-attention decoder), label propagation, PyAV video reading.
+
+Importing the package registers its methods, datasets, presets and the ``propagate`` command with mae-core.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from mae_core.registry import (CommandSpec, DatasetSpec, MethodSpec, PresetSpec, register_command, register_dataset,
+                               register_method, register_preset)
+
+from . import propagation
+from .data.folder import VideoFolderConfig, VideoFolderDataset
+from .data.synthetic import CLASSES, MovingShapes, MovingShapesConfig, generate_clips
+from .methods import cropmae, siammae, videomae
+from .methods.cropmae import CropMAE, CropMAEConfig
+from .methods.siammae import SiamMAE, SiamMAEConfig
+from .methods.videomae import VideoMAE, VideoMAEConfig
+from .viz import save_video_reconstruction, visualize_video
+
+__version__ = "0.1.0"
+DOMAIN = "video"
+
+
+def adapt_video(model_cfg, data_cfg, dataset):
+    """The model follows the data: frames per clip and frame size."""
+    over = {}
+    if hasattr(data_cfg, "num_frames") and hasattr(model_cfg, "num_frames"):
+        over["num_frames"] = data_cfg.num_frames
+    if hasattr(data_cfg, "image_size"):
+        over["img_size"] = data_cfg.image_size
+    return dataclasses.replace(model_cfg, **over)
+
+
+_SPECS = [
+    ("videomae", VideoMAEConfig, VideoMAE,
+     "VideoMAE V2: tubelets, tube mask 0.9, running-cell decoder mask 0.5 (--decoder-mask-ratio 0: VideoMAE)",
+     "Tong et al., VideoMAE, NeurIPS 2022; Wang et al., VideoMAE V2, CVPR 2023",
+     {"epochs": 24, "batch_size": 32, "base_lr": 4e-3, "warmup_epochs": 2}, videomae.PRESETS),
+    ("siammae", SiamMAEConfig, SiamMAE,
+     "SiamMAE: past frame whole, future frame masked 0.95, cross-attention decoder",
+     "Gupta et al., Siamese Masked Autoencoders, NeurIPS 2023",
+     {"epochs": 12, "batch_size": 32, "base_lr": 4e-3, "warmup_epochs": 1}, siammae.PRESETS),
+    ("cropmae", CropMAEConfig, CropMAE,
+     "CropMAE: global crop whole, local crop masked 0.985, cross-attention decoder",
+     "Eymael et al., Efficient Image Pre-Training with Siamese Cropped Masked Autoencoders, ECCV 2024",
+     {"epochs": 12, "batch_size": 32, "base_lr": 4e-3, "warmup_epochs": 1}, cropmae.PRESETS),
+]
+
+for _name, _cfg, _cls, _desc, _paper, _train, _presets in _SPECS:
+    _spec = register_method(MethodSpec(name=_name, domain=DOMAIN, config_cls=_cfg, model_cls=_cls, description=_desc,
+                                       default_dataset="moving-shapes", paper=_paper, visualize=visualize_video,
+                                       train_defaults=_train))
+    _spec.adapt = adapt_video
+    for _pname, (_over, _pdesc) in _presets.items():
+        register_preset(PresetSpec(name=_pname, domain=DOMAIN, method=_name, overrides={"model": _over},
+                                   description=_pdesc))
+
+register_dataset(DatasetSpec(
+    name="moving-shapes", domain=DOMAIN, config_cls=MovingShapesConfig,
+    build=lambda cfg, split: MovingShapes(cfg, split),
+    description="embedded: clips of a moving shape on a textured background, 8 motion classes, object masks"))
+register_dataset(DatasetSpec(
+    name="video-folder", domain=DOMAIN, config_cls=VideoFolderConfig,
+    build=lambda cfg, split: VideoFolderDataset(cfg, split), takes_path=True,
+    description="your videos (mp4/avi/webm/mkv/gif or frame folders) in class sub-folders, or a CSV path,label"))
+register_command(CommandSpec(
+    name="propagate", domain=DOMAIN, help="label propagation of the first-frame mask by feature affinity (IoU)",
+    add_arguments=propagation.add_arguments, run=propagation.run))
+
+__all__ = ["VideoMAE", "VideoMAEConfig", "SiamMAE", "SiamMAEConfig", "CropMAE", "CropMAEConfig", "MovingShapes",
+           "MovingShapesConfig", "VideoFolderDataset", "VideoFolderConfig", "CLASSES", "generate_clips",
+           "save_video_reconstruction", "adapt_video"]

@@ -1,0 +1,74 @@
+"""CropMAE (Eymael et al., ECCV 2024): a siamese MAE on still images. Two crops of one image, a global view
+(random resized crop of the image) seen whole and a local view (random resized crop inside the global one) masked
+at 0.985, so only a handful of patches stay visible; the decoder reconstructs the local view by cross-attending to
+the global one. On video data one random frame per clip is the image."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mae_core.config import field
+
+from .siamese import SiameseConfig, SiameseMAE, uniform
+
+
+@dataclass
+class CropMAEConfig(SiameseConfig):
+    mask_ratio: float = field(0.985, "mask ratio of the local crop (at least one patch stays visible)")
+    global_scale: list[float] = field([0.4, 1.0], "area range of the global crop, as a fraction of the image")
+    local_scale: list[float] = field([0.2, 0.5], "area range of the local crop, as a fraction of the global crop")
+    aspect: list[float] = field([0.75, 1.3333], "aspect-ratio range of both crops (sampled log-uniformly)")
+
+
+def random_boxes(u: torch.Tensor, scale, aspect) -> torch.Tensor:
+    """(B, 4) uniform numbers -> boxes (cx, cy, half-width, half-height) in [-1, 1] coordinates of the parent."""
+    area = scale[0] + u[:, 0] * (scale[1] - scale[0])
+    log_r = math.log(aspect[0]) + u[:, 1] * (math.log(aspect[1]) - math.log(aspect[0]))
+    r = log_r.exp()
+    w = (area * r).sqrt().clamp_max(1.0)
+    h = (area / r).sqrt().clamp_max(1.0)
+    cx = (2 * u[:, 2] - 1) * (1 - w)
+    cy = (2 * u[:, 3] - 1) * (1 - h)
+    return torch.stack([cx, cy, w, h], dim=1)
+
+
+def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear crops of (B, C, H, W) at boxes (cx, cy, hw, hh), resized to size x size, in one batched call."""
+    b, c = images.shape[:2]
+    theta = torch.zeros(b, 2, 3, device=images.device, dtype=images.dtype)
+    theta[:, 0, 0], theta[:, 0, 2] = boxes[:, 2], boxes[:, 0]
+    theta[:, 1, 1], theta[:, 1, 2] = boxes[:, 3], boxes[:, 1]
+    grid = F.affine_grid(theta, (b, c, size, size), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class CropMAE(SiameseMAE):
+    def make_views(self, batch, generator=None):
+        c = self.config
+        if "video" in batch:
+            video = batch["video"]
+            b, t = video.shape[0], video.shape[2]
+            f = (uniform((b,), generator, video.device) * t).long().clamp_max(t - 1)
+            images = video.transpose(1, 2)[torch.arange(b, device=video.device), f]
+        else:
+            images = batch["image"]
+            b = images.shape[0]
+        u = uniform((b, 8), generator, images.device)
+        g = random_boxes(u[:, :4], c.global_scale, c.aspect)
+        loc = random_boxes(u[:, 4:], c.local_scale, c.aspect)
+        # the local box lives inside the global one
+        local = torch.stack([g[:, 0] + g[:, 2] * loc[:, 0], g[:, 1] + g[:, 3] * loc[:, 1],
+                             g[:, 2] * loc[:, 2], g[:, 3] * loc[:, 3]], dim=1)
+        size = images.shape[-1]
+        return crop_resize(images, g, size), crop_resize(images, local, size)
+
+
+PRESETS = {
+    "cropmae-tiny": ({}, "CropMAE for 32 px frames, patch 4 (64 tokens), mask 0.985 (one visible patch)"),
+    "cropmae-vit-s16": (dict(img_size=224, patch_size=16, embed_dim=384, depth=12, num_heads=6,
+                             decoder_embed_dim=256, decoder_depth=4, decoder_num_heads=8),
+                        "ViT-S/16 at 224 px (196 patches, 2 visible at 0.985), decoder 256 x 4"),
+}

@@ -1,0 +1,188 @@
+"""VideoMAE (Tong et al., NeurIPS 2022) and VideoMAE V2 dual masking (Wang et al., CVPR 2023).
+
+- tokens: 2 x 16 x 16 tubelets (configurable) by a 3-D convolution, fixed sin-cos position embedding over
+  (T', H', W'), no cls token (features are the mean of the tokens);
+- encoder mask: tube masking at 0.9, one spatial mask repeated over every time slot; the encoder sees the visible
+  tubelets only;
+- target: each tubelet's pixels normalised per channel (mean and unbiased std over the tubelet, eps 1e-6);
+- dual masking (V2): the decoder keeps only a running-cell subset of the tokens (ratio 0.5: in each 2 x 2 cell two
+  slots are kept, and the kept slots rotate by one every time slot). It processes the visible tokens plus mask
+  tokens at the kept, encoder-masked positions only, and the MSE covers the tokens that are both encoder-masked
+  and decoder-kept. ``decoder_mask_ratio = 0`` is plain VideoMAE (mask tokens everywhere, loss on every masked
+  token).
+
+With tube masking the intersection has the same size in every sample whenever T' is a multiple of the running
+cell's period 4 (the paper's 16 frames / 2, and the default 8 / 2): each spatial position is then decoder-kept in
+exactly ``T' (1 - ratio)`` slots. Otherwise rows are padded to the longest row with encoder-masked positions the
+decoder would have dropped, which never enter the loss.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from mae_core.config import field
+from mae_core.errors import MaeError
+from mae_core.layers import PatchEmbed3d, grid_shape, patchify, sincos_pos_embed, unpatchify
+from mae_core.losses import masked_mse, normalize_patches
+from mae_core.masking import gather_tokens, mask_from_mask, running_cell_masking, tube_masking
+from mae_core.models import MaskedAutoencoder, ModelOutput
+
+
+@dataclass
+class VideoMAEConfig:
+    num_frames: int = field(8, "frames per clip (follows the data: set it with --data-num-frames)")
+    img_size: int = field(32, "frame side in pixels (follows the data: set it with --image-size)")
+    tubelet_size: int = field(2, "frames per tubelet")
+    patch_size: int = field(8, "tubelet side in pixels")
+    in_chans: int = field(3, "colour channels")
+    embed_dim: int = field(128, "encoder width")
+    depth: int = field(4, "encoder blocks")
+    num_heads: int = field(4, "encoder attention heads")
+    decoder_embed_dim: int = field(96, "decoder width")
+    decoder_depth: int = field(2, "decoder blocks")
+    decoder_num_heads: int = field(4, "decoder attention heads")
+    mlp_ratio: float = field(4.0, "MLP hidden width / block width")
+    mask_ratio: float = field(0.9, "tube mask ratio of the encoder")
+    decoder_mask_ratio: float = field(0.5, "running-cell ratio of tokens dropped from the decoder (VideoMAE V2 "
+                                           "dual masking: 0.25, 0.5 or 0.75; 0 = plain VideoMAE)")
+    norm_pix_loss: bool = field(True, "normalise each target tubelet per channel (mean, unbiased std)")
+    drop_path: float = field(0.0, "stochastic depth of the encoder (used when fine-tuning)")
+
+
+class VideoMAE(MaskedAutoencoder):
+    pool = "mean"
+
+    def __init__(self, config: VideoMAEConfig):
+        super().__init__()
+        self.config = c = config
+        if c.decoder_mask_ratio and int(4 * c.decoder_mask_ratio) not in (1, 2, 3):
+            raise MaeError(f"decoder_mask_ratio must be 0 (plain VideoMAE), 0.25, 0.5 or 0.75, got "
+                           f"{c.decoder_mask_ratio}")
+        self.patch = (c.tubelet_size, c.patch_size, c.patch_size)
+        self.grid = grid_shape((c.num_frames, c.img_size, c.img_size), self.patch)
+        self.patch_embed = PatchEmbed3d(self.patch, c.in_chans, c.embed_dim)
+        self.register_buffer("pos_embed", sincos_pos_embed(c.embed_dim, self.grid)[None], persistent=False)
+        self.build_mae(embed_dim=c.embed_dim, depth=c.depth, num_heads=c.num_heads, decoder_dim=c.decoder_embed_dim,
+                       decoder_depth=c.decoder_depth, decoder_heads=c.decoder_num_heads,
+                       pred_dim=math.prod(self.patch) * c.in_chans,
+                       decoder_pos=sincos_pos_embed(c.decoder_embed_dim, self.grid), mask_ratio=c.mask_ratio,
+                       norm_pix_loss=c.norm_pix_loss, mlp_ratio=c.mlp_ratio, drop_path=c.drop_path,
+                       num_prefix_tokens=0)
+        self.init_weights()
+        w = self.patch_embed.proj.weight.data
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+
+    # ---- tokens, positions, target --------------------------------------------------------------------------------
+    def video_grid(self, video: torch.Tensor) -> tuple[int, int, int]:
+        if video.ndim != 5:
+            raise MaeError(f"expected video of shape (B, C, T, H, W), got {tuple(video.shape)}")
+        return grid_shape(video.shape[2:], self.patch)
+
+    def _pos(self, grid, dim: int, default: torch.Tensor | None, device) -> torch.Tensor:
+        if grid == self.grid and default is not None:
+            return default.reshape(1, -1, dim)
+        return sincos_pos_embed(dim, grid)[None].to(device)
+
+    def tokenize(self, batch):
+        x = batch["video"]
+        return self.patch_embed(x), self._pos(self.video_grid(x), self.config.embed_dim, self.pos_embed, x.device)
+
+    def target(self, batch):
+        return patchify(batch["video"], self.patch)
+
+    def prepare_target(self, target):
+        if not self.norm_pix_loss:
+            return target
+        return normalize_patches(target, eps=1e-6, channels=self.config.in_chans, per_channel=True)
+
+    def make_mask(self, batch, tokens, generator=None):
+        if batch.get("mask") is not None:
+            return mask_from_mask(batch["mask"].to(tokens.device))
+        return tube_masking(tokens.shape[0], self.video_grid(batch["video"]), self.mask_ratio, generator,
+                            tokens.device)
+
+    def unpatchify(self, tokens: torch.Tensor, grid=None) -> torch.Tensor:
+        return unpatchify(tokens, self.patch, grid or self.grid, self.config.in_chans)
+
+    # ---- dual masking -----------------------------------------------------------------------------------------------
+    @staticmethod
+    def decoder_select(enc_mask: torch.Tensor, dec_mask: torch.Tensor) -> torch.Tensor:
+        """Positions the decoder processes, (B, K + M): every encoder-visible token, then the encoder-masked
+        tokens the running cell keeps (padded to the longest row with encoder-masked, decoder-dropped ones)."""
+        # scores: visible 0, masked and kept 1, masked and dropped 2; stable sort keeps position order in a class
+        scores = enc_mask * (1 + dec_mask)
+        num_vis = int((enc_mask == 0).sum(1)[0])
+        m = int((enc_mask * (1 - dec_mask)).sum(1).max())
+        return torch.argsort(scores, dim=1, stable=True)[:, :num_vis + m]
+
+    def forward(self, batch: dict, generator: torch.Generator | None = None) -> ModelOutput:
+        video = batch["video"]
+        grid = self.video_grid(video)
+        tokens, pos = self.tokenize(batch)
+        enc = self.make_mask(batch, tokens, generator)
+        latent = self.forward_encoder(tokens, pos, enc)
+        target = self.prepare_target(self.target(batch))
+        dec_pos = self._pos(grid, self.config.decoder_embed_dim, self.decoder.pos_embed, video.device)
+        b, length = enc.mask.shape
+        extra = {"encoder_mask": enc.mask}
+        if self.config.decoder_mask_ratio > 0:
+            dec = running_cell_masking(b, grid, self.config.decoder_mask_ratio, generator, video.device)
+            loss_mask = enc.mask * (1 - dec.mask)
+            select = self.decoder_select(enc.mask, dec.mask)
+            pred_sel = self.decoder(latent, enc.ids_restore, pos=dec_pos, select=select)
+            loss = masked_mse(pred_sel, gather_tokens(target, select), torch.gather(loss_mask, 1, select))
+            pred = pred_sel.new_zeros(b, length, pred_sel.shape[-1]).scatter(
+                1, select[..., None].expand_as(pred_sel), pred_sel)
+            extra.update(decoder_mask=dec.mask, select=select)
+        else:
+            pred = self.decoder(latent, enc.ids_restore, pos=dec_pos)
+            loss_mask = enc.mask
+            loss = masked_mse(pred, target, loss_mask)
+            select = None
+        decoded = select.shape[1] if select is not None else length
+        return ModelOutput(loss=loss, pred=pred, mask=loss_mask, target=target,
+                           metrics={"decoder_tokens": decoded / length}, extra=extra)
+
+    # ---- pictures and dense features --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def reconstruct_video(self, video: torch.Tensor, generator: torch.Generator | None = None):
+        """(hidden (B, T, H, W) 1 = hidden from the encoder, reconstruction (B, C, T, H, W) in input space): the
+        decoder predicts every masked tubelet (no decoder mask), de-normalised with the true tubelet statistics."""
+        grid = self.video_grid(video)
+        tokens, pos = self.tokenize({"video": video})
+        enc = self.make_mask({"video": video}, tokens, generator)
+        latent = self.forward_encoder(tokens, pos, enc)
+        dec_pos = self._pos(grid, self.config.decoder_embed_dim, self.decoder.pos_embed, video.device)
+        pred = self.decoder(latent, enc.ids_restore, pos=dec_pos).float()
+        target = self.target({"video": video}).float()
+        if self.norm_pix_loss:
+            _, (mean, scale) = normalize_patches(target, eps=1e-6, channels=self.config.in_chans, per_channel=True,
+                                                 return_stats=True)
+            pred = pred * scale + mean
+        m = enc.mask[..., None]
+        recon = self.unpatchify(pred * m + target * (1 - m), grid)
+        p = math.prod(self.patch)
+        hidden = self.unpatchify(enc.mask[..., None].expand(-1, -1, p * self.config.in_chans).contiguous(), grid)[:, 0]
+        return hidden, recon
+
+    def frame_features(self, video: torch.Tensor) -> torch.Tensor:
+        """Dense features per frame, (B, T, H', W', D): each tubelet's token repeated over its frames."""
+        t, h, w = self.video_grid(video)
+        feats = self.forward_features({"video": video})  # (B, L, D), no prefix
+        feats = feats.reshape(video.shape[0], t, h, w, -1)
+        return feats.repeat_interleave(self.config.tubelet_size, dim=1)
+
+
+PRESETS = {
+    "videomae-tiny": ({}, "VideoMAE V2 for 8 x 32 x 32 clips, tubelet 2 x 8 x 8 (the embedded default)"),
+    "videomae-vit-s": (dict(num_frames=16, img_size=224, tubelet_size=2, patch_size=16, embed_dim=384, depth=12,
+                            num_heads=6, decoder_embed_dim=192, decoder_depth=4, decoder_num_heads=3),
+                       "ViT-S, 16 frames at 224 px, tubelet 2 x 16 x 16 (the paper's setting), decoder 192 x 4"),
+    "videomae-vit-b": (dict(num_frames=16, img_size=224, tubelet_size=2, patch_size=16, embed_dim=768, depth=12,
+                            num_heads=12, decoder_embed_dim=384, decoder_depth=4, decoder_num_heads=6),
+                       "ViT-B, 16 frames at 224 px, tubelet 2 x 16 x 16, decoder 384 x 4 (VideoMAE V2)"),
+}
