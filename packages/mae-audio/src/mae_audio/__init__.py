@@ -1,1 +1,63 @@
-"""placeholder"""
+"""mae-audio: masked autoencoders for audio on torchaudio — Audio-MAE, Bird-MAE and prototypical probing.
+
+Importing the package registers the methods (``audio-mae``, ``bird-mae``), the data sets (``birdcalls``,
+``audio-folder``, ``fsdd``), the presets and the ``stats`` command with mae-core's registry.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from mae_core.registry import (CommandSpec, DatasetSpec, MethodSpec, PresetSpec, register_command, register_dataset,
+                               register_method, register_preset)
+
+from .data import FSDD, AudioFolder, AudioFolderConfig, BirdCalls, BirdCallsConfig, FSDDConfig
+from .features import NORM_PRESETS, fbank, normalize, read_audio
+from .methods import AudioMAE, AudioMAEConfig, BirdMAE, BirdMAEConfig
+from .methods.audio_mae import PRESETS as AUDIO_PRESETS
+from .methods.bird_mae import PRESETS as BIRD_PRESETS
+from .stats import add_stats_arguments, run_stats
+from .viz import visualize_audio
+
+__version__ = "0.1.0"
+
+
+def adapt_audio(model_cfg, data_cfg, dataset):
+    """The model's time and frequency sizes follow the data's front end."""
+    return dataclasses.replace(model_cfg, target_length=getattr(data_cfg, "target_length", model_cfg.target_length),
+                               num_mel_bins=getattr(data_cfg, "num_mel_bins", model_cfg.num_mel_bins))
+
+
+_TRAIN = {"epochs": 40, "batch_size": 32, "base_lr": 1e-3, "warmup_epochs": 4, "weight_decay": 0.05}
+
+for _spec in (
+    MethodSpec(name="audio-mae", domain="audio", config_cls=AudioMAEConfig, model_cls=AudioMAE,
+               description="Audio-MAE: ViT MAE on log-mel fbank patches, 80 % masking, local-window decoder",
+               default_dataset="birdcalls", visualize=visualize_audio, train_defaults=dict(_TRAIN),
+               paper="Huang et al., Masked Autoencoders that Listen, NeurIPS 2022"),
+    MethodSpec(name="bird-mae", domain="audio", config_cls=BirdMAEConfig, model_cls=BirdMAE,
+               description="Bird-MAE: Audio-MAE for bird sound, 75 % masking, plain decoder, prototypical probing",
+               default_dataset="birdcalls", visualize=visualize_audio, train_defaults=dict(_TRAIN),
+               paper="Rauch et al., Can Masked Autoencoders Also Listen to Birds?, 2025"),
+):
+    register_method(_spec).adapt = adapt_audio
+
+register_dataset(DatasetSpec(
+    name="birdcalls", domain="audio", config_cls=BirdCallsConfig, build=lambda cfg, split: BirdCalls(cfg, split),
+    description="embedded: synthetic bird calls at 32 kHz, 6 species (sweeps, trills, harmonic stacks, pulse trains)"))
+register_dataset(DatasetSpec(
+    name="audio-folder", domain="audio", config_cls=AudioFolderConfig,
+    build=lambda cfg, split: AudioFolder(cfg, split), takes_path=True,
+    description="your audio (WAV/FLAC/OGG/MP3) in class sub-folders, or a CSV: path,labels[,split]; --data PATH"))
+register_dataset(DatasetSpec(
+    name="fsdd", domain="audio", config_cls=FSDDConfig, build=lambda cfg, split: FSDD(cfg, split), takes_path=True,
+    description="Free Spoken Digit Dataset folder (--dataset fsdd --data PATH), official split: takes 0-4 = test"))
+
+for _name, (_method, _over, _desc) in {**AUDIO_PRESETS, **BIRD_PRESETS}.items():
+    register_preset(PresetSpec(name=_name, domain="audio", method=_method, overrides=_over, description=_desc))
+
+register_command(CommandSpec(
+    name="stats", domain="audio", add_arguments=add_stats_arguments, run=run_stats,
+    help="mean / std of the fbank values of a data set's training split (the normalisation statistics)"))
+
+__all__ = ["AudioMAE", "AudioMAEConfig", "BirdMAE", "BirdMAEConfig", "BirdCalls", "AudioFolder", "FSDD",
+           "NORM_PRESETS", "fbank", "normalize", "read_audio", "__version__"]
