@@ -39,3 +39,17 @@ def test_cli_bad_data_path_is_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error:") and "nope" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_cli_skeletonmae_pretrain_finetune_reconstruct(tmp_path):
+    run = tmp_path / "run"
+    tiny = ["--num-hidden", "16", "--num-layers", "2", "--temporal-dim", "32", "--temporal-depth", "1",
+            "--temporal-heads", "2", "--num-train", "48", "--num-test", "24", "--frames", "12", "--batch-size", "16",
+            "--no-progress"]
+    assert main(["pretrain", "--method", "skeletonmae", "--epochs", "1", "--out", str(run), *tiny]) == 0
+    assert (run / "pictures" / "reconstruction.png").exists()
+    assert main(["finetune", "--run", str(run), "--epochs", "1", "--out", str(tmp_path / "ft"), "--batch-size", "16",
+                 "--no-progress"]) == 0
+    assert "test_acc" in json.loads((tmp_path / "ft" / "summary.json").read_text())
+    assert main(["reconstruct", "--run", str(run), "--out", str(tmp_path / "r.png")]) == 0
+    assert (tmp_path / "r.png").exists()

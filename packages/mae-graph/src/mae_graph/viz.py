@@ -47,3 +47,39 @@ def draw_graph_embeddings(model, dataset, path, num: int = 1500, seed: int = 0, 
     ax.set_xticks([])
     ax.set_yticks([])
     return save_figure(fig, path)
+
+
+@torch.no_grad()
+def draw_skeleton_reconstruction(model, dataset, path, num: int = 4, seed: int = 0, **_):
+    """Original and reconstructed pose (front view, x-y) of one sequence for ``num`` frames (at most 6); the masked
+    joints are red, the bones grey; reconstructed = visible joints as given + masked joints predicted."""
+    model.eval()
+    sample = dataset[0]
+    x = sample["skeleton"][None].float()
+    out = model({"skeleton": x, "label": torch.tensor([sample["label"]])},
+                generator=torch.Generator().manual_seed(seed))
+    mask = out.mask[0].bool()
+    rec = torch.where(mask[None, None, :], out.pred[0].float(), x[0])
+    t = x.shape[2]
+    frames = torch.linspace(0, t - 1, max(1, min(num, 6))).round().long().tolist()
+    edges = model.adj.nonzero().tolist()
+    plt = _plt()
+    fig, axes = plt.subplots(2, len(frames), figsize=(2.2 * len(frames), 4.6), squeeze=False)
+    for row, (title, seq) in enumerate((("original", x[0]), ("reconstructed", rec))):
+        for col, f in enumerate(frames):
+            ax = axes[row][col]
+            p = seq[:, f].numpy()  # (C, V)
+            for i, j in edges:
+                if i < j:
+                    ax.plot([p[0, i], p[0, j]], [p[1, i], p[1, j]], color="0.6", lw=1.2)
+            ax.scatter(p[0, ~mask.numpy()], p[1, ~mask.numpy()], s=10, color="tab:blue")
+            ax.scatter(p[0, mask.numpy()], p[1, mask.numpy()], s=22, color="tab:red", marker="x" if row else "o")
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(f"frame {f}", fontsize=8)
+            if col == 0:
+                ax.set_ylabel(title, fontsize=8)
+    fig.suptitle(f"SkeletonMAE: {int(mask.sum())} of {mask.numel()} joints masked (red)", fontsize=9)
+    return save_figure(fig, path)
