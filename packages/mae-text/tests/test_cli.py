@@ -22,6 +22,8 @@ def test_cli_end_to_end(tmp_path, corpus_file, beir_dir, capsys):
     assert cfg["method"] == "retromae" and cfg["config"]["tokenizer_json"]  # the tokenizer is saved with the run
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] >= 4
+    assert (run / "pictures" / "reconstruction.png").stat().st_size > 1000
+    assert main(["probe", "--run", str(run), "--probe", "knn", "--k", "3"]) == 0
     ft = tmp_path / "ft"
     assert main(["finetune", "--run", str(run), "--data", str(beir_dir), "--epochs", "2", "--batch-size", "4",
                  "--no-progress", "--device", "cpu", "--out", str(ft)]) == 0

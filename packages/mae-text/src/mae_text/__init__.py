@@ -11,22 +11,23 @@ from .data import TextDataConfig, build_pydocs, build_text_files
 from .methods.dupmae import DupMAE, DupMAEConfig
 from .methods.retromae import RetroMAE, RetroMAEConfig
 from .methods.starbucks import Starbucks, StarbucksConfig
+from .viz import visualize_text
 
-PRETRAIN_DEFAULTS = {"epochs": 2, "batch_size": 32, "lr": 5e-4, "warmup_epochs": 0.2, "weight_decay": 0.01,
+PRETRAIN_DEFAULTS = {"epochs": 1, "batch_size": 32, "lr": 5e-4, "warmup_epochs": 0.2, "weight_decay": 0.01,
                      "betas": (0.9, 0.999), "clip_grad": 1.0}
 
 for _spec in (
     MethodSpec(name="retromae", domain="text", config_cls=RetroMAEConfig, model_cls=RetroMAE,
                description="BERT-style encoder, whole-word MLM 0.3 + one-layer enhanced decoder from [CLS]",
-               default_dataset="pydocs", train_defaults=dict(PRETRAIN_DEFAULTS),
+               default_dataset="pydocs", train_defaults=dict(PRETRAIN_DEFAULTS), visualize=visualize_text,
                paper="Xiao et al., RetroMAE, EMNLP 2022"),
     MethodSpec(name="dupmae", domain="text", config_cls=DupMAEConfig, model_cls=DupMAE,
                description="RetroMAE + bag-of-words loss; [CLS] + top-k lexical representation",
-               default_dataset="pydocs", train_defaults=dict(PRETRAIN_DEFAULTS),
+               default_dataset="pydocs", train_defaults=dict(PRETRAIN_DEFAULTS), visualize=visualize_text,
                paper="Liu et al., RetroMAE v2 / DupMAE, 2023"),
     MethodSpec(name="starbucks", domain="text", config_cls=StarbucksConfig, model_cls=Starbucks,
                description="RetroMAE losses on (layer, dim) truncations; 2D Matryoshka embeddings",
-               default_dataset="pydocs", train_defaults=dict(PRETRAIN_DEFAULTS),
+               default_dataset="pydocs", train_defaults=dict(PRETRAIN_DEFAULTS), visualize=visualize_text,
                paper="Zhuang et al., Starbucks: 2D Matryoshka embeddings, 2024"),
 ):
     register_method(_spec).adapt = adapt_text

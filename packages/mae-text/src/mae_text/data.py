@@ -33,7 +33,7 @@ class TextDataConfig:
     tokenizer: str | None = field(None, "a local tokenizer.json to use instead of training a WordPiece one")
     vocab_size: int = field(8000, "WordPiece vocabulary size when the tokenizer is trained on the corpus")
     max_passages: int | None = field(None, "use at most this many passages (deterministic subset)")
-    passage_words: int = field(100, "split longer texts into passages of at most this many words (0 = never)")
+    passage_words: int = field(48, "split longer texts into passages of at most this many words (0 = never)")
     test_fraction: float = field(0.05, "fraction of passages held out as the test split")
     seed: int = field(0, "seed of the train / test split")
 

@@ -33,8 +33,8 @@ from ..tokenizer import CLS, MASK, SPECIALS, Encoded, encode_texts, tokenizer_fr
 class RetroMAEConfig:
     tokenizer_json: str = field("", "the WordPiece tokenizer (JSON); set from the data: trained on the corpus or "
                                     "read from --tokenizer, and saved with the run")
-    vocab_size: int = field(8000, "vocabulary size of the WordPiece tokenizer trained on the corpus")
-    max_len: int = field(128, "tokens per text including [CLS] and [SEP]; longer texts are truncated (and counted)")
+    vocab_size: int = field(6000, "vocabulary size of the WordPiece tokenizer trained on the corpus")
+    max_len: int = field(64, "tokens per text including [CLS] and [SEP]; longer texts are truncated (and counted)")
     embed_dim: int = field(128, "encoder width")
     depth: int = field(4, "encoder blocks")
     num_heads: int = field(4, "attention heads (encoder and decoder)")
