@@ -5,7 +5,8 @@ Runs the real ``mae-3d`` commands in subprocesses and prints each command and it
 
     OMP_NUM_THREADS=1 nice -n 5 uv run python benchmarks/3d_pretrain_eval.py shapes --out runs/bench3d-shapes
     OMP_NUM_THREADS=1 nice -n 5 uv run python benchmarks/3d_pretrain_eval.py modelnet10 \
-        --npz ../shared/data/modelnet10/modelnet10_pcd1024.npz --out runs/bench3d-mn10 --max-steps 400 --finetune
+        --npz ../shared/data/modelnet10/modelnet10_pcd1024.npz --out runs/bench3d-mn10 --max-steps 200 --no-fewshot
+    (then, time allowing: ... --skip-pretrain --no-svm --finetune --finetune-steps 60)
 """
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ def main():
     ap.add_argument("--finetune", action="store_true")
     ap.add_argument("--finetune-steps", type=int, default=300)
     ap.add_argument("--extra", default="", help="extra pretrain flags")
+    ap.add_argument("--skip-pretrain", action="store_true", help="evaluate the existing run in --out")
+    ap.add_argument("--no-fewshot", action="store_true", help="skip the few-shot evaluation")
+    ap.add_argument("--no-svm", action="store_true", help="skip the SVM / few-shot evaluation")
     a = ap.parse_args()
     exe = [sys.executable, "-m", "mae_3d.cli"]
     data = [] if a.data == "shapes" else ["--data", a.npz, "--preset", "point-mae-1k"]
@@ -57,11 +61,14 @@ def main():
         pre += ["--epochs", str(a.epochs)]
     pre += shlex.split(a.extra)
     results = {"data": a.data}
-    run(exe + pre)
+    if not a.skip_pretrain:
+        run(exe + pre)
     results["pretrain"] = json.loads((out / "summary.json").read_text())
-    for tag, extra in (("pretrained", []), ("random_init", ["--random-init"])):
+    for tag, extra in () if a.no_svm else (("pretrained", []), ("random_init", ["--random-init"])):
         res = last_json(run(exe + ["probe", "--run", str(out), "--probe", "svm", *data[2:], *extra]))
         results[f"svm_{tag}"] = res["svm"]
+        if a.no_fewshot:
+            continue
         res = last_json(run(exe + ["fewshot", "--run", str(out), "--way", "5", "--shot", "10", "--folds", "10",
                                    *data[2:], *extra]))
         results[f"fewshot_5w10s_{tag}"] = res
@@ -73,7 +80,8 @@ def main():
                        "--out", str(ft), *data[2:]])
             results[f"finetune_{tag}"] = json.loads((ft / "summary.json").read_text())
     print(json.dumps(results, indent=1))
-    (out / "benchmark.json").write_text(json.dumps(results, indent=1))
+    name = "benchmark.json" if not (a.no_svm or a.skip_pretrain) else f"benchmark-{int(time.time())}.json"
+    (out / name).write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

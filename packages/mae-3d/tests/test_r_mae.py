@@ -122,3 +122,12 @@ def test_lidar_folder_reads_kitti_bin_and_skips_bad(tmp_path, capsys):
     ds = LidarFolder(LidarFolderConfig(path=str(tmp_path), val_fraction=0.0, **SMALL), "train")
     assert "skipped 1 of 5" in capsys.readouterr().err
     assert len(ds) == 4 and ds[0]["occupancy"].shape == (32, 32, 4) and ds[0]["occupancy"].sum() > 0
+
+
+def test_probe_on_lidar_is_clear_error(scenes):
+    from mae_core.errors import MaeError
+
+    model = RMAE(tiny_cfg())
+    with pytest.raises(MaeError, match="segment"):
+        model.encode({"occupancy": scenes[0].occupancy[:1]})
+    assert model.forward_features({"occupancy": scenes[0].occupancy[:2]}).shape == (2, 64, 32)

@@ -19,15 +19,22 @@ def farthest_point_sample(points: torch.Tensor, num: int, start: int | torch.Ten
     b, n, _ = points.shape
     if num > n:
         raise ValueError(f"cannot sample {num} points from a cloud of {n}")
+    # coordinates as three contiguous (B, N) rows and preallocated buffers: ~8 small in-place ops per step
+    xs, ys, zs = (t.contiguous() for t in points.unbind(-1))
     idx = torch.empty(b, num, dtype=torch.long, device=points.device)
     dist = torch.full((b, n), float("inf"), dtype=points.dtype, device=points.device)
-    cur = torch.as_tensor(start, device=points.device).long().expand(b).clone()
-    rows = torch.arange(b, device=points.device)
+    d, tmp = torch.empty_like(dist), torch.empty_like(dist)
+    cur = torch.as_tensor(start, device=points.device).long().reshape(-1, 1).expand(b, 1).contiguous()
     for i in range(num):
-        idx[:, i] = cur
-        d = ((points - points[rows, cur][:, None]) ** 2).sum(-1)
-        dist = torch.minimum(dist, d)
-        cur = dist.argmax(dim=1)
+        idx[:, i:i + 1] = cur
+        torch.sub(xs, xs.gather(1, cur), out=d)
+        d.square_()
+        torch.sub(ys, ys.gather(1, cur), out=tmp)
+        d.addcmul_(tmp, tmp)
+        torch.sub(zs, zs.gather(1, cur), out=tmp)
+        d.addcmul_(tmp, tmp)
+        torch.minimum(dist, d, out=dist)
+        cur = dist.argmax(dim=1, keepdim=True)
     return idx
 
 
@@ -49,7 +56,9 @@ def knn(query: torch.Tensor, ref: torch.Tensor, k: int) -> torch.Tensor:
     """Indices (B, Q, k) of the ``k`` nearest points of ``ref`` (B, N, 3) to each ``query`` (B, Q, 3), nearest first."""
     if k > ref.shape[1]:
         raise ValueError(f"cannot take {k} neighbours from a cloud of {ref.shape[1]}")
-    return square_distance(query, ref).topk(k, dim=-1, largest=False, sorted=True).indices
+    # cdist (matrix-multiply form) is the fastest batched distance on CPU; sqrt keeps the order of squared distances
+    d = torch.cdist(query, ref, compute_mode="use_mm_for_euclid_dist_if_necessary")
+    return d.topk(k, dim=-1, largest=False, sorted=True).indices
 
 
 def group_points(points: torch.Tensor, num_groups: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
