@@ -191,3 +191,88 @@ def _export_run(args) -> int:
 register_command(CommandSpec(name="export-unetr", domain="medical",
                              help="load a BM-MAE encoder into MONAI's UNETR and save its weights",
                              add_arguments=_export_args, run=_export_run))
+
+
+# ---- anomaly -------------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate_anomaly(model, dataset, num_masks: int = 8, seed: int = 0, batch_size: int = 128) -> dict:
+    """Image-level AUROC of the masked-reconstruction score and pixel-level AUROC of the maps (when the dataset has
+    lesion masks); returns scores and maps too."""
+    from torch.utils.data import DataLoader
+
+    from mae_core.data.utils import collate_dicts
+    from mae_core.eval import mean_auc
+
+    g = torch.Generator().manual_seed(seed)
+    scores, maps, labels, lesions = [], [], [], []
+    for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_dicts):
+        s, m = model.anomaly(batch["image"], num_masks, generator=g)
+        scores.append(s), maps.append(m), labels.append(batch["label"])
+        if "lesion" in batch:
+            lesions.append(batch["lesion"])
+    s, m, y = torch.cat(scores), torch.cat(maps), torch.cat(labels)
+    out = {"image_auroc": mean_auc(s[:, None], y[:, None]), "scores": s, "maps": m, "labels": y}
+    if lesions:
+        les = torch.cat(lesions)
+        out["pixel_auroc"] = mean_auc(m.reshape(-1, 1), les.reshape(-1, 1))
+    return out
+
+
+def save_anomaly_figure(images, maps, labels, lesions, path, num: int = 6):
+    from mae_core.viz import _plt, save_figure
+
+    plt = _plt()
+    pos = (labels == 1).nonzero().flatten()[: num // 2].tolist()
+    neg = (labels == 0).nonzero().flatten()[: num - len(pos)].tolist()
+    idx = pos + neg
+    fig, axes = plt.subplots(3, len(idx), figsize=(1.6 * len(idx), 5))
+    vmax = float(maps[idx].max())
+    for j, i in enumerate(idx):
+        axes[0, j].imshow(images[i, 0].numpy(), cmap="gray")
+        axes[0, j].set_title("lesion" if labels[i] else "normal", fontsize=7)
+        axes[1, j].imshow(maps[i].numpy(), cmap="inferno", vmin=0, vmax=vmax)
+        if lesions is not None:
+            axes[2, j].imshow(lesions[i].float().numpy(), cmap="gray")
+        for r in range(3):
+            axes[r, j].set_xticks([]), axes[r, j].set_yticks([])
+    axes[0, 0].set_ylabel("image", fontsize=7)
+    axes[1, 0].set_ylabel("anomaly map", fontsize=7)
+    axes[2, 0].set_ylabel("true lesion", fontsize=7)
+    return save_figure(fig, path)
+
+
+def _anomaly_args(p):
+    p.add_argument("--run", required=True, metavar="DIR", help="an anomaly-mae pretraining run (normal images only)")
+    p.add_argument("--num-masks", type=int, default=None, help="K random masks (default: the model's num_masks)")
+    p.add_argument("--num-test", type=int, default=None, help="test images of the embedded set")
+    p.add_argument("--seed", type=int, default=0, help="seed of the masks")
+    p.add_argument("--figure", metavar="PNG", help="picture of the anomaly maps (default: <run>/pictures/anomaly.png)")
+
+
+def _anomaly_run(args) -> int:
+    from mae_core.config import from_dict
+    from mae_core.rundir import RunDir
+
+    from .data.xray import ChestAnomaly, ChestAnomalyConfig
+
+    cfg = read_config(args.run)
+    if cfg.get("method") != "anomaly-mae":
+        raise MaeError(f"{args.run}: an anomaly-mae run is needed, this one is {cfg.get('method')!r}")
+    model = from_pretrained(args.run)
+    data = dict((cfg.get("run_config", {}) or {}).get("data", {}) or {})
+    if args.num_test:
+        data["num_test"] = args.num_test
+    ds = ChestAnomaly(from_dict(ChestAnomalyConfig, data, "data"), "test")
+    res = evaluate_anomaly(model, ds, args.num_masks, args.seed)
+    fig = args.figure or str(Path(args.run) / "pictures" / "anomaly.png")
+    save_anomaly_figure(ds.images, res["maps"], res["labels"], ds.lesions, fig)
+    summary = {"image_auroc": res["image_auroc"], "pixel_auroc": res.get("pixel_auroc"),
+               "num_masks": args.num_masks or model.config.num_masks, "num_test": len(ds), "figure": fig}
+    RunDir(args.run, create=False).write_summary({"anomaly": summary})
+    print(json.dumps(summary))
+    return 0
+
+
+register_command(CommandSpec(name="anomaly", domain="medical",
+                             help="anomaly scores, image / pixel AUROC and anomaly maps of an anomaly-mae run",
+                             add_arguments=_anomaly_args, run=_anomaly_run))
