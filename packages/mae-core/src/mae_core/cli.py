@@ -118,8 +118,14 @@ def _pre_parse(argv, domain):
     pre.add_argument("--config")
     pre.add_argument("--data")
     pre.add_argument("--run")
+    pre.add_argument("--out")
+    pre.add_argument("--resume", action="store_true")
     known, _ = pre.parse_known_args(argv)
     file_cfg = load_yaml(known.config) if known.config else {}
+    if known.resume and known.out and not known.config and os.path.exists(os.path.join(known.out, "config.yaml")):
+        # continuing a run: its resolved config is the base, flags still override
+        file_cfg = {k: v for k, v in load_yaml(os.path.join(known.out, "config.yaml")).items() if k != "domain"}
+        known.config = os.path.join(known.out, "config.yaml")
     run_cfg = {}
     if known.run:
         from .rundir import RunDir
@@ -134,7 +140,8 @@ def _pre_parse(argv, domain):
         takes = [d for d in registry.datasets(domain) if d.takes_path]
         if not takes:
             raise ConfigError(f"--data given but no dataset of domain {domain!r} reads a path")
-        dataset = takes[0].name
+        fits = [d for d in takes if (d.accepts(known.data) if d.accepts else os.path.isdir(known.data))]
+        dataset = (fits or takes)[0].name
     dataset = dataset or run_cfg.get("dataset") or mspec.default_dataset
     if not dataset:
         raise ConfigError(f"method {method!r} has no default dataset; give --dataset or --data")
@@ -202,6 +209,31 @@ def resolve(args, mapping, known, file_cfg, run_cfg, pspec, mspec, dspec, domain
 
 
 # ---- commands --------------------------------------------------------------------------------------------------------------
+def _dataset_collate(ds):
+    from .data.utils import collate_dicts
+    return getattr(ds, "collate_fn", None) or collate_dicts
+
+
+def _teardown_distributed() -> None:
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def check_model_accepts(model, ds, source: str, data_name: str) -> None:
+    """Run one sample through ``model.encode`` so that a data / weights mismatch (channels, sizes) is a one-line
+    error naming both, before any output is written."""
+    import torch
+    try:
+        with torch.no_grad():
+            model.eval()
+            model.encode(_dataset_collate(ds)([ds[0]]))
+    except MaeError as e:
+        raise MaeError(f"{source} does not accept the data in {data_name}: {e}") from None
+    except RuntimeError as e:
+        raise MaeError(f"{source} does not accept the data in {data_name}: {str(e).splitlines()[0][:160]}") from None
+
+
 def _build_dataset(r: Resolved, split: str):
     ds = r.dataset.build(r.data, split)
     if len(ds) == 0:
@@ -274,6 +306,8 @@ def run_pretrain(r: Resolved) -> int:
     args = r.args
     if args.resume and not r.out:
         raise ConfigError("--resume needs --out DIR (the run directory to continue)")
+    from .train import seed_everything
+    seed_everything(r.train.seed)  # model initialisation is part of the seeded run
     train_set = _build_dataset(r, "train")
     _adapt(r, train_set)
     model = build_model(r.method.name, r.model)
@@ -290,17 +324,25 @@ def run_pretrain(r: Resolved) -> int:
         init_distributed(resolve_device(r.train.device))
         dist.barrier()
     run = RunDir(out, create=False)
-    trainer = Trainer(model, train_set, r.train, run_dir=run, collate_fn=getattr(train_set, "collate_fn", None)
-                      or __import__("mae_core.data.utils", fromlist=["collate_dicts"]).collate_dicts,
-                      run_config=r.to_dict())
-    resume_from = None
-    if args.resume:
-        resume_from = run.latest_checkpoint()
-        if resume_from is None:
-            raise MaeError(f"{out}: no checkpoint to resume from")
-        if rank == 0:
-            print(f"resuming from {resume_from}")
-    summary = trainer.fit(resume_from)
+    try:
+        trainer = Trainer(model, train_set, r.train, run_dir=run, collate_fn=_dataset_collate(train_set),
+                          run_config=r.to_dict())
+        resume_from = None
+        if args.resume:
+            resume_from = run.latest_checkpoint()
+            if resume_from is None:
+                raise MaeError(f"{out}: no checkpoint to resume from")
+            if rank == 0:
+                print(f"resuming from {resume_from}")
+        summary = trainer.fit(resume_from)
+    except MaeError:
+        # a fresh run that failed before its first checkpoint leaves nothing behind
+        if rank == 0 and not args.resume and run.latest_checkpoint() is None:
+            import shutil
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        _teardown_distributed()
     if rank != 0:
         return 0
     save_pretrained(trainer.raw_model, out, extra={"run_config": r.to_dict()})
@@ -420,6 +462,8 @@ def run_probe(r: Resolved, args) -> int:
     else:
         _adapt(r, train_set)
         model = build_model(r.method.name, r.model)
+    check_model_accepts(model, train_set, f"{args.run or 'the model'}/model.safetensors",
+                        getattr(r.data, "path", None) or r.dataset.name)
     args.device_obj = resolve_device(r.train.device)
     model.to(args.device_obj)
     train_set = subset_fraction(train_set, args.label_fraction, seed=args.probe_seed)
@@ -479,6 +523,8 @@ def run_finetune(r: Resolved, args) -> int:
 
     if not args.run and not args.scratch:
         raise ConfigError("give --run DIR (a pretraining run) or --scratch")
+    from .train import seed_everything
+    seed_everything(r.train.seed)
     train_set = _build_dataset(r, "train")
     test_set = _build_dataset(r, "test")
     if args.run and not args.scratch:
@@ -486,6 +532,8 @@ def run_finetune(r: Resolved, args) -> int:
     else:
         _adapt(r, train_set)
         model = build_model(r.method.name, r.model)
+    check_model_accepts(model, train_set, f"{args.run or 'the model'}/model.safetensors",
+                        getattr(r.data, "path", None) or r.dataset.name)
     nc = _num_classes(train_set)
     train_set = subset_fraction(train_set, args.label_fraction, seed=r.train.seed)
     multilabel = getattr(train_set, "multilabel", False)
@@ -500,7 +548,8 @@ def run_finetune(r: Resolved, args) -> int:
     clf, summary = finetune(model, train_set, test_set, nc, r.train, layer_decay=args.layer_decay,
                             drop_path=args.drop_path_rate, pool=args.pool, multilabel=multilabel,
                             label_smoothing=args.label_smoothing, run_dir=run,
-                            collate_fn=getattr(train_set, "collate_fn", None) or _collate())
+                            collate_fn=_dataset_collate(train_set))
+    _teardown_distributed()
     if world_info()[0] != 0:
         return 0
     save_pretrained(clf.backbone, out, extra={"run_config": cfg})

@@ -6,7 +6,7 @@ import dataclasses
 
 import torch
 
-from .data import ImageFolderConfig, ImageFolderDataset, ShapesConfig, SyntheticShapes
+from .data import ArrayImageConfig, ArrayImageDataset, ImageFolderConfig, ImageFolderDataset, ShapesConfig, SyntheticShapes
 from .models.image_mae import PRESETS, ImageMAE, ImageMAEConfig
 from .registry import DatasetSpec, MethodSpec, PresetSpec, register_dataset, register_method, register_preset
 from .viz import save_image_reconstruction
@@ -23,7 +23,7 @@ def visualize_images(model, dataset, path, num: int = 8, seed: int = 0):
 def adapt_image(model_cfg: ImageMAEConfig, data_cfg, dataset) -> ImageMAEConfig:
     """Make the model's input size and channels follow the data."""
     size = getattr(data_cfg, "image_size", model_cfg.img_size)
-    chans = getattr(data_cfg, "in_chans", model_cfg.in_chans)
+    chans = getattr(dataset, "in_chans", getattr(data_cfg, "in_chans", model_cfg.in_chans))
     return dataclasses.replace(model_cfg, img_size=size, in_chans=chans)
 
 
@@ -43,6 +43,12 @@ register_dataset(DatasetSpec(
     name="image-folder", domain="core", config_cls=ImageFolderConfig,
     build=lambda cfg, split: ImageFolderDataset(cfg, split), takes_path=True,
     description="your images in class sub-folders (torchvision ImageFolder layout), --data PATH"))
+
+register_dataset(DatasetSpec(
+    name="image-array", domain="core", config_cls=ArrayImageConfig,
+    build=lambda cfg, split: ArrayImageDataset(cfg, split), takes_path=True,
+    accepts=lambda path: str(path).endswith(".npz"),
+    description="images as arrays in one .npz (MedMNIST train_images/train_labels layout), --data FILE.npz"))
 
 for _name, (_over, _desc) in PRESETS.items():
     register_preset(PresetSpec(name=_name, domain="core", method="image-mae", overrides={"model": _over},

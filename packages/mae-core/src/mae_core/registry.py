@@ -29,6 +29,7 @@ class DatasetSpec:
     build: Callable  # build(config, split: "train" | "test") -> torch Dataset of dict samples
     description: str = ""
     takes_path: bool = False  # chosen automatically when the user passes --data PATH
+    accepts: Callable | None = None  # accepts(path) -> bool: which --data paths this dataset reads (default: dirs)
 
 
 @dataclass

@@ -1,6 +1,7 @@
+from .arrays import ArrayImageConfig, ArrayImageDataset
 from .folder import ImageFolderConfig, ImageFolderDataset, check_dir
 from .shapes import ShapesConfig, SyntheticShapes, generate_shapes
 from .utils import collate_dicts, subset_fraction
 
-__all__ = ["ImageFolderConfig", "ImageFolderDataset", "check_dir", "ShapesConfig", "SyntheticShapes",
+__all__ = ["ArrayImageConfig", "ArrayImageDataset", "ImageFolderConfig", "ImageFolderDataset", "check_dir", "ShapesConfig", "SyntheticShapes",
            "generate_shapes", "collate_dicts", "subset_fraction"]

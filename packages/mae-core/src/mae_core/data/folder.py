@@ -39,6 +39,19 @@ def check_dir(path: str | None, what: str = "data directory") -> str:
     return path
 
 
+def _verify_images(samples) -> None:
+    """Check every file's header and structure up front (fast, no decoding of pixels), so a corrupt image is an
+    error before the run starts rather than an hour into it."""
+    from PIL import Image
+
+    for path, _ in samples:
+        try:
+            with Image.open(path) as im:
+                im.verify()
+        except Exception as e:
+            raise DataError(f"{path}: cannot read image ({type(e).__name__})") from None
+
+
 class ImageFolderDataset(Dataset):
     def __init__(self, config: ImageFolderConfig, split: str = "train"):
         from torchvision import transforms as T
@@ -67,6 +80,7 @@ class ImageFolderDataset(Dataset):
             if not samples:
                 raise DataError(f"{base}: the {split} split is empty (too few images for val_fraction={c.val_fraction})")
         self.samples = samples
+        _verify_images(samples)
         self.classes = classes
         self.num_classes = len(classes)
         self.labels = torch.tensor([t for _, t in samples])

@@ -2,6 +2,7 @@
 pre-norm Block and CrossBlock. Norm, activation, attention and MLP layers are injectable."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
@@ -60,8 +61,18 @@ class Mlp(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
+def _zero_key_bias_grad(dim: int, grad: torch.Tensor) -> torch.Tensor:
+    grad = grad.clone()
+    grad[dim:2 * dim] = 0
+    return grad
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with one fused qkv projection and ``F.scaled_dot_product_attention``.
+
+    The key part of the qkv bias has no effect on the output (softmax is invariant to a per-query constant), so its
+    gradient is pure rounding noise; it is kept at its value (zero at init) by zeroing that gradient. This keeps the
+    timm / MAE weight layout while making training reproducible across process counts.
 
     ``attn_mask``: bool (True = may attend) or additive float, broadcastable to (B, heads, L, L).
     ``extra_kv``: optional (B, M, D) tokens that every query may also attend to (memory slots).
@@ -75,6 +86,8 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        if qkv_bias:
+            self.qkv.bias.register_hook(partial(_zero_key_bias_grad, dim))
         self.q_norm = norm_layer(self.head_dim) if qk_norm else nn.Identity()
         self.k_norm = norm_layer(self.head_dim) if qk_norm else nn.Identity()
         self.attn_drop = attn_drop

@@ -49,7 +49,9 @@ class GlobalBatchSampler(Sampler[int]):
         gb = batch_size * world
         self.num_batches = n // gb if drop_last else math.ceil(n / gb)
         if self.num_batches == 0:
-            raise ValueError(f"dataset of {n} samples is smaller than one global batch of {gb}")
+            from ..errors import MaeError
+            raise MaeError(f"the training set has {n} samples, fewer than one global batch of {gb} "
+                           f"(batch size {batch_size} x {world} processes): lower --batch-size")
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
