@@ -31,6 +31,9 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert main(["finetune", "--run", str(run), "--epochs", "1", "--batch-size", "8", "--no-progress",
                  "--out", str(tmp_path / "ft")]) == 0
     assert "test_acc" in json.loads((tmp_path / "ft" / "summary.json").read_text())
+    assert main(["prototypes", "--run", str(run), "--epochs", "2", "--prototypes", "3", "--num", "1",
+                 "--out", str(tmp_path / "proto")]) == 0
+    assert len(list((tmp_path / "proto").glob("prototypes-*.png"))) == 1
     png = tmp_path / "rec.png"
     assert main(["reconstruct", "--run", str(run), "--out", str(png), "--num", "2"]) == 0
     assert png.stat().st_size > 1000

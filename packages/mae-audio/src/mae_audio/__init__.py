@@ -15,6 +15,7 @@ from .features import NORM_PRESETS, fbank, normalize, read_audio
 from .methods import AudioMAE, AudioMAEConfig, BirdMAE, BirdMAEConfig
 from .methods.audio_mae import PRESETS as AUDIO_PRESETS
 from .methods.bird_mae import PRESETS as BIRD_PRESETS
+from .prototypes import add_prototype_arguments, run_prototypes
 from .stats import add_stats_arguments, run_stats
 from .viz import visualize_audio
 
@@ -58,6 +59,10 @@ for _name, (_method, _over, _desc) in {**AUDIO_PRESETS, **BIRD_PRESETS}.items():
 register_command(CommandSpec(
     name="stats", domain="audio", add_arguments=add_stats_arguments, run=run_stats,
     help="mean / std of the fbank values of a data set's training split (the normalisation statistics)"))
+
+register_command(CommandSpec(
+    name="prototypes", domain="audio", add_arguments=add_prototype_arguments, run=run_prototypes,
+    help="train the prototypical probe on a run and draw where its prototypes fire on test clips"))
 
 __all__ = ["AudioMAE", "AudioMAEConfig", "BirdMAE", "BirdMAEConfig", "BirdCalls", "AudioFolder", "FSDD",
            "NORM_PRESETS", "fbank", "normalize", "read_audio", "__version__"]
