@@ -5,7 +5,8 @@ Runs the real ``mae-3d`` commands in subprocesses and prints each command and it
 
     OMP_NUM_THREADS=1 nice -n 5 uv run python benchmarks/3d_pretrain_eval.py shapes --out runs/bench3d-shapes
     OMP_NUM_THREADS=1 nice -n 5 uv run python benchmarks/3d_pretrain_eval.py modelnet10 \
-        --npz ../shared/data/modelnet10/modelnet10_pcd1024.npz --out runs/bench3d-mn10 --max-steps 200 --no-fewshot
+        --npz ../shared/data/modelnet10/modelnet10_pcd1024.npz --out runs/bench3d-mn10 --max-steps 120 --no-fewshot \
+        --preset point-mae-small --extra "--num-points 512 --warmup-epochs 0.2"
     (then, time allowing: ... --skip-pretrain --no-svm --finetune --finetune-steps 60)
 """
 from __future__ import annotations
@@ -47,12 +48,13 @@ def main():
     ap.add_argument("--finetune", action="store_true")
     ap.add_argument("--finetune-steps", type=int, default=300)
     ap.add_argument("--extra", default="", help="extra pretrain flags")
+    ap.add_argument("--preset", default="point-mae-1k", help="preset for modelnet10")
     ap.add_argument("--skip-pretrain", action="store_true", help="evaluate the existing run in --out")
     ap.add_argument("--no-fewshot", action="store_true", help="skip the few-shot evaluation")
     ap.add_argument("--no-svm", action="store_true", help="skip the SVM / few-shot evaluation")
     a = ap.parse_args()
     exe = [sys.executable, "-m", "mae_3d.cli"]
-    data = [] if a.data == "shapes" else ["--data", a.npz, "--preset", "point-mae-1k"]
+    data = [] if a.data == "shapes" else ["--data", a.npz, "--preset", a.preset]
     out = Path(a.out)
     pre = ["pretrain", *data, "--out", str(out), "--overwrite", "--no-progress"]
     if a.max_steps:

@@ -18,23 +18,24 @@ def _fit_svm(x: np.ndarray, y: np.ndarray, c_grid=C_GRID, cv: int = 3, seed: int
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import LinearSVC
+    from sklearn.svm import SVC
 
-    pipe = make_pipeline(StandardScaler(), LinearSVC(C=float(c_grid[0]), max_iter=5000, random_state=seed))
+    pipe = make_pipeline(StandardScaler(), SVC(C=float(c_grid[0]), kernel="linear"))
     counts = np.bincount(y)
     folds = int(min(cv, counts[counts > 0].min()))
     if len(c_grid) > 1 and folds >= 2:
-        search = GridSearchCV(pipe, {"linearsvc__C": [float(c) for c in c_grid]},
+        search = GridSearchCV(pipe, {"svc__C": [float(c) for c in c_grid]},
                               cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
         search.fit(x, y)
-        return search.best_estimator_, float(search.best_params_["linearsvc__C"])
+        return search.best_estimator_, float(search.best_params_["svc__C"])
     pipe.fit(x, y)
     return pipe, float(c_grid[0])
 
 
 def linear_svm(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor,
                c_grid=C_GRID, seed: int = 0) -> dict:
-    """Test accuracy of a linear SVM trained on frozen training features."""
+    """Test accuracy of a linear SVM (``SVC(kernel="linear")``, as Point-BERT / Point-MAE) trained on frozen
+    training features."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
