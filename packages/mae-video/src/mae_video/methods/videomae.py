@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from mae_core.config import field
 from mae_core.errors import MaeError
@@ -54,12 +55,15 @@ class VideoMAEConfig:
 
 
 class VideoMAE(MaskedAutoencoder):
-    pool = "mean"
+    # probe features: token means over the four quadrants of each time slot, concatenated (a linear probe can read
+    # where things are at each time, hence the motion); "time" = one mean per time slot, "tokens" = every token,
+    # "mean" = the mean of every token (the fine-tuning feature).
+    pool = "grid"
 
     def __init__(self, config: VideoMAEConfig):
         super().__init__()
         self.config = c = config
-        if c.decoder_mask_ratio and int(4 * c.decoder_mask_ratio) not in (1, 2, 3):
+        if c.decoder_mask_ratio and 4 * c.decoder_mask_ratio not in (1.0, 2.0, 3.0):
             raise MaeError(f"decoder_mask_ratio must be 0 (plain VideoMAE), 0.25, 0.5 or 0.75, got "
                            f"{c.decoder_mask_ratio}")
         self.patch = (c.tubelet_size, c.patch_size, c.patch_size)
@@ -121,16 +125,20 @@ class VideoMAE(MaskedAutoencoder):
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> ModelOutput:
         video = batch["video"]
-        grid = self.video_grid(video)
         tokens, pos = self.tokenize(batch)
         enc = self.make_mask(batch, tokens, generator)
         latent = self.forward_encoder(tokens, pos, enc)
         target = self.prepare_target(self.target(batch))
-        dec_pos = self._pos(grid, self.config.decoder_embed_dim, self.decoder.pos_embed, video.device)
+        return self.decode(latent, enc, target, self.video_grid(video), generator)
+
+    def decode(self, latent: torch.Tensor, enc, target: torch.Tensor, grid, generator=None) -> ModelOutput:
+        """Decoder and loss, given the encoder's output for the mask ``enc`` (separate so a benchmark can time
+        the decoder alone)."""
         b, length = enc.mask.shape
+        dec_pos = self._pos(grid, self.config.decoder_embed_dim, self.decoder.pos_embed, latent.device)
         extra = {"encoder_mask": enc.mask}
         if self.config.decoder_mask_ratio > 0:
-            dec = running_cell_masking(b, grid, self.config.decoder_mask_ratio, generator, video.device)
+            dec = running_cell_masking(b, grid, self.config.decoder_mask_ratio, generator, latent.device)
             loss_mask = enc.mask * (1 - dec.mask)
             select = self.decoder_select(enc.mask, dec.mask)
             pred_sel = self.decoder(latent, enc.ids_restore, pos=dec_pos, select=select)
@@ -138,14 +146,35 @@ class VideoMAE(MaskedAutoencoder):
             pred = pred_sel.new_zeros(b, length, pred_sel.shape[-1]).scatter(
                 1, select[..., None].expand_as(pred_sel), pred_sel)
             extra.update(decoder_mask=dec.mask, select=select)
+            decoded = select.shape[1]
         else:
             pred = self.decoder(latent, enc.ids_restore, pos=dec_pos)
             loss_mask = enc.mask
             loss = masked_mse(pred, target, loss_mask)
-            select = None
-        decoded = select.shape[1] if select is not None else length
+            decoded = length
         return ModelOutput(loss=loss, pred=pred, mask=loss_mask, target=target,
                            metrics={"decoder_tokens": decoded / length}, extra=extra)
+
+    # ---- downstream features ----------------------------------------------------------------------------------------
+    def encode(self, batch: dict, pool: str | None = None) -> torch.Tensor:
+        """(B, F) frozen features; ``pool`` is grid (default), time, tokens or mean (see ``VideoMAE.pool``)."""
+        pool = pool or self.pool
+        feats = self.forward_features(batch)
+        if pool == "time":
+            t = self.video_grid(batch["video"])[0]
+            return feats.reshape(feats.shape[0], t, -1, feats.shape[-1]).mean(2).flatten(1)
+        if pool == "grid":  # token means over each quadrant of each time slot
+            t, h, w = self.video_grid(batch["video"])
+            g = feats.reshape(feats.shape[0], t, h, w, -1).permute(0, 4, 1, 2, 3)
+            return F.adaptive_avg_pool3d(g, (t, 2, 2)).flatten(1)
+        if pool == "tokens":
+            return feats.flatten(1)
+        return self.pool_features(feats, pool)
+
+    def feature_dim(self, pool: str | None = None) -> int:
+        pool = pool or self.pool
+        sizes = {"time": self.grid[0], "grid": self.grid[0] * 4, "tokens": math.prod(self.grid)}
+        return self.encoder.embed_dim * sizes.get(pool, 1)
 
     # ---- pictures and dense features --------------------------------------------------------------------------------
     @torch.no_grad()

@@ -1,0 +1,72 @@
+import json
+import math
+
+import pytest
+import torch
+
+from mae_core.eval import extract_features, linear_probe
+from mae_core.train import TrainConfig, Trainer
+from mae_video.cli import main
+from mae_video.data.synthetic import MovingShapes
+from mae_video.methods.videomae import VideoMAE
+from mae_video.testing import tiny_clips_cfg, tiny_videomae_cfg
+
+TINY = ["--epochs", "1", "--batch-size", "16", "--num-train", "32", "--num-test", "16", "--image-size", "16",
+        "--embed-dim", "32", "--depth", "1", "--num-heads", "2", "--decoder-embed-dim", "32", "--decoder-depth", "1",
+        "--decoder-num-heads", "2", "--no-progress"]
+
+
+def test_probe_beats_chance_after_pretraining():
+    torch.manual_seed(0)
+    train = MovingShapes(tiny_clips_cfg(num_train=256, num_test=0), "train")
+    test = MovingShapes(tiny_clips_cfg(num_train=0, num_test=512), "test")
+    model = VideoMAE(tiny_videomae_cfg())
+    Trainer(model, train, TrainConfig(epochs=6, batch_size=32, lr=1e-3, warmup_epochs=1, progress=False,
+                                      device="cpu")).fit()
+    xtr, ytr = extract_features(model, train)
+    xte, yte = extract_features(model, test)
+    assert xtr.shape[1] == model.feature_dim()
+    res = linear_probe(xtr, ytr, xte, yte, num_classes=8, epochs=60, lr=1e-2)
+    chance = 1 / 8
+    # three binomial standard deviations above chance on 512 test clips
+    assert res["acc"] > chance + 3 * math.sqrt(chance * (1 - chance) / len(test)), res
+
+
+def test_cli_end_to_end_tiny(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["pretrain", "--out", str(run), "--patch-size", "4", *TINY]) == 0
+    assert (run / "model.safetensors").exists() and (run / "pictures" / "reconstruction.png").exists()
+    assert (run / "pictures" / "reconstruction.gif").exists()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["method"] == "videomae" and summary["steps"] == 2
+    assert main(["probe", "--run", str(run), "--probe-epochs", "3"]) == 0
+    probe = json.loads((run / "summary.json").read_text())["probe"]
+    assert 0 <= probe["linear"]["acc"] <= 1 and "knn" in probe
+    assert main(["reconstruct", "--run", str(run), "--num", "2", "--out", str(tmp_path / "r.png")]) == 0
+    assert (tmp_path / "r.png").exists() and (tmp_path / "r.gif").exists()
+    assert main(["propagate", "--run", str(run), "--num-clips", "4"]) == 0
+    prop = json.loads((run / "summary.json").read_text())["propagate_model"]
+    assert 0 <= prop["iou"] <= 1 and 0 <= prop["copy_first_iou"] <= 1
+    assert main(["finetune", "--run", str(run), "--epochs", "1", "--batch-size", "16", "--out", str(tmp_path / "ft"),
+                 "--no-progress"]) == 0
+    assert "test_acc" in json.loads((tmp_path / "ft" / "summary.json").read_text())
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("method", ["siammae", "cropmae"])
+def test_cli_siamese_methods(tmp_path, method):
+    run = tmp_path / method
+    assert main(["pretrain", "--method", method, "--out", str(run), "--data-num-frames", "4", *TINY]) == 0
+    assert json.loads((run / "config.json").read_text())["method"] == method
+    assert (run / "pictures" / "reconstruction.gif").exists()
+    assert main(["propagate", "--run", str(run), "--num-clips", "2"]) == 0
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["pretrain", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "missing" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+    assert main(["pretrain", "--decoder-mask-ratio", "0.4", "--out", str(tmp_path / "o2"), *TINY]) == 2
+    assert "decoder_mask_ratio" in capsys.readouterr().err
+    assert main(["propagate"]) == 2
