@@ -104,8 +104,19 @@ def test_encode_and_probe_beats_chance(tiny_shapes):
     assert xtr.shape == (len(train), 96)
     res = linear_svm(xtr, ytr, xte, yte)
     assert res["acc"] > 1.5 / train.num_classes  # 5 classes: chance 0.2
-    fs = few_shot(xtr, ytr, way=3, shot=3, query=4, folds=4, test_features=xte, test_labels=yte)
-    assert fs["acc"] > 100 / 3
+
+
+def test_few_shot_protocol():
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(8).repeat_interleave(30)
+    centres = torch.randn(8, 16, generator=g) * 3
+    x = centres[y] + torch.randn(len(y), 16, generator=g)
+    fs = few_shot(x, y, way=5, shot=10, query=20, folds=6)
+    assert fs["acc"] > 95 and fs["folds"] == 6 and fs["way"] == 5
+    noise = few_shot(torch.randn(len(y), 16, generator=g), y, way=5, shot=10, query=20, folds=6)
+    assert noise["acc"] < 45  # chance is 20 %
+    with pytest.raises(ValueError, match="only"):
+        few_shot(x, y, way=9, shot=10, query=20)
 
 
 def test_layer_ids():
