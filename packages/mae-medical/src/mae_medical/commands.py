@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 from pathlib import Path
 
 import torch
 
 from mae_core.checkpoint import atomic_write, from_pretrained, read_config
 from mae_core.errors import DataError, MaeError
+from mae_core.layers import grid_shape
 from mae_core.registry import CommandSpec, register_command
 
 from .data.brain_folder import DEFAULT_PATTERNS, check_case, find_modality_files, parse_patterns
@@ -54,7 +56,7 @@ def write_nifti_like(path: str | Path, data, ref_path: str | Path) -> Path:
 @torch.no_grad()
 def impute_case(model, case_dir: str | Path, missing: str, patterns: list[str] | None = None,
                 spacing=(2.0, 2.0, 2.0), inputs: list[str] | None = None, overlap: float = 0.5,
-                compare: bool = False) -> dict:
+                compare: bool = False, draws: int = 8, seed: int = 0) -> dict:
     """Reconstruct modality ``missing`` of a case from its present modalities.
 
     Returns ``{"image": (X, Y, Z) array on the input file's grid, "ref_file": path, "work": {...}}`` where
@@ -101,9 +103,18 @@ def impute_case(model, case_dir: str | Path, missing: str, patterns: list[str] |
     x = torch.cat([vols[m] for m in inputs])[None]  # (1, Mp, X, Y, Z)
     roi = (model.config.img_size,) * 3
 
+    # the encoder sees the pre-training budget of visible tokens (visible_fraction of all modalities' tokens),
+    # drawn from the present modalities only, and the reconstructions of ``draws`` random draws are averaged;
+    # draws=0 shows every token of the present modalities instead
+    length = math.prod(grid_shape(roi, model.config.patch_size))
+    budget = min(int(model.config.visible_fraction * len(model.modalities) * length), len(inputs) * length)
+    g = torch.Generator().manual_seed(seed)
+
     def predictor(t):
         batch = {m: t[:, j:j + 1] for j, m in enumerate(inputs)}
-        return model.reconstruct(batch)[missing]
+        if draws <= 0:
+            return model.reconstruct(batch)[missing]
+        return sum(model.reconstruct(batch, generator=g, num_visible=budget)[missing] for _ in range(draws)) / draws
 
     model.eval()
     pred = sliding_window_inference(x, roi, sw_batch_size=4, predictor=predictor, overlap=overlap, mode="gaussian",
@@ -130,6 +141,9 @@ def _impute_args(p):
     p.add_argument("--spacing", nargs=3, type=float, default=None,
                    help="working voxel spacing in mm (default: the run's data spacing, else 2 2 2)")
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap")
+    p.add_argument("--draws", type=int, default=8, help="random visible-token draws averaged (0: every present "
+                   "token visible)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the visible-token draws")
     p.add_argument("--figure", metavar="PNG", help="also draw the inputs, the imputed and (if present) the real "
                    "modality")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -145,7 +159,7 @@ def _impute_run(args) -> int:
     model, cfg = load_bm_mae(args.run)
     spacing = args.spacing or (cfg.get("run_config", {}).get("data", {}) or {}).get("spacing") or [2.0, 2.0, 2.0]
     res = impute_case(model, args.case, args.missing, args.patterns, spacing, args.inputs, args.overlap,
-                      compare=True)
+                      compare=True, draws=args.draws, seed=args.seed)
     write_nifti_like(out, res["image"], res["ref_file"])
     summary = {"out": str(out), "inputs": res["inputs"], "missing": args.missing, "spacing": list(spacing)}
     w = res["work"]

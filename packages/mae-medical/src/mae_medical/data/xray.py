@@ -230,7 +230,7 @@ class ChestAnomalyConfig:
     image_size: int = field(32, "image side in pixels")
     num_train: int = field(2048, "normal training images")
     num_test: int = field(256, "test images (half with an inserted lesion)")
-    lesion_intensity: float = field(0.3, "largest absolute intensity change of an inserted lesion")
+    lesion_intensity: float = field(0.4, "largest absolute intensity change of an inserted lesion")
     seed: int = field(0, "generator seed")
 
 
@@ -241,7 +241,7 @@ def insert_lesion(rng: np.random.Generator, img: torch.Tensor, lungs: torch.Tens
     y, x = torch.meshgrid(c, c, indexing="ij")
     ys, xs = torch.nonzero(lungs, as_tuple=True)
     j = int(rng.integers(len(ys)))
-    r = rng.uniform(0.08, 0.16)
+    r = rng.uniform(0.15, 0.28)
     d = torch.sqrt((x - c[xs[j]]) ** 2 + ((y - c[ys[j]]) / rng.uniform(0.7, 1.3)) ** 2) / r
     d = d + 0.25 * _smooth(rng, size, 8)
     blob = (d < 1).float()
