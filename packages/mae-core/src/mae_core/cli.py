@@ -295,8 +295,6 @@ def cmd_pretrain(domain: str, argv: Sequence[str]) -> int:
 
 
 def run_pretrain(r: Resolved) -> int:
-    import torch
-
     from .checkpoint import save_pretrained
     from .registry import build_model
     from .rundir import RunDir, default_run_path
@@ -428,6 +426,27 @@ register_probe("knn", _probe_knn)
 register_probe("prototypical", _probe_prototypical)
 
 
+def _datasets_and_model(r: Resolved, run: str | None, fresh: bool, seed: int):
+    """Seed, build the train / test splits and the model (from the run's weights, or freshly initialised), and
+    check that the model accepts the data."""
+    from .registry import build_model
+    from .train import seed_everything
+
+    if not run and not fresh:
+        raise ConfigError("give --run DIR (a pretraining run), or --random-init / --scratch for a fresh model")
+    seed_everything(seed)
+    train_set = _build_dataset(r, "train")
+    test_set = _build_dataset(r, "test")
+    if run and not fresh:
+        model = load_run_model(run)
+    else:
+        _adapt(r, train_set)
+        model = build_model(r.method.name, r.model)
+    check_model_accepts(model, train_set, f"{run or 'the model'}/model.safetensors",
+                        getattr(r.data, "path", None) or r.dataset.name)
+    return train_set, test_set, model
+
+
 def cmd_probe(domain: str, argv: Sequence[str]) -> int:
     def flags(p):
         g = p.add_argument_group("probe")
@@ -448,22 +467,10 @@ def cmd_probe(domain: str, argv: Sequence[str]) -> int:
 
 def run_probe(r: Resolved, args) -> int:
     from .data.utils import subset_fraction
-    from .registry import build_model
     from .rundir import RunDir
-    from .train import resolve_device, seed_everything
+    from .train import resolve_device
 
-    if not args.run and not args.random_init:
-        raise ConfigError("give --run DIR (a pretraining run) or --random-init")
-    seed_everything(args.probe_seed)
-    train_set = _build_dataset(r, "train")
-    test_set = _build_dataset(r, "test")
-    if args.run and not args.random_init:
-        model = load_run_model(args.run)
-    else:
-        _adapt(r, train_set)
-        model = build_model(r.method.name, r.model)
-    check_model_accepts(model, train_set, f"{args.run or 'the model'}/model.safetensors",
-                        getattr(r.data, "path", None) or r.dataset.name)
+    train_set, test_set, model = _datasets_and_model(r, args.run, args.random_init, args.probe_seed)
     args.device_obj = resolve_device(r.train.device)
     model.to(args.device_obj)
     train_set = subset_fraction(train_set, args.label_fraction, seed=args.probe_seed)
@@ -517,23 +524,10 @@ def run_finetune(r: Resolved, args) -> int:
     from .checkpoint import save_pretrained
     from .data.utils import subset_fraction
     from .eval import finetune
-    from .registry import build_model
     from .rundir import RunDir, default_run_path
     from .train.distributed import world_info
 
-    if not args.run and not args.scratch:
-        raise ConfigError("give --run DIR (a pretraining run) or --scratch")
-    from .train import seed_everything
-    seed_everything(r.train.seed)
-    train_set = _build_dataset(r, "train")
-    test_set = _build_dataset(r, "test")
-    if args.run and not args.scratch:
-        model = load_run_model(args.run)
-    else:
-        _adapt(r, train_set)
-        model = build_model(r.method.name, r.model)
-    check_model_accepts(model, train_set, f"{args.run or 'the model'}/model.safetensors",
-                        getattr(r.data, "path", None) or r.dataset.name)
+    train_set, test_set, model = _datasets_and_model(r, args.run, args.scratch, r.train.seed)
     nc = _num_classes(train_set)
     train_set = subset_fraction(train_set, args.label_fraction, seed=r.train.seed)
     multilabel = getattr(train_set, "multilabel", False)

@@ -33,10 +33,12 @@ def param_groups(model: torch.nn.Module, weight_decay: float, layer_decay: float
 
 def build_optimizer(groups: list[dict], lr: float, betas=(0.9, 0.95), name: str = "adamw") -> torch.optim.Optimizer:
     clean = [{k: v for k, v in g.items() if k != "names"} for g in groups]
+    # the fused (single-kernel) implementation: same update, less memory traffic than foreach
+    fused = all(p.dtype in (torch.float32, torch.float16, torch.bfloat16) for g in clean for p in g["params"])
     if name == "adamw":
-        return torch.optim.AdamW(clean, lr=lr, betas=tuple(betas))
+        return torch.optim.AdamW(clean, lr=lr, betas=tuple(betas), fused=fused)
     if name == "adam":
-        return torch.optim.Adam(clean, lr=lr, betas=tuple(betas))
+        return torch.optim.Adam(clean, lr=lr, betas=tuple(betas), fused=fused)
     if name == "sgd":
         return torch.optim.SGD(clean, lr=lr, momentum=0.9)
     raise ValueError(f"unknown optimizer {name!r}")

@@ -8,7 +8,6 @@ DDP under torchrun, progress bar, JSONL + TensorBoard metrics, periodic atomic c
 """
 from __future__ import annotations
 
-import math
 import random
 import time
 from dataclasses import dataclass
