@@ -25,17 +25,34 @@ def xray(args):
     from mae_medical.data.xray import MedicalImages, MedicalImagesConfig
     from mae_medical.methods.xray_mae import finetune_xray
 
+    from mae_core.checkpoint import load_checkpoint
+    from mae_core.config import from_dict
+    from mae_core.registry import build_model
+    from mae_medical.methods.xray_mae import XRayMAEConfig
+
     out = Path(args.out) / "xray"
     t0 = time.time()
-    assert cli(["pretrain", "--method", "xray-mae", "--dataset", "medical-images", "--data", str(args.npz),
-                "--epochs", str(args.xray_pretrain_epochs), "--batch-size", "64", "--lr", "1e-3",
-                "--no-progress", "--out", str(out), "--overwrite"]) == 0
+    if args.xray_checkpoint:  # a training checkpoint of an (interrupted) xray-mae pretraining run
+        import yaml
+        run_cfg = yaml.safe_load((Path(args.xray_checkpoint).parents[1] / "config.yaml").read_text())
+        model_cfg = from_dict(XRayMAEConfig, run_cfg["model"])
+        state, _ = load_checkpoint(args.xray_checkpoint, build_model("xray-mae", model_cfg))
+        pre_steps = state["step"]
+    else:
+        assert cli(["pretrain", "--method", "xray-mae", "--dataset", "medical-images", "--data", str(args.npz),
+                    "--epochs", str(args.xray_pretrain_epochs), "--batch-size", "64", "--lr", "1e-3",
+                    "--no-progress", "--out", str(out), "--overwrite"]) == 0
+        pre_steps = None
     pre_s = time.time() - t0
-    res = {}
-    for init in ("pretrained", "scratch"):
-        model = from_pretrained(out)
-        if init == "scratch":
-            from mae_core.registry import build_model
+    res = {"pretrain_steps": pre_steps}
+    for init in args.xray_inits:
+        if args.xray_checkpoint:
+            model = build_model("xray-mae", model_cfg)
+            if init == "pretrained":
+                load_checkpoint(args.xray_checkpoint, model)
+        else:
+            model = from_pretrained(out)
+        if init == "scratch" and not args.xray_checkpoint:
             model = build_model("xray-mae", model.config)
         cfg = MedicalImagesConfig(path=str(args.npz), augment="finetune")
         train, test = MedicalImages(cfg, "train"), MedicalImages(cfg, "test")
@@ -79,6 +96,8 @@ def main():
     ap.add_argument("--xray-pretrain-epochs", type=int, default=100)
     ap.add_argument("--xray-ft-epochs", type=int, default=40)
     ap.add_argument("--anomaly-epochs", type=int, default=10)
+    ap.add_argument("--xray-checkpoint", help="fine-tune from this training checkpoint instead of pretraining")
+    ap.add_argument("--xray-inits", nargs="+", default=["pretrained", "scratch"])
     args = ap.parse_args()
     res = {}
     if "anomaly" in args.which:
