@@ -49,6 +49,7 @@ class TrainConfig:
     keep_last: int = field(2, "training checkpoints kept on disk")
     max_steps: int | None = field(None, "stop after this many optimizer steps (for quick runs)")
     grad_checkpointing: bool = field(False, "recompute encoder activations in the backward pass (saves memory)")
+    compile: bool = field(False, "torch.compile the model (fuses element-wise ops; the first steps are slow)")
     progress: bool = field(True, "show a progress bar")
 
 
@@ -131,10 +132,10 @@ class Trainer:
             raise MaeError("amp fp16 needs a GPU; use --amp bf16 on CPU")
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[c.amp]
-        self.model = model
+        self.model = torch.compile(model) if c.compile else model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
-            self.model = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self.model = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.dataset = dataset
         self.sampler = GlobalBatchSampler(len(dataset), c.batch_size, self.rank, self.world, shuffle=True,
                                           seed=c.seed, drop_last=True)
