@@ -55,11 +55,12 @@ PAIRS = [("fox jumps over dog", "The quick brown fox jumps over the lazy dog."),
          ("gradient descent noise", "Stochastic gradient descent updates parameters with noisy gradients.")]
 
 
-@pytest.mark.parametrize("method", ["retromae", "starbucks"])
-def test_contrastive_finetune_loss_falls(tiny_cfg, method):
+@pytest.mark.parametrize("method,pool", [("retromae", None), ("starbucks", None), ("dupmae", "cls"),
+                                         ("dupmae", None)])
+def test_contrastive_finetune_loss_falls(tiny_cfg, method, pool):
     torch.manual_seed(0)
     model = build_model(method, tiny_cfg(method))
-    dual = DualEncoder(model, temperature=0.1)
+    dual = DualEncoder(model, temperature=0.1, **({"pool": pool} if pool else {}))
     opt = torch.optim.AdamW(dual.parameters(), lr=3e-3)
     batch = {"query": [q for q, _ in PAIRS], "passage": [p for _, p in PAIRS]}
     losses = []

@@ -60,6 +60,8 @@ def finetune_arguments(p) -> None:
     g.add_argument("--kl-weight", type=float, default=None, help="Starbucks: weight of the KL term (default: the "
                    "model's kl_weight)")
     g.add_argument("--layer-decay", type=float, default=1.0, help="layer-wise lr decay (1 = none)")
+    g.add_argument("--pool", default=None, help="representation trained and evaluated (default: the method's; "
+                   "e.g. cls for DupMAE's [CLS] alone)")
     g.add_argument("--out", metavar="DIR", help="run directory (default: <run>/finetune-<time>)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     g.add_argument("--eval-batch-size", type=int, default=128, help="batch size when encoding for evaluation")
@@ -128,10 +130,12 @@ def run_finetune_cmd(args) -> int:
                                            if args.run else default_run_path("text", method + "-scratch"))
     run = RunDir(out, overwrite=args.overwrite)
     kw = {"kl_weight": args.kl_weight} if args.kl_weight is not None else {}
+    if args.pool:
+        kw["pool"] = args.pool
     dual = DualEncoder(model, temperature=args.temperature, **kw)
     cfg = {"method": method, "finetune": {"run": args.run, "scratch": args.scratch, "data": args.data or "pydocs-qa",
                                           "split": args.split, "temperature": args.temperature,
-                                          "kl_weight": args.kl_weight, "layer_decay": args.layer_decay,
+                                          "kl_weight": args.kl_weight, "layer_decay": args.layer_decay, "pool": args.pool,
                                           "pairs": len(pairs)},
            "train": dataclasses.asdict(tc)}
     run.write_config(cfg)
@@ -153,7 +157,7 @@ def run_finetune_cmd(args) -> int:
         except DataError as e:
             print(f"note: no evaluation ({e})")
         else:
-            res = evaluate_model(model, rs_eval, pool=None, batch_size=args.eval_batch_size,
+            res = evaluate_model(model, rs_eval, pool=args.pool, batch_size=args.eval_batch_size,
                                  device=_device(tc.device))
             summary[f"{args.eval_split}"] = res
             print(f"{args.eval_split}: " + json.dumps(res))

@@ -197,8 +197,9 @@ class RetroMAE(MaskedAutoencoder):
     def contrastive_loss(self, queries: list[str], passages: list[str], temperature: float = 1.0,
                          **kw) -> tuple[torch.Tensor, dict]:
         """In-batch-negative contrastive loss of (query, relevant passage) pairs; duplicates are not negatives."""
-        q = self.encode({"text": queries})
-        p = self.encode({"text": passages})
+        pool = kw.get("pool")
+        q = self.encode({"text": queries}, pool=pool)
+        p = self.encode({"text": passages}, pool=pool)
         loss, acc = info_nce(self.score(q, p) / temperature, passages)
         return loss, {"acc": acc}
 
