@@ -95,6 +95,8 @@ def run_segment(ns) -> int:
         g.add_argument("--seg-epochs", type=int, default=30, help="epochs over the labelled scans")
         g.add_argument("--seg-lr", type=float, default=1e-3, help="learning rate of encoder + head")
         g.add_argument("--seed", type=int, default=0, help="seed")
+        g.add_argument("--no-balance", action="store_true", help="plain cross-entropy (default: weighted by "
+                                                                "1 / sqrt(class frequency))")
         g.add_argument("--random-init", "--scratch", dest="random_init", action="store_true",
                        help="train the same architecture from scratch instead of the pretrained encoder")
 
@@ -108,7 +110,8 @@ def run_segment(ns) -> int:
         raise ConfigError(f"{r.dataset.name}: the training scans have no voxel labels")
     res = train_segmentation(model, train_set, test_set, len(getattr(train_set, "classes", [])) or 5,
                              num_labelled=args.num_labelled, epochs=args.seg_epochs, lr=args.seg_lr, seed=args.seed,
-                             device=str(args.device_obj), progress=r.train.progress)
+                             device=str(args.device_obj), progress=r.train.progress,
+                             balanced=not args.no_balance)
     res["random_init"] = bool(args.random_init)
     print(f"mIoU {res['miou']:.4f} with {res['num_labelled']} labelled scans "
           f"({'scratch' if args.random_init else 'pretrained'})")

@@ -22,8 +22,9 @@ from mae_core.train.trainer import move_to
 
 
 class VoxelSegmenter(nn.Module):
-    def __init__(self, backbone, num_classes: int):
+    def __init__(self, backbone, num_classes: int, class_weights: torch.Tensor | None = None):
         super().__init__()
+        self.register_buffer("class_weights", class_weights, persistent=False)
         self.backbone = backbone
         backbone.decoder = None
         c = backbone.config
@@ -39,7 +40,8 @@ class VoxelSegmenter(nn.Module):
     def forward(self, batch, generator=None) -> ModelOutput:
         logits = self.logits(batch)
         y = batch["voxel_label"]
-        loss = F.cross_entropy(logits, y, ignore_index=-1) if bool((y >= 0).any()) else logits.sum() * 0
+        loss = F.cross_entropy(logits, y, weight=self.class_weights, ignore_index=-1) if bool((y >= 0).any()) \
+            else logits.sum() * 0
         return ModelOutput(loss=loss, pred=logits)
 
     def layer_id(self, name):
@@ -71,10 +73,19 @@ def segmentation_miou(model: VoxelSegmenter, dataset, num_classes: int, batch_si
 
 def train_segmentation(backbone, train_set, test_set, num_classes: int, num_labelled: int = 8, epochs: int = 30,
                        lr: float = 1e-3, batch_size: int = 4, seed: int = 0, device: str = "cpu",
-                       progress: bool = False) -> dict:
-    """Fine-tune backbone + light head on the first ``num_labelled`` training scans; mIoU on ``test_set``."""
+                       progress: bool = False, balanced: bool = True) -> dict:
+    """Fine-tune backbone + light head on the first ``num_labelled`` training scans; mIoU on ``test_set``.
+
+    ``balanced``: weight the cross-entropy by 1 / sqrt(class frequency) in the labelled scans (small classes such as
+    poles and pedestrians are otherwise never predicted with a handful of scans)."""
     labelled = Subset(train_set, list(range(min(num_labelled, len(train_set)))))
-    model = VoxelSegmenter(backbone, num_classes)
+    weights = None
+    if balanced:
+        y = torch.stack([labelled[i]["voxel_label"] for i in range(len(labelled))])
+        counts = torch.bincount(y[y >= 0], minlength=num_classes).float()
+        weights = torch.where(counts > 0, counts.clamp_min(1).rsqrt(), torch.zeros_like(counts))
+        weights = weights / weights[counts > 0].mean().clamp_min(1e-12)
+    model = VoxelSegmenter(backbone, num_classes, weights)
     cfg = TrainConfig(epochs=epochs, batch_size=min(batch_size, len(labelled)), lr=lr, warmup_epochs=1,
                       weight_decay=0.05, device=device, seed=seed, progress=progress, log_every=10)
     trainer = Trainer(model, labelled, cfg, run_dir=None)
