@@ -32,7 +32,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--num-labelled", type=int, default=8)
-    ap.add_argument("--seg-epochs", type=int, default=30)
+    ap.add_argument("--seg-epochs", type=int, default=60)
     ap.add_argument("--extra", default="", help="extra pretrain flags (e.g. --range-aware)")
     a = ap.parse_args()
     exe = [sys.executable, "-m", "mae_3d.cli"]
