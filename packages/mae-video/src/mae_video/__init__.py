@@ -54,7 +54,9 @@ for _name, _cfg, _cls, _desc, _paper, _train, _presets in _SPECS:
                                        train_defaults=_train))
     _spec.adapt = adapt_video
     for _pname, (_over, _pdesc) in _presets.items():
-        register_preset(PresetSpec(name=_pname, domain=DOMAIN, method=_name, overrides={"model": _over},
+        # the data follows a preset's clip size (the model's num_frames / img_size follow the data)
+        _data = {k: _over[m] for k, m in (("num_frames", "num_frames"), ("image_size", "img_size")) if m in _over}
+        register_preset(PresetSpec(name=_pname, domain=DOMAIN, method=_name, overrides={"model": _over, "data": _data},
                                    description=_pdesc))
 
 register_dataset(DatasetSpec(

@@ -28,7 +28,8 @@ class VideoFolderConfig:
     num_frames: int = field(8, "frames sampled per clip")
     stride: int = field(2, "frame stride between sampled frames")
     image_size: int = field(32, "crop side in pixels")
-    short_side: int = field(36, "frames are resized so their short side is this many pixels, then cropped")
+    short_side: int = field(0, "frames are resized so their short side is this many pixels, then cropped "
+                                "(0 = 1.14 x image_size)")
     test_fraction: float = field(0.2, "held-out fraction per class when the data has no train/test split")
     seed: int = field(0, "seed of the split and of the random crops / start frames")
 
@@ -139,7 +140,8 @@ class VideoFolderDataset(Dataset):
                              start=None if train else (self.lengths[i] - (c.num_frames - 1) * c.stride - 1) // 2,
                              generator=self._gen)
         frames = read_frames(path, idx)
-        video = resize_crop(frames, c.image_size, c.short_side, random_crop=train, generator=self._gen)
+        short = c.short_side or round(c.image_size * 1.14)
+        video = resize_crop(frames, c.image_size, short, random_crop=train, generator=self._gen)
         if not torch.isfinite(video).all():
             raise DataError(f"{path}: decoded frames contain NaN or inf values")
         return {"video": (video - 0.5) / 0.5, "label": label, "index": i}

@@ -127,9 +127,9 @@ def resize_crop(frames: torch.Tensor, size: int, short_side: int | None = None, 
     ``size``), then crop ``size`` x ``size`` (random or centre)."""
     x = frames.permute(0, 3, 1, 2).float() / 255.0  # (T, C, H, W)
     h, w = x.shape[-2:]
-    short = short_side or size
+    short = max(short_side or size, size)
     scale = short / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))  # aspect ratio kept
     if (nh, nw) != (h, w):
         x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=scale < 1)
     if random_crop:
