@@ -5,6 +5,7 @@
     OMP_NUM_THREADS=1 uv run python benchmarks/text_scifact.py --stage scratch    # needs the retromae stage
     OMP_NUM_THREADS=1 uv run python benchmarks/text_scifact.py --stage starbucks
     OMP_NUM_THREADS=1 uv run python benchmarks/text_scifact.py --stage bm25
+    OMP_NUM_THREADS=1 uv run python benchmarks/text_scifact.py --stage dupmae-cls  # needs the dupmae stage
     uv run python benchmarks/text_scifact.py --report                              # table from the run folders
 
 Each stage calls the ``mae-text`` CLI (pretrain on the corpus, finetune on the training claims, evaluate on the test
@@ -53,6 +54,11 @@ def stage(a, name):
         times["evaluate"] = run(["evaluate", "--data", data, "--split", "test", "--bm25", "--out",
                                  str(out / "bm25.json")])
         return times
+    if name == "dupmae-cls":
+        times["finetune"] = run(["finetune", "--run", str(out / "dupmae"), "--pool", "cls", "--data", data,
+                                 "--split", "train", *train_flags(a, a.ft_steps, a.ft_batch, a.ft_lr), "--out", str(ft),
+                                 "--overwrite"])
+        return times
     if name == "scratch":
         base = out / "retromae"
         times["finetune"] = run(["finetune", "--scratch", "--run", str(base), "--data", data, "--split", "train",
@@ -84,7 +90,9 @@ def report(a):
     if bm:
         rows.append(("BM25 (bm25s)", bm))
     for name, label in [("scratch", "same encoder, no pretraining"), ("retromae", "RetroMAE"),
-                        ("dupmae", "DupMAE ([CLS] reduced + top-k lexical)"), ("starbucks", "Starbucks (full size)")]:
+                        ("dupmae", "DupMAE ([CLS] reduced + top-k lexical)"),
+                        ("dupmae-cls", "DupMAE pretraining, [CLS] only (finetune --pool cls)"),
+                        ("starbucks", "Starbucks (full size)")]:
         r = ft_result(name)
         if r:
             rows.append((label, r))
@@ -103,7 +111,7 @@ def report(a):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stage", choices=["retromae", "dupmae", "starbucks", "scratch", "bm25"])
+    ap.add_argument("--stage", choices=["retromae", "dupmae", "starbucks", "scratch", "bm25", "dupmae-cls"])
     ap.add_argument("--report", action="store_true")
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench-text-scifact"))
