@@ -70,3 +70,23 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["pretrain", "--decoder-mask-ratio", "0.4", "--out", str(tmp_path / "o2"), *TINY]) == 2
     assert "decoder_mask_ratio" in capsys.readouterr().err
     assert main(["propagate"]) == 2
+
+
+def test_cli_pretrain_on_a_video_folder(tmp_path):
+    import numpy as np
+
+    from mae_video.data.io import write_video
+
+    for c, cls in enumerate(["a", "b"]):
+        (tmp_path / "vids" / cls).mkdir(parents=True)
+        for k in range(3):
+            frames = np.full((10, 24, 32, 3), 40 + 80 * c, dtype=np.uint8)
+            frames[:, 4:12, 2 * k:2 * k + 8] = 230
+            write_video(tmp_path / "vids" / cls / f"{k}.mp4", frames)
+    run = tmp_path / "run"
+    model = TINY[TINY.index("--image-size"):]
+    args = ["pretrain", "--data", str(tmp_path / "vids"), "--out", str(run), "--data-num-frames", "4", "--stride", "2",
+            "--test-fraction", "0.34", "--batch-size", "2", "--epochs", "1", *model]
+    assert main(args) == 0
+    cfg = json.loads((run / "config.json").read_text())["run_config"]
+    assert cfg["dataset"] == "video-folder" and cfg["model"]["num_frames"] == 4
