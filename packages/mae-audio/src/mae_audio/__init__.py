@@ -28,7 +28,7 @@ def adapt_audio(model_cfg, data_cfg, dataset):
                                num_mel_bins=getattr(data_cfg, "num_mel_bins", model_cfg.num_mel_bins))
 
 
-_TRAIN = {"epochs": 40, "batch_size": 32, "base_lr": 1e-3, "warmup_epochs": 4, "weight_decay": 0.05}
+_TRAIN = {"epochs": 30, "batch_size": 32, "base_lr": 4e-3, "warmup_epochs": 3, "weight_decay": 0.05}
 
 for _spec in (
     MethodSpec(name="audio-mae", domain="audio", config_cls=AudioMAEConfig, model_cls=AudioMAE,

@@ -35,7 +35,7 @@ class AudioMAEConfig:
     num_mel_bins: int = field(128, "mel bins (frequency axis; follows the data)")
     patch_size: int = field(16, "patch side (time frames = mel bins per patch)")
     embed_dim: int = field(192, "encoder width")
-    depth: int = field(6, "encoder blocks")
+    depth: int = field(4, "encoder blocks")
     num_heads: int = field(3, "encoder attention heads")
     decoder_embed_dim: int = field(128, "decoder width")
     decoder_depth: int = field(2, "decoder blocks")
@@ -146,6 +146,7 @@ class LocalWindowDecoder(MAEDecoder):
 
 # ---- the model ------------------------------------------------------------------------------------------------------------
 class AudioMAE(MaskedAutoencoder):
+    method_name = "audio-mae"
     pool = "mean"
 
     def __init__(self, config: AudioMAEConfig):

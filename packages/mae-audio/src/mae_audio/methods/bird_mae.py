@@ -26,6 +26,8 @@ class BirdMAEConfig(AudioMAEConfig):
 
 
 class BirdMAE(AudioMAE):
+    method_name = "bird-mae"
+
     def __init__(self, config: BirdMAEConfig):
         super().__init__(config)
 
