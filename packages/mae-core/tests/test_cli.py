@@ -27,6 +27,8 @@ def test_cli_pretrain_probe_finetune_reconstruct(tmp_path, capsys):
     assert main(["finetune", "--run", str(run), "--out", str(ft), "--epochs", "1", "--batch-size", "16",
                  "--no-progress"]) == 0
     assert "test_acc" in json.loads((ft / "summary.json").read_text())
+    from mae_core.checkpoint import from_pretrained
+    assert from_pretrained(ft) is not None and (ft / "head.safetensors").exists()  # the fine-tuned run reloads
     assert main(["reconstruct", "--run", str(run), "--num", "2", "--out", str(tmp_path / "r.png")]) == 0
     assert (tmp_path / "r.png").exists()
 

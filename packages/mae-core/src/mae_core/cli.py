@@ -546,7 +546,12 @@ def run_finetune(r: Resolved, args) -> int:
     _teardown_distributed()
     if world_info()[0] != 0:
         return 0
-    save_pretrained(clf.backbone, out, extra={"run_config": cfg})
+    save_pretrained(clf.backbone, out, extra={"run_config": cfg, "num_classes": nc})
+    from .checkpoint import atomic_write
+    from safetensors.torch import save_file
+    head = {f"head.{k}": v.detach().contiguous().cpu() for k, v in clf.head.state_dict().items()}
+    head.update({f"fc_norm.{k}": v.detach().contiguous().cpu() for k, v in clf.fc_norm.state_dict().items()})
+    atomic_write(out / "head.safetensors", lambda tmp: save_file(head, tmp))
     run.write_summary(summary)
     print(f"run directory: {out}")
     print(json.dumps(summary))

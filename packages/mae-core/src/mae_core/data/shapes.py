@@ -1,5 +1,6 @@
-"""An embedded, procedurally generated, labelled image dataset: eight shape classes on textured backgrounds
-(disk, square, triangle, cross, ring, bar, star, crescent; no two classes coincide under rotation).
+"""An embedded, procedurally generated, labelled image dataset: eight classes of textured shapes on textured
+backgrounds. Each class is a shape with its own fill pattern (solid disk, checkered square, striped triangle,
+dotted cross, spoked ring, banded bar, speckled star, shaded crescent); no two classes coincide under rotation.
 
 Deterministic given the seed, generated in memory in well under a second, no download. Each image has a random
 centre, scale, rotation and aspect, a random foreground colour and a background made of a colour gradient plus
@@ -17,6 +18,7 @@ from torch.utils.data import Dataset
 from ..config import field
 
 CLASSES = ["disk", "square", "triangle", "cross", "ring", "bar", "star", "crescent"]
+FILLS = ["solid", "checker", "stripes", "dots", "spokes", "bands", "speckle", "shading"]
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
 
@@ -45,6 +47,24 @@ def _shape_masks(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     ])
 
 
+def _fill_patterns(x: torch.Tensor, y: torch.Tensor, period: torch.Tensor, speckle: torch.Tensor) -> torch.Tensor:
+    """Fill pattern of every class at local coordinates, (8, N, S, S) in [0, 1] (1 = full foreground colour)."""
+    r = torch.sqrt(x**2 + y**2)
+    phi = torch.atan2(y, x)
+    p = period[:, None, None]
+    fx, fy = torch.remainder(x, p) / p, torch.remainder(y, p) / p
+    return torch.stack([
+        torch.ones_like(x),
+        ((torch.floor(x / p) + torch.floor(y / p)) % 2),
+        (fy < 0.5).float(),
+        (((fx - 0.5) ** 2 + (fy - 0.5) ** 2) < 0.09).float(),
+        (torch.cos(6 * phi) > 0).float(),
+        (torch.remainder(r, p) / p < 0.5).float(),
+        speckle,
+        ((x + 1) / 2).clamp(0, 1),
+    ]).float()
+
+
 def generate_shapes(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(images (n, 3, size, size) in [0, 1], labels (n,)), deterministic."""
     rng = np.random.default_rng(seed)
@@ -62,6 +82,9 @@ def generate_shapes(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor
     ly = (-s * dx + c * dy) / (scale / aspect)[:, None, None]
     masks = _shape_masks(lx, ly)  # (8, n, S, S)
     fg = masks[labels, torch.arange(n)].float()[:, None]  # (n, 1, S, S)
+    period = torch.from_numpy(rng.uniform(0.45, 0.65, n)).float()
+    speckle = (torch.rand(n, size, size, generator=g) < 0.5).float()
+    fill = _fill_patterns(lx, ly, period, speckle)[labels, torch.arange(n)][:, None]  # (n, 1, S, S)
     # soften edges slightly so shapes are not aliased
     fg = F.avg_pool2d(F.pad(fg, (1, 1, 1, 1), mode="replicate"), 3, stride=1) * 0.5 + fg * 0.5
     # background: gradient between two colours plus smooth noise
@@ -77,6 +100,7 @@ def generate_shapes(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor
     fgc = torch.rand(n, 3, 1, 1, generator=g)
     bgmean = bg.mean(dim=(2, 3), keepdim=True)
     fgc = torch.where((fgc - bgmean).abs().mean(1, keepdim=True) < 0.3, 1.0 - bgmean, fgc)
+    fgc = fgc * (0.45 + 0.55 * fill)
     img = bg * (1 - fg) + fgc * fg
     img = img + 0.03 * torch.randn(img.shape, generator=g)
     return img.clamp(0, 1), labels

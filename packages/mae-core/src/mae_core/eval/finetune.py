@@ -19,8 +19,10 @@ class Classifier(nn.Module):
                  label_smoothing: float = 0.0):
         super().__init__()
         self.backbone = backbone
-        if hasattr(backbone, "decoder"):
-            backbone.decoder = None  # not used downstream; keeps DDP from waiting on unused parameters
+        decoder = getattr(backbone, "decoder", None)
+        if isinstance(decoder, nn.Module):
+            # not used downstream: frozen (DDP and the optimizer skip it) but kept, so the saved backbone reloads
+            decoder.requires_grad_(False)
         self.pool = pool
         dim = backbone.feature_dim(pool) if hasattr(backbone, "feature_dim") else None
         self.fc_norm = nn.LayerNorm(dim) if dim else nn.Identity()
