@@ -99,7 +99,7 @@ def save_prototype_map(model, head, sample: dict, path, classes=None, top: int =
         ax.set_title(f"class {name} (p={float(probs[c]):.2f})\nprototype {j}, max sim {float(sim.max()):.2f}",
                      fontsize=8)
     fig.suptitle("prototypical probe: similarity of the most active prototype of the top classes "
-                 "(time ->, mel bins ^)", fontsize=9)
+                 "(time ->, mel bins ^)", fontsize=9, y=1.06)
     return save_figure(fig, path)
 
 
