@@ -48,10 +48,10 @@ def test_two_independent_masks_and_loss_falls(tiny_shapes):
     assert last < 0.8 * first
 
 
-def test_finetune_drops_both_decoders():
+def test_finetune_freezes_both_decoders():
     from mae_core.eval import Classifier
 
     clf = Classifier(PointCMAE(tiny_cfg()), num_classes=3)
-    assert clf.backbone.decoder is None
+    assert not any(p.requires_grad for p in clf.backbone.decoder.parameters())  # kept (the run reloads), frozen
     logits = clf.logits({"points": torch.randn(2, 64, 3)})
     assert logits.shape == (2, 3)

@@ -61,8 +61,8 @@ def run_fewshot(ns) -> int:
     model, train_set, test_set = _model_and_data(r, args)
     t0 = time.time()
     cache: dict = {}
-    xtr, ytr = core_cli._features(model, train_set, cache, "train", args.device_obj, args.probe_batch_size)
-    xte, yte = core_cli._features(model, test_set, cache, "test", args.device_obj, args.probe_batch_size)
+    xtr, ytr = core_cli.cached_features(model, train_set, cache, "train", args.device_obj, args.probe_batch_size)
+    xte, yte = core_cli.cached_features(model, test_set, cache, "test", args.device_obj, args.probe_batch_size)
     try:
         res = few_shot(xtr, ytr, way=args.way, shot=args.shot, query=args.query, folds=args.folds, seed=args.seed,
                        c=args.svm_c, test_features=xte, test_labels=yte)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from mae_core.viz import _plt, save_figure
+from mae_core.viz import pyplot, save_figure
 
 
 def _scatter(ax, pts, color, size=1.5, title=None):
@@ -31,7 +31,7 @@ def draw_point_reconstruction(model, dataset, path, num: int = 4, seed: int = 0)
     target = out.target.reshape(b, g, -1, 3) + centers[:, :, None]
     pred = out.pred.reshape(b, g, -1, 3) + centers[:, :, None]
     mask = out.mask.bool()
-    plt = _plt()
+    plt = pyplot()
     fig = plt.figure(figsize=(7.5, 2.5 * b))
     for r in range(b):
         vis = target[r][~mask[r]].reshape(-1, 3)
@@ -64,7 +64,7 @@ def draw_lidar_reconstruction(model, dataset, path, num: int = 2, seed: int = 0)
     c = model.config
     ext = [c.grid_min[0], c.grid_min[0] + c.grid[0] * c.voxel_size[0],
            c.grid_min[1], c.grid_min[1] + c.grid[1] * c.voxel_size[1]]
-    plt = _plt()
+    plt = pyplot()
     n = len(idx)
     fig, axes = plt.subplots(n, 3, figsize=(11, 3.7 * n), squeeze=False)
     for r in range(n):

@@ -385,12 +385,16 @@ def register_probe(name: str, fn) -> None:
     PROBES[name] = fn
 
 
-def _features(model, ds, cache, key, device, batch_size):
+def cached_features(model, ds, cache, key, device, batch_size):
+    """Frozen features of ``ds`` computed once per probe run (``cache[key]``)."""
     from .eval import extract_features
     if key not in cache:
         cache[key] = extract_features(model, ds, batch_size=batch_size, device=device,
                                       collate_fn=getattr(ds, "collate_fn", None) or _collate(), progress=True)
     return cache[key]
+
+
+_features = cached_features  # backwards-compatible private name
 
 
 def _collate():
@@ -400,8 +404,8 @@ def _collate():
 
 def _probe_linear(model, train_set, test_set, args, cache):
     from .eval import linear_probe
-    xtr, ytr = _features(model, train_set, cache, "train", args.device_obj, args.probe_batch_size)
-    xte, yte = _features(model, test_set, cache, "test", args.device_obj, args.probe_batch_size)
+    xtr, ytr = cached_features(model, train_set, cache, "train", args.device_obj, args.probe_batch_size)
+    xte, yte = cached_features(model, test_set, cache, "test", args.device_obj, args.probe_batch_size)
     multilabel = ytr.ndim == 2
     return linear_probe(xtr, ytr, xte, yte, num_classes=None if multilabel else _num_classes(train_set),
                         epochs=args.probe_epochs, lr=args.probe_lr, multilabel=multilabel, seed=args.probe_seed)
@@ -409,8 +413,8 @@ def _probe_linear(model, train_set, test_set, args, cache):
 
 def _probe_knn(model, train_set, test_set, args, cache):
     from .eval import knn_classify
-    xtr, ytr = _features(model, train_set, cache, "train", args.device_obj, args.probe_batch_size)
-    xte, yte = _features(model, test_set, cache, "test", args.device_obj, args.probe_batch_size)
+    xtr, ytr = cached_features(model, train_set, cache, "train", args.device_obj, args.probe_batch_size)
+    xte, yte = cached_features(model, test_set, cache, "test", args.device_obj, args.probe_batch_size)
     if ytr.ndim == 2:
         return {}
     return knn_classify(xtr, ytr, xte, yte, k=args.k, num_classes=_num_classes(train_set))

@@ -35,7 +35,7 @@ class MaskInfo:
         return MaskInfo(self.ids_keep.to(device), self.ids_restore.to(device), self.mask.to(device))
 
 
-def _rand(shape, generator, device) -> torch.Tensor:
+def uniform_noise(shape, generator, device) -> torch.Tensor:
     """Uniform noise from a torch.Generator, a ShardedGenerator (DDP: the rank's rows of the global draw), or the
     global RNG."""
     if generator is not None and hasattr(generator, "rand"):
@@ -66,7 +66,7 @@ def mask_from_scores(scores: torch.Tensor, len_keep: int) -> MaskInfo:
 def random_masking(batch: int, length: int, ratio: float, generator: torch.Generator | None = None,
                    device="cpu") -> MaskInfo:
     """MAE's per-sample random masking: argsort of uniform noise, keep ``int(L * (1 - ratio))``."""
-    return mask_from_scores(_rand((batch, length), generator, device), num_keep(length, ratio))
+    return mask_from_scores(uniform_noise((batch, length), generator, device), num_keep(length, ratio))
 
 
 def mask_from_mask(mask: torch.Tensor) -> MaskInfo:
@@ -95,10 +95,10 @@ def block_masking(batch: int, grid: Sequence[int], ratio: float, generator: torc
     coords = coords.reshape(length, n)  # (L, n)
     side = torch.tensor([max(1, min(g, round(g * ratio ** (1.0 / n)))) if ratio > 0 else 0 for g in grid],
                         device=device)
-    u = _rand((batch, n), generator, device)
+    u = uniform_noise((batch, n), generator, device)
     start = (u * (torch.tensor(grid, device=device) - side + 1)).floor().long()  # (B, n)
     inside = ((coords[None] >= start[:, None]) & (coords[None] < (start + side)[:, None])).all(-1)  # (B, L)
-    scores = inside.float() + 0.5 * _rand((batch, length), generator, device)
+    scores = inside.float() + 0.5 * uniform_noise((batch, length), generator, device)
     return mask_from_scores(scores, k)
 
 
@@ -108,7 +108,7 @@ def tube_masking(batch: int, grid: Sequence[int], ratio: float, generator: torch
     t, *spatial = tuple(grid)
     hw = math.prod(spatial)
     k = num_keep(hw, ratio)
-    noise = _rand((batch, 1, hw), generator, device).expand(batch, t, hw).reshape(batch, t * hw)
+    noise = uniform_noise((batch, 1, hw), generator, device).expand(batch, t, hw).reshape(batch, t * hw)
     return mask_from_scores(noise, t * k)
 
 
@@ -127,7 +127,7 @@ def running_cell_masking(batch: int, grid: Sequence[int], ratio: float = 0.5, ge
     if h % 2 or w % 2:
         raise MaeError(f"running-cell masking needs an even spatial token grid, got {h} x {w}")
     queue = torch.cat([torch.ones(n_mask), torch.zeros(4 - n_mask)]).to(device)  # 1 = masked
-    phase = (_rand((batch,), generator, device) * 4).long().clamp_max(3)  # (B,)
+    phase = (uniform_noise((batch,), generator, device) * 4).long().clamp_max(3)  # (B,)
     ti = torch.arange(t, device=device)
     hh, ww = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
     slot = ((hh % 2) * 2 + (ww % 2)).reshape(-1)  # (HW,) position inside the 2x2 cell
@@ -171,9 +171,12 @@ def token_budget_masking(group_sizes: Sequence[int], num_visible: int, batch: in
     p = gam / gam.sum(1, keepdim=True).clamp_min(1e-30)  # (B, G)
     group_of = torch.repeat_interleave(torch.arange(g, device=device), sizes)  # (L,)
     rate = (p / sizes.clamp_min(1)[None].float())[:, group_of]  # (B, L)
-    e = -torch.log(_rand((batch, length), generator, device).clamp_min(1e-12))
+    e = -torch.log(uniform_noise((batch, length), generator, device).clamp_min(1e-12))
     clocks = e / rate.clamp_min(1e-30)
     return mask_from_scores(clocks, num_visible)
+
+
+_rand = uniform_noise  # backwards-compatible private name
 
 
 def gather_tokens(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,8 @@ from .layers import patchify, unpatchify
 from .losses import normalize_patches
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot with the non-interactive Agg backend (pictures are written to files)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -23,7 +24,7 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
     path = Path(path)
     fmt = path.suffix.lstrip(".") or "png"
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt))
-    _plt().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -62,7 +63,7 @@ def save_image_reconstruction(model, images: torch.Tensor, path, mean=(0.5,) * 3
                               patch_size: int | None = None, seed: int = 0, title: str | None = None) -> Path:
     patch_size = patch_size or model.config.patch_size
     orig, masked, recon, pasted, norm, mask = image_reconstruction(model, images, patch_size, seed)
-    plt = _plt()
+    plt = pyplot()
     n = len(images)
     cols = ["original", "masked input", "reconstruction", "reconstruction + visible"]
     fig, axes = plt.subplots(n, 4, figsize=(8, 2 * n), squeeze=False)
@@ -86,3 +87,6 @@ def save_image_reconstruction(model, images: torch.Tensor, path, mean=(0.5,) * 3
         t += "\n(target was normalised per patch; shown de-normalised with the true patch mean / variance)"
     fig.suptitle(t, fontsize=9)
     return save_figure(fig, path)
+
+
+_plt = pyplot  # backwards-compatible private name

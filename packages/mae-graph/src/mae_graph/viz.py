@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mae_core.viz import _plt, save_figure
+from mae_core.viz import pyplot, save_figure
 
 
 def _project(x: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -22,7 +22,7 @@ def _project(x: np.ndarray, seed: int = 0) -> np.ndarray:
 def draw_graph_embeddings(model, dataset, path, num: int = 1500, seed: int = 0, **_):
     """t-SNE of the frozen node (or pooled graph) embeddings, coloured by class; at most ``num`` points (all when
     the dataset is small; ``num`` below 100 is treated as 1500 so `reconstruct --num 8` still shows a picture)."""
-    from mae_core.cli import _features
+    from mae_core.cli import cached_features
 
     model.eval()
     num = 1500 if num < 100 else num
@@ -33,13 +33,13 @@ def draw_graph_embeddings(model, dataset, path, num: int = 1500, seed: int = 0, 
         x = model.embed({"graph": data.to(dev)}).float().cpu()
         y = data.y.cpu()
     else:
-        x, y = _features(model, dataset, {}, "viz", next(model.parameters()).device, 256)
+        x, y = cached_features(model, dataset, {}, "viz", next(model.parameters()).device, 256)
     g = torch.Generator().manual_seed(seed)
     if len(x) > num:
         idx = torch.randperm(len(x), generator=g)[:num]
         x, y = x[idx], y[idx]
     xy = _project(x.numpy(), seed)
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 6))
     sc = ax.scatter(xy[:, 0], xy[:, 1], c=y.numpy(), cmap="tab10", s=6, alpha=0.8)
     ax.legend(*sc.legend_elements(), title="class", loc="best", fontsize=7)
@@ -63,7 +63,7 @@ def draw_skeleton_reconstruction(model, dataset, path, num: int = 4, seed: int =
     t = x.shape[2]
     frames = torch.linspace(0, t - 1, max(1, min(num, 6))).round().long().tolist()
     edges = model.adj.nonzero().tolist()
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(2, len(frames), figsize=(2.2 * len(frames), 4.6), squeeze=False)
     for row, (title, seq) in enumerate((("original", x[0]), ("reconstructed", rec))):
         for col, f in enumerate(frames):

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from mae_core.checkpoint import atomic_write
-from mae_core.viz import _plt, save_figure
+from mae_core.viz import pyplot, save_figure
 
 
 def _display(x: torch.Tensor, mean, std) -> torch.Tensor:
@@ -39,7 +39,7 @@ def save_video_reconstruction(model, videos: torch.Tensor, path, mean=(0.5,) * 3
     """Write the PNG strip at ``path`` and, with ``gif``, the animation next to it (same name, ``.gif``)."""
     orig, masked, rec = reconstruction_panels(model, videos, mean, std, seed)
     b, t = orig.shape[:2]
-    plt = _plt()
+    plt = pyplot()
     rows = ["original", "masked", "reconstruction"]
     fig, axes = plt.subplots(3 * b, t, figsize=(1.1 * t, 1.15 * 3 * b), squeeze=False)
     for i in range(b):

@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from mae_core.config import field
 from mae_core.errors import MaeError
-from mae_core.masking import MaskInfo, _rand, gather_tokens, mask_from_mask, mask_from_scores, num_keep, random_masking, restore_tokens
+from mae_core.masking import MaskInfo, uniform_noise, gather_tokens, mask_from_mask, mask_from_scores, num_keep, random_masking, restore_tokens
 from mae_core.models.mae import MaskedAutoencoder, ModelOutput, TransformerEncoder
 
 from ..ops import chamfer_distance, group_points
@@ -101,8 +101,8 @@ class PointDecoder(nn.Module):
 def scale_translate(points: torch.Tensor, generator=None) -> torch.Tensor:
     """Point-MAE's pretraining augmentation: per-axis scale U(2/3, 3/2) and translation U(-0.2, 0.2) per cloud."""
     b = points.shape[0]
-    scale = 2 / 3 + (3 / 2 - 2 / 3) * _rand((b, 1, 3), generator, points.device)
-    shift = -0.2 + 0.4 * _rand((b, 1, 3), generator, points.device)
+    scale = 2 / 3 + (3 / 2 - 2 / 3) * uniform_noise((b, 1, 3), generator, points.device)
+    shift = -0.2 + 0.4 * uniform_noise((b, 1, 3), generator, points.device)
     return points * scale.to(points.dtype) + shift.to(points.dtype)
 
 
@@ -154,7 +154,7 @@ class PointMAE(MaskedAutoencoder):
             return mask_from_mask(batch["mask"].to(centers.device))
         b, g, _ = centers.shape
         if self.config.mask_type == "block":
-            start = (_rand((b,), generator, centers.device) * g).long().clamp_max(g - 1)
+            start = (uniform_noise((b,), generator, centers.device) * g).long().clamp_max(g - 1)
             d = ((centers - centers[torch.arange(b, device=centers.device), start][:, None]) ** 2).sum(-1)
             return mask_from_scores(-d, num_keep(g, self.mask_ratio))  # nearest to the random centre are masked
         return random_masking(b, g, self.mask_ratio, generator, centers.device)

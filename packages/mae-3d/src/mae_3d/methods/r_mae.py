@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from mae_core.config import field
 from mae_core.errors import MaeError
 from mae_core.layers import grid_shape, patchify, sincos_pos_embed, unpatchify
-from mae_core.masking import _rand, gather_tokens, mask_from_scores, restore_tokens
+from mae_core.masking import uniform_noise, gather_tokens, mask_from_scores, restore_tokens
 from mae_core.models.mae import MAEDecoder, MaskedAutoencoder, ModelOutput, TransformerEncoder
 
 
@@ -84,7 +84,7 @@ def radial_mask(occupancy: torch.Tensor, sectors: torch.Tensor, num_sectors: int
     nonempty = torch.zeros(b, num_sectors, dtype=torch.bool, device=occ.device)
     nonempty.scatter_reduce_(1, flat_sec.expand(b, -1), occ, reduce="amax")
     n_keep = torch.clamp((nonempty.sum(1).float() * (1 - ratio)).round().long(), min=1)
-    scores = _rand((b, num_sectors), generator, occ.device)
+    scores = uniform_noise((b, num_sectors), generator, occ.device)
     scores = torch.where(nonempty, scores, torch.full_like(scores, 2.0))
     rank = torch.argsort(torch.argsort(scores, dim=1), dim=1)
     kept_sectors = (rank < n_keep[:, None]) & nonempty
@@ -92,7 +92,7 @@ def radial_mask(occupancy: torch.Tensor, sectors: torch.Tensor, num_sectors: int
     if ranges is not None:
         r = ranges.reshape(-1)
         p = near_keep + (1 - near_keep) * r / r.max().clamp_min(1e-6)
-        keep = keep & (_rand(tuple(keep.shape), generator, occ.device) < p)
+        keep = keep & (uniform_noise(tuple(keep.shape), generator, occ.device) < p)
     return keep.reshape(occupancy.shape), kept_sectors
 
 

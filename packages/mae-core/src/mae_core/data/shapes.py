@@ -31,7 +31,7 @@ class ShapesConfig:
     seed: int = field(0, "generator seed (train and test use different streams)")
 
 
-def _shape_masks(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def shape_masks(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Implicit masks of every class at local coordinates, (8, N, S, S) bool."""
     r = torch.sqrt(x**2 + y**2)
     phi = torch.atan2(y, x)
@@ -80,7 +80,7 @@ def generate_shapes(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor
     c, s = torch.cos(theta)[:, None, None], torch.sin(theta)[:, None, None]
     lx = (c * dx + s * dy) / (scale * aspect)[:, None, None]
     ly = (-s * dx + c * dy) / (scale / aspect)[:, None, None]
-    masks = _shape_masks(lx, ly)  # (8, n, S, S)
+    masks = shape_masks(lx, ly)  # (8, n, S, S)
     fg = masks[labels, torch.arange(n)].float()[:, None]  # (n, 1, S, S)
     period = torch.from_numpy(rng.uniform(0.45, 0.65, n)).float()
     speckle = (torch.rand(n, size, size, generator=g) < 0.5).float()
@@ -125,3 +125,6 @@ class SyntheticShapes(Dataset):
 
     def __getitem__(self, i):
         return {"image": self.images[i], "label": int(self.labels[i]), "index": i}
+
+
+_shape_masks = shape_masks  # backwards-compatible private name

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from mae_core.config import field
 from mae_core.layers.blocks import Block
 from mae_core.layers.pos_embed import sincos_1d
-from mae_core.masking import _rand, mask_from_scores, num_keep
+from mae_core.masking import uniform_noise, mask_from_scores, num_keep
 from mae_core.models import ModelOutput
 
 from ..data.skeleton import get_layout
@@ -77,11 +77,11 @@ class SkeletonMAE(nn.Module):
         """(B, V) MaskInfo: body-part scores (a random rank per part + jitter inside it) for ``part_prob`` of the
         samples, uniform scores for the rest; the highest scores are masked (``mask_from_scores``)."""
         v, c = self.num_joints, self.config
-        part_rank = _rand((batch_size, self.num_parts), generator, device).argsort(1).argsort(1).float()
-        jitter = _rand((batch_size, v), generator, device)
+        part_rank = uniform_noise((batch_size, self.num_parts), generator, device).argsort(1).argsort(1).float()
+        jitter = uniform_noise((batch_size, v), generator, device)
         part_scores = part_rank[:, self.part_of.to(device)] + 0.5 * jitter
-        use_part = _rand((batch_size, 1), generator, device) < c.part_prob
-        scores = torch.where(use_part, part_scores, _rand((batch_size, v), generator, device))
+        use_part = uniform_noise((batch_size, 1), generator, device) < c.part_prob
+        scores = torch.where(use_part, part_scores, uniform_noise((batch_size, v), generator, device))
         return mask_from_scores(scores, num_keep(v, c.mask_ratio)), use_part[:, 0]
 
     # ---- pieces -----------------------------------------------------------------------------------------------------

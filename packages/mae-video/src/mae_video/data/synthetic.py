@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from mae_core.config import field
-from mae_core.data.shapes import _shape_masks
+from mae_core.data.shapes import shape_masks
 
 CLASSES = ["right", "left", "down", "up", "rotate-cw", "rotate-ccw", "bounce", "zoom"]
 MOVING = (0, 1, 2, 3, 6)  # classes whose object travels across the frame
@@ -94,7 +94,7 @@ def generate_clips(n: int, num_frames: int = 8, size: int = 32, seed: int = 0, s
         c, si = torch.cos(th), torch.sin(th)
         lx = (c * dx + si * dy) / (sc * asp)
         ly = (-si * dx + c * dy) / (sc / asp)
-        all_masks = _shape_masks(lx, ly)  # (8, m*T, S, S)
+        all_masks = shape_masks(lx, ly)  # (8, m*T, S, S)
         fg = all_masks[shapes[s:e].repeat_interleave(t), torch.arange(m * t)].float()[:, None]
         soft = F.avg_pool2d(F.pad(fg, (1, 1, 1, 1), mode="replicate"), 3, stride=1) * 0.5 + fg * 0.5
         soft = soft.reshape(m, t, 1, size, size).transpose(1, 2)  # (m, 1, T, S, S)

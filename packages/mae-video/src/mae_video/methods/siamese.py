@@ -23,7 +23,7 @@ from mae_core.config import field
 from mae_core.errors import MaeError
 from mae_core.layers import CrossBlock, PatchEmbed2d, grid_shape, patchify, sincos_pos_embed, unpatchify
 from mae_core.losses import masked_mse, normalize_patches
-from mae_core.masking import _rand, random_masking, restore_tokens
+from mae_core.masking import uniform_noise, random_masking, restore_tokens
 from mae_core.models import MaskedAutoencoder, ModelOutput, TransformerEncoder
 
 
@@ -75,7 +75,7 @@ class CrossDecoder(nn.Module):
 
 def uniform(shape, generator, device) -> torch.Tensor:
     """Uniform [0, 1) numbers from the trainer's masking generator (plain or sharded), as the mask draws."""
-    return _rand(tuple(shape), generator, device)
+    return uniform_noise(tuple(shape), generator, device)
 
 
 class SiameseMAE(MaskedAutoencoder):
