@@ -8,7 +8,7 @@ import torch
 
 from mae_core.layers import patchify, unpatchify
 from mae_core.losses import normalize_patches
-from mae_core.viz import _plt, save_figure
+from mae_core.viz import pyplot, save_figure
 
 
 def _show(ax, spec: torch.Tensor, title: str | None, vmin=None, vmax=None, cmap="magma"):
@@ -42,7 +42,7 @@ def save_spectrogram_reconstruction(model, dataset, path, num: int = 4, seed: in
     x = torch.stack([dataset[i]["x"] for i in idx]).float()
     model = model.cpu()
     orig, masked, recon, pasted, mask = spectrogram_reconstruction(model, x, seed)
-    plt = _plt()
+    plt = pyplot()
     n = len(idx)
     fig, axes = plt.subplots(n, 4, figsize=(11, 2.0 * n), squeeze=False)
     cols = ["original", "masked input", "reconstruction", "reconstruction + visible"]
@@ -80,7 +80,7 @@ def save_prototype_map(model, head, sample: dict, path, classes=None, top: int =
     logits, maps = head(tokens, grid, return_maps=True)  # (1, C), (1, C, J, H, W)
     probs = torch.softmax(logits[0], -1)
     order = logits[0].argsort(descending=True)[:top].tolist()
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, top + 1, figsize=(3.2 * (top + 1), 2.8), squeeze=False)
     spec = x[0, 0]
     _show(axes[0, 0], spec, "input (label: %s)" % _label_name(sample.get("label"), classes))

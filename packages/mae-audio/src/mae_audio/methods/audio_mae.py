@@ -23,7 +23,8 @@ import torch.nn as nn
 from mae_core.config import field
 from mae_core.errors import MaeError
 from mae_core.layers import PatchEmbed2d, grid_shape, patchify, sincos_pos_embed, unpatchify
-from mae_core.masking import MaskInfo, mask_from_mask, mask_from_scores, num_keep, random_masking, restore_tokens
+from mae_core.masking import (MaskInfo, mask_from_mask, mask_from_scores, num_keep, random_masking, restore_tokens,
+                              uniform_noise)
 from mae_core.models import MAEDecoder, MaskedAutoencoder
 
 MASK_MODES = ["random", "time", "frequency", "time+frequency"]
@@ -58,22 +59,17 @@ class AudioMAEConfig:
 
 
 # ---- masking variants (vectorised, all through mask_from_scores) -------------------------------------------------------
-def _rand(shape, generator, device):
-    from mae_core.masking import _rand as core_rand
-    return core_rand(shape, generator, device)
-
-
 def time_masking(batch: int, grid: tuple[int, int], ratio: float, generator=None, device="cpu") -> MaskInfo:
     """Mask whole time columns: ``int(T * (1 - ratio))`` columns kept, every frequency patch of a column alike."""
     t, f = grid
-    scores = _rand((batch, t, 1), generator, device).expand(batch, t, f).reshape(batch, t * f)
+    scores = uniform_noise((batch, t, 1), generator, device).expand(batch, t, f).reshape(batch, t * f)
     return mask_from_scores(scores, num_keep(t, ratio) * f)
 
 
 def frequency_masking(batch: int, grid: tuple[int, int], ratio: float, generator=None, device="cpu") -> MaskInfo:
     """Mask whole frequency rows: ``int(F * (1 - ratio))`` rows kept."""
     t, f = grid
-    scores = _rand((batch, 1, f), generator, device).expand(batch, t, f).reshape(batch, t * f)
+    scores = uniform_noise((batch, 1, f), generator, device).expand(batch, t, f).reshape(batch, t * f)
     return mask_from_scores(scores, t * num_keep(f, ratio))
 
 
@@ -82,8 +78,8 @@ def time_frequency_masking(batch: int, grid: tuple[int, int], ratio_t: float, ra
     """Mask time columns and frequency rows together (a patch is visible if its column and its row are kept):
     exactly ``int(T (1 - ratio_t)) * int(F (1 - ratio_f))`` patches stay visible in every sample."""
     t, f = grid
-    col = mask_from_scores(_rand((batch, t), generator, device), num_keep(t, ratio_t)).mask  # (B, T) 1 = masked
-    row = mask_from_scores(_rand((batch, f), generator, device), num_keep(f, ratio_f)).mask  # (B, F)
+    col = mask_from_scores(uniform_noise((batch, t), generator, device), num_keep(t, ratio_t)).mask  # (B, T) 1 = masked
+    row = mask_from_scores(uniform_noise((batch, f), generator, device), num_keep(f, ratio_f)).mask  # (B, F)
     masked = torch.maximum(col[:, :, None], row[:, None, :]).reshape(batch, t * f)
     return mask_from_mask(masked)
 
