@@ -96,6 +96,7 @@ class Resolved:
     train: Any
     out: str | None
     args: argparse.Namespace
+    model_flags: dict = dataclasses.field(default_factory=dict)  # model fields given explicitly (flags / file)
 
     def to_dict(self) -> dict:
         return {"domain": self.domain, "method": self.method.name, "dataset": self.dataset.name,
@@ -201,11 +202,14 @@ def resolve(args, mapping, known, file_cfg, run_cfg, pspec, mspec, dspec, domain
     if known.data:
         layered["data"]["path"] = known.data
     where = known.config or "flags"
+    explicit = dict(file_cfg.get("model") or {})
+    explicit.update({name: getattr(args, dest) for dest, (s, name) in mapping.items()
+                     if s == "model" and hasattr(args, dest)})
     train = from_dict(TrainConfig, layered["train"], f"{where}: train")
     data = from_dict(dspec.config_cls, layered["data"], f"{where}: data")
     model = from_dict(mspec.config_cls, layered["model"], f"{where}: model")
     return Resolved(domain, mspec, dspec, pspec.name if pspec else None, model, data, train,
-                    getattr(args, "out", None) or file_cfg.get("out"), args)
+                    getattr(args, "out", None) or file_cfg.get("out"), args, explicit)
 
 
 # ---- commands --------------------------------------------------------------------------------------------------------------
@@ -372,9 +376,11 @@ def _load_run(domain, argv, prog, extra_flags, description):
     return r, args
 
 
-def load_run_model(run_dir: str):
+def load_run_model(run_dir: str, overrides: dict | None = None):
+    """The run's saved model; model fields given explicitly on the command line (e.g. fine-tuning options stored
+    in the model config) override the saved ones."""
     from .checkpoint import from_pretrained
-    return from_pretrained(run_dir)
+    return from_pretrained(run_dir, config_overrides=overrides)
 
 
 PROBES: dict[str, Any] = {}
@@ -442,7 +448,7 @@ def _datasets_and_model(r: Resolved, run: str | None, fresh: bool, seed: int):
     train_set = _build_dataset(r, "train")
     test_set = _build_dataset(r, "test")
     if run and not fresh:
-        model = load_run_model(run)
+        model = load_run_model(run, r.model_flags)
     else:
         _adapt(r, train_set)
         model = build_model(r.method.name, r.model)
