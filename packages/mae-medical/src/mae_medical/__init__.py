@@ -6,6 +6,8 @@ extra commands (``impute``, ``anomaly``) with mae-core's registry.
 from __future__ import annotations
 
 import dataclasses
+import glob
+import os
 
 from mae_core.registry import DatasetSpec, MethodSpec, PresetSpec, register_dataset, register_method, register_preset
 
@@ -36,13 +38,18 @@ BM_MAE = register_method(MethodSpec(
 ))
 BM_MAE.adapt = adapt_bm_mae
 
+def _has_nifti(path) -> bool:
+    """``--data PATH`` is a BM-MAE case folder when its case sub-folders hold NIfTI files."""
+    return os.path.isdir(path) and bool(glob.glob(os.path.join(str(path), "*", "*.nii*")))
+
+
 register_dataset(DatasetSpec(
     name="synthetic-brain", domain="medical", config_cls=SyntheticBrainConfig,
     build=lambda cfg, split: SyntheticBrain(cfg, split),
     description="embedded: synthetic 4-modality head volumes (tissue map -> T1/T1ce/T2/FLAIR), tumour size class"))
 register_dataset(DatasetSpec(
     name="brain-folder", domain="medical", config_cls=BrainFolderConfig,
-    build=lambda cfg, split: BrainFolder(cfg, split), takes_path=True,
+    build=lambda cfg, split: BrainFolder(cfg, split), takes_path=True, accepts=_has_nifti,
     description="your MRI cases: one sub-folder per case, one NIfTI per modality (BraTS / BrainLes names), --data"))
 
 for _name, (_over, _data, _desc) in BM_PRESETS.items():
@@ -94,6 +101,7 @@ register_dataset(DatasetSpec(
 register_dataset(DatasetSpec(
     name="medical-images", domain="medical", config_cls=MedicalImagesConfig,
     build=lambda cfg, split: MedicalImages(cfg, split), takes_path=True,
+    accepts=lambda path: str(path).endswith(".npz") or (os.path.isdir(path) and not _has_nifti(path)),
     description="MedMNIST .npz, or PNG / JPEG / DICOM folder + labels CSV (--dataset medical-images --data PATH)"))
 register_dataset(DatasetSpec(
     name="chest-anomaly", domain="medical", config_cls=ChestAnomalyConfig,
