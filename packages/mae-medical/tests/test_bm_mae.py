@@ -112,3 +112,35 @@ def test_finetune_with_1_2_3_modalities_from_one_checkpoint(tmp_path, tiny_bm, s
     for m in ["t1", "t1ce", "t2", "flair"]:
         changed = not torch.equal(before[f"patch_embed.{m}.proj.weight"], after[f"patch_embed.{m}.proj.weight"])
         assert changed == (m in subset), m
+
+
+def test_fused_visible_embedding_equals_conv_path(tiny_bm, synth_batch):
+    """Pre-training embeds only the visible patches, grouped by modality, with the convolutions' weights as matrices:
+    the tokens, the loss and the gradients must equal the plain path (every modality's Conv3d on the whole volume,
+    then the visible tokens gathered)."""
+    m = tiny_bm
+    # the projection as a matrix product gives the convolution's tokens
+    for name in m.modalities:
+        conv_tokens = m.patch_embed[name](synth_batch[name])
+        tok, _ = m.tokenize({name: synth_batch[name]})
+        i = m.modalities.index(name)
+        assert torch.allclose(tok[:, i * 64:(i + 1) * 64], conv_tokens, atol=1e-5)
+    out = m(synth_batch, generator=torch.Generator().manual_seed(3))
+    grads = torch.autograd.grad(out.loss, [pe.proj.weight for pe in m.patch_embed.values()])
+
+    # reference: conv on every modality, gather the visible tokens, generic encoder / decoder, per-modality masked MSE
+    conv = torch.cat([m.patch_embed[n](synth_batch[n]) for n in m.modalities], 1)
+    mask = m.make_mask(synth_batch, conv, torch.Generator().manual_seed(3))
+    assert torch.equal(mask.mask, out.mask)
+    pos = m.pos_embed.repeat(1, 4, 1)
+    latent = m.forward_encoder(conv, pos, mask)
+    pred = m.forward_decoder(latent, mask, synth_batch)
+    from mae_core.layers import patchify
+    from mae_core.losses import masked_mse
+    target = torch.cat([patchify(synth_batch[n], 8) for n in m.modalities], 1)
+    ref = sum(masked_mse(pred[:, i * 64:(i + 1) * 64], target[:, i * 64:(i + 1) * 64], mask.mask[:, i * 64:(i + 1) * 64])
+              for i in range(4))
+    assert torch.allclose(out.loss, ref, atol=1e-5) and torch.allclose(out.pred, pred, atol=1e-5)
+    ref_grads = torch.autograd.grad(ref, [pe.proj.weight for pe in m.patch_embed.values()])
+    for a, r in zip(grads, ref_grads):
+        assert torch.allclose(a, r, atol=1e-5) and r.abs().sum() > 0

@@ -43,6 +43,8 @@ class BrainFolderConfig:
     test_cases: list[str] = field([], "case folders held out as the test split (default: the last 20 %)")
     labels_csv: str | None = field(None, "optional CSV with columns case,label (default label 0)")
     seed: int = field(0, "seed of the random crops")
+    flip_prob: float = field(0.0, "probability of a left-right flip of a training crop (RandFlipd on the RAS x axis, "
+                                  "the same flip for every modality)")
 
 
 def parse_patterns(patterns: list[str]) -> dict[str, list[str]]:
@@ -213,12 +215,15 @@ class BrainFolder(Dataset):
         self._crop = self._make_crop()
 
     def _make_crop(self):
-        from monai.transforms import CenterSpatialCropd, Compose, RandSpatialCropd, SpatialPadd
+        from monai.transforms import CenterSpatialCropd, Compose, RandFlipd, RandSpatialCropd, SpatialPadd
 
         keys, s = self.modalities, self.config.image_size
         crop = RandSpatialCropd(keys=keys, roi_size=(s,) * 3, random_size=False) if self.split == "train" \
             else CenterSpatialCropd(keys=keys, roi_size=(s,) * 3)
-        t = Compose([SpatialPadd(keys=keys, spatial_size=(s,) * 3), crop])
+        steps = [SpatialPadd(keys=keys, spatial_size=(s,) * 3), crop]
+        if self.split == "train" and self.config.flip_prob > 0:
+            steps.append(RandFlipd(keys=keys, prob=self.config.flip_prob, spatial_axis=0))
+        t = Compose(steps)
         t.set_random_state(seed=self.config.seed)
         return t
 

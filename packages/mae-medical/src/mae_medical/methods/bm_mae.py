@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from mae_core.config import field
 from mae_core.errors import MaeError
@@ -108,29 +109,56 @@ class BMMAE(MaskedAutoencoder):
             return cached
         return sincos_pos_embed(dim, grid)[None].to(cached.device)
 
+    # ---- patch embedding -------------------------------------------------------------------------------------------
+    def patches(self, batch: dict, idx: list[int] | None = None) -> torch.Tensor:
+        """(B, M * L, p^3) voxels of every patch of every modality in slot space (zeros for absent modalities).
+
+        This is both the reconstruction target and the input of the patch projections."""
+        idx = self.present(batch) if idx is None else idx
+        ref = batch[self.modalities[idx[0]]]
+        parts, zeros = [], None
+        for i, m in enumerate(self.modalities):
+            if i in idx:
+                parts.append(patchify(batch[m].float(), self.config.patch_size))
+            else:
+                if zeros is None:
+                    zeros = patchify(torch.zeros_like(ref, dtype=torch.float32), self.config.patch_size)
+                parts.append(zeros)
+        return torch.cat(parts, dim=1)
+
+    def _proj(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Modality ``i``'s 3-D patch projection as a linear map (D, p^3): a convolution with kernel = stride =
+        patch is a matrix product on the flattened patch, in the same voxel order as :func:`patchify`."""
+        conv = self.patch_embed[self.modalities[i]].proj
+        return conv.weight.reshape(conv.weight.shape[0], -1), conv.bias
+
+    def embed_patches(self, patches: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:
+        """Tokens (N, D) of flat patches (N, p^3) whose modality index (model order) is ``modality`` (N,): the
+        patches are grouped by modality and each group goes through its own projection in one matrix product, so
+        only the given patches are embedded (the visible ones while pre-training)."""
+        order = torch.argsort(modality, stable=True)
+        counts = torch.bincount(modality, minlength=len(self.modalities)).tolist()
+        groups = patches[order].split(counts)
+        out = torch.cat([F.linear(x, *self._proj(i)) for i, x in enumerate(groups) if counts[i]])
+        return out[torch.argsort(order)]
+
     # ---- MaskedAutoencoder hooks ---------------------------------------------------------------------------------------
     def tokenize(self, batch: dict):
         """Tokens in slot space (B, M * L, D) (zeros for absent modalities) and the shared position embedding."""
         idx = self.present(batch)
-        ref = batch[self.modalities[idx[0]]]
         grid = self._grid_of(batch, idx)
         length = math.prod(grid)
-        b = ref.shape[0]
-        tokens = ref.new_zeros(b, len(self.modalities), length, self.config.embed_dim)
+        patches = self.patches(batch, idx)
+        b = patches.shape[0]
+        tokens = patches.new_zeros(b, len(self.modalities), length, self.config.embed_dim)
         for i in idx:
-            tokens[:, i] = self.patch_embed[self.modalities[i]](batch[self.modalities[i]].to(ref.dtype))
+            tokens[:, i] = F.linear(patches[:, i * length:(i + 1) * length], *self._proj(i))
         pos = self._pos(grid, self.config.embed_dim, self.pos_embed).repeat(1, len(self.modalities), 1)
         return tokens.reshape(b, -1, self.config.embed_dim), pos
 
     def target(self, batch: dict) -> torch.Tensor:
         """(B, M * L, p^3) voxels of every patch of every modality (zeros for absent modalities)."""
-        idx = self.present(batch)
-        ref = batch[self.modalities[idx[0]]]
-        parts = []
-        for i, m in enumerate(self.modalities):
-            x = batch[m] if i in idx else torch.zeros_like(ref)
-            parts.append(patchify(x.float(), self.config.patch_size))
-        return torch.cat(parts, dim=1)
+        return self.patches(batch)
 
     def make_mask(self, batch: dict, tokens: torch.Tensor, generator=None, present: list[int] | None = None,
                   num_visible: int | None = None) -> MaskInfo:
@@ -166,22 +194,34 @@ class BMMAE(MaskedAutoencoder):
         return mask * present.repeat_interleave(mask.shape[1] // m)[None].expand(b, -1)
 
     def forward_loss_per_modality(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-                                  batch: dict) -> dict[str, torch.Tensor]:
+                                  batch: dict, present: list[int] | None = None) -> dict[str, torch.Tensor]:
+        """Masked MSE of each present modality (mean over its masked patches), all modalities in one reduction."""
+        present = self.present(batch) if present is None else present
         m = len(self.modalities)
-        b, total, p = pred.shape
-        length = total // m
-        pred, target, mask = pred.reshape(b, m, length, p), target.reshape(b, m, length, p), mask.reshape(b, m, length)
-        return {self.modalities[i]: masked_mse(pred[:, i], target[:, i], mask[:, i]) for i in self.present(batch)}
+        b = pred.shape[0]
+        err = ((pred - target) ** 2).mean(-1).reshape(b, m, -1)
+        mask = mask.reshape(b, m, -1)
+        per = (err * mask).sum((0, 2)) / mask.sum((0, 2)).clamp_min(1.0)
+        return {self.modalities[i]: per[i] for i in present}
 
     def forward(self, batch: dict, generator=None) -> ModelOutput:
-        tokens, pos = self.tokenize(batch)
-        mask = self.make_mask(batch, tokens, generator)
-        latent = self.forward_encoder(tokens, pos, mask)
+        idx = self.present(batch)
+        patches = self.patches(batch, idx)  # (B, M * L, P): projection input and target
+        b, total, _ = patches.shape
+        length = total // len(self.modalities)
+        mask = self.make_mask(batch, patches, generator, present=idx)
+        # embed only the visible patches, each with its modality's projection; shared positions
+        ids = mask.ids_keep
+        vis = gather_tokens(patches, ids)
+        x = self.embed_patches(vis.reshape(-1, vis.shape[-1]), (ids // length).reshape(-1)).reshape(b, ids.shape[1], -1)
+        pos = self._pos(self._grid_of(batch, idx), self.config.embed_dim, self.pos_embed)[0][ids % length]
+        latent = self.encoder(x, pos)
         pred = self.forward_decoder(latent, mask, batch)
-        target = self.prepare_target(self.target(batch))
-        losses = self.forward_loss_per_modality(pred, target, mask.mask, batch)
+        target = self.prepare_target(patches)
+        losses = self.forward_loss_per_modality(pred, target, mask.mask, batch, idx)
         loss = sum(losses.values())
-        metrics = {f"loss_{k}": float(v.detach()) for k, v in losses.items()}
+        values = torch.stack(list(losses.values())).detach().tolist()
+        metrics = {f"loss_{k}": v for k, v in zip(losses, values)}
         return ModelOutput(loss=loss, pred=pred, mask=mask.mask, target=target, metrics=metrics)
 
     def prepare_target(self, target: torch.Tensor) -> torch.Tensor:
