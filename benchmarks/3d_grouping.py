@@ -1,10 +1,13 @@
 """Batched torch grouping vs a per-cloud Open3D loop: 32 clouds x 1024 points -> 64 FPS centres x 32 neighbours.
 
-    OMP_NUM_THREADS=1 uv run python benchmarks/3d_grouping.py [--threads N] [--repeats R]
+    flock /tmp/mae-cpu.lock env OMP_NUM_THREADS=1 uv run python benchmarks/3d_grouping.py --threads 1
+    flock /tmp/mae-cpu.lock env OMP_NUM_THREADS=2 uv run python benchmarks/3d_grouping.py --threads 2
 
-torch: ``mae_3d.ops.group_points`` (FPS vectorised over the batch + one batched kNN by top-k of the distance matrix).
+torch: ``mae_3d.ops.group_points`` under ``torch.inference_mode`` (FPS vectorised over the batch, which also yields
+the centre-to-point squared distances; kNN = exact pruned smallest-k of those rows, nearest first).
 Open3D: for each cloud ``farthest_point_down_sample(64)`` then a ``KDTreeFlann`` and ``search_knn_vector_3d`` per
-centre, gathering the neighbourhood relative to its centre (the same output). Reports the median of the repeats.
+centre, gathering the neighbourhood relative to its centre (the same output). Both run in this process with the
+same OMP_NUM_THREADS. Reports the median of the repeats (after a warm-up) and a breakdown of the torch time.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import numpy as np
 import torch
 
 from mae_3d.o3d import o3d
-from mae_3d.ops import group_points
+from mae_3d.ops import farthest_point_sample, group_points, smallest_k
 
 
 def open3d_loop(clouds: np.ndarray, g: int, m: int) -> np.ndarray:
@@ -33,13 +36,23 @@ def open3d_loop(clouds: np.ndarray, g: int, m: int) -> np.ndarray:
     return out
 
 
+def median_ms(fn, repeats: int) -> float:
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(ts)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--points", type=int, default=1024)
     ap.add_argument("--groups", type=int, default=64)
     ap.add_argument("--group-size", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--threads", type=int, default=None)
     a = ap.parse_args()
     if a.threads:
@@ -48,18 +61,16 @@ def main():
     clouds = rng.normal(size=(a.batch, a.points, 3))
     clouds /= np.linalg.norm(clouds, axis=-1, keepdims=True).max(1, keepdims=True)
     x = torch.from_numpy(clouds).float()
-    group_points(x, a.groups, a.group_size)  # warm-up
-    open3d_loop(clouds[:2], a.groups, a.group_size)
-    tt, to = [], []
-    for _ in range(a.repeats):
-        t0 = time.perf_counter()
-        neigh, _ = group_points(x, a.groups, a.group_size)
-        tt.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        ref = open3d_loop(clouds, a.groups, a.group_size)
-        to.append(time.perf_counter() - t0)
+    with torch.inference_mode():
+        t_torch = median_ms(lambda: group_points(x, a.groups, a.group_size), a.repeats)
+        t_fps = median_ms(lambda: farthest_point_sample(x, a.groups, return_distances=True), a.repeats)
+        _, dist = farthest_point_sample(x, a.groups, return_distances=True)
+        t_knn = median_ms(lambda: smallest_k(dist, a.group_size), a.repeats)
+        t_topk = median_ms(lambda: dist.topk(a.group_size, dim=-1, largest=False), a.repeats)
+    t_o3d = median_ms(lambda: open3d_loop(clouds, a.groups, a.group_size), a.repeats)
+    ref = open3d_loop(clouds, a.groups, a.group_size)
     # same output: in float64 (Open3D's precision) the torch centres equal Open3D's (as sets: Open3D returns them
-    # in index order) for every cloud, and the neighbourhoods of cloud 0 are the same sets of offsets
+    # in index order) for every cloud, and every neighbourhood is the same set of offsets
     n64, c64 = group_points(torch.from_numpy(clouds), a.groups, a.group_size)
     same = True
     for b in range(a.batch):
@@ -67,13 +78,14 @@ def main():
         cen = np.asarray(pc.farthest_point_down_sample(a.groups).points)
         order = np.lexsort(c64[b].numpy().T)
         same &= np.allclose(c64[b].numpy()[order], cen[np.lexsort(cen.T)])
-    ref_sets = {tuple(np.round(np.sort(ref[b, i], axis=0), 9).ravel()) for b in range(1) for i in range(a.groups)}
-    ours = {tuple(np.round(np.sort(n64[0, i].numpy(), axis=0), 9).ravel()) for i in range(a.groups)}
-    same &= ref_sets == ours
+        ref_sets = {tuple(np.round(np.sort(ref[b, i], axis=0), 9).ravel()) for i in range(a.groups)}
+        ours = {tuple(np.round(np.sort(n64[b, i].numpy(), axis=0), 9).ravel()) for i in range(a.groups)}
+        same &= ref_sets == ours
     res = {"batch": a.batch, "points": a.points, "groups": a.groups, "group_size": a.group_size,
-           "torch_threads": torch.get_num_threads(), "torch_ms": 1000 * statistics.median(tt),
-           "open3d_loop_ms": 1000 * statistics.median(to), "speedup": statistics.median(to) / statistics.median(tt),
-           "same_groups": bool(same)}
+           "torch_threads": torch.get_num_threads(), "torch_ms": round(t_torch, 2),
+           "torch_fps_with_distances_ms": round(t_fps, 2), "torch_knn_pruned_ms": round(t_knn, 2),
+           "torch_knn_plain_topk_ms": round(t_topk, 2), "open3d_loop_ms": round(t_o3d, 2),
+           "speedup": round(t_o3d / t_torch, 2), "same_groups": bool(same)}
     print(json.dumps(res, indent=1))
 
 

@@ -1,18 +1,29 @@
-"""Pretraining helps? Point-MAE on the embedded shapes (or ModelNet10): pretrain, then linear SVM on frozen features of
-the pretrained vs a randomly initialised encoder, few-shot 5-way 10-shot for both, and (optionally) fine-tuning.
+"""Does pretraining help? Point-MAE on the embedded shapes (or ModelNet10): pretrain, then a linear SVM on frozen
+features of the pretrained vs a randomly initialised encoder (same architecture, same features, same SVM with
+standardisation and C by cross-validation), few-shot 5-way 10-shot for both, and fine-tuning (pretrained vs scratch).
 
-Runs the real ``mae-3d`` commands in subprocesses and prints each command and its JSON result; run by hand:
+Stages (run by hand, each under the CPU lock; they write JSON into the run directory):
 
-    OMP_NUM_THREADS=1 nice -n 5 uv run python benchmarks/3d_pretrain_eval.py shapes --out runs/bench3d-shapes
-    OMP_NUM_THREADS=1 nice -n 5 uv run python benchmarks/3d_pretrain_eval.py modelnet10 \
-        --npz ../shared/data/modelnet10/modelnet10_pcd1024.npz --out runs/bench3d-mn10 --max-steps 120 --no-fewshot \
-        --preset point-mae-small --extra "--num-points 512 --warmup-epochs 0.2"
-    (then, time allowing: ... --skip-pretrain --no-svm --finetune --finetune-steps 60)
+    # pretrain with a wall-clock budget: a 12-step calibration run measures the step rate, then the real run gets
+    # as many whole epochs as fit in --budget-s (the cosine schedule ends at the end of the budget)
+    flock /tmp/mae-cpu.lock env OMP_NUM_THREADS=2 uv run python benchmarks/3d_pretrain_eval.py pretrain shapes \
+        --out /tmp/b3d-shapes --budget-s 480
+    # frozen-feature evaluation in one process: SVM on max+mean (and max / mean alone) + few-shot, pretrained and
+    # random-init encoders
+    flock /tmp/mae-cpu.lock env OMP_NUM_THREADS=2 uv run python benchmarks/3d_pretrain_eval.py eval shapes \
+        --out /tmp/b3d-shapes
+    # ModelNet10 (the shared .npz), fine-tuning pretrained vs scratch
+    ... pretrain modelnet10 --npz ../shared/data/modelnet10/modelnet10_pcd1024.npz --out DIR --budget-s 420
+    ... finetune modelnet10 --npz ... --out DIR --finetune-epochs 3
+
+The pretraining and fine-tuning stages run the real ``mae-3d`` commands (printed); ``eval`` does what
+``mae-3d probe --probe svm [--random-init]`` and ``mae-3d fewshot [--random-init]`` do, sharing the features.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import subprocess
 import sys
@@ -31,59 +42,131 @@ def run(cmd: list[str]) -> str:
     return p.stdout
 
 
-def last_json(out: str) -> dict:
-    for line in reversed(out.strip().splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    return {}
+def data_flags(a) -> list[str]:
+    if a.data == "shapes":
+        return ["--preset", a.preset] if a.preset else []
+    return ["--data", a.npz, "--preset", a.preset or "point-mae-small"]
+
+
+def stage_pretrain(a, exe):
+    out = Path(a.out)
+    base = ["pretrain", *data_flags(a), "--overwrite", "--no-progress", *shlex.split(a.extra)]
+    steps_per_epoch = None
+    epochs = a.epochs
+    if a.budget_s:
+        cal = out.with_name(out.name + "-calibration")
+        run(exe + base + ["--out", str(cal), "--max-steps", "12", "--log-every", "4"])
+        rows = [json.loads(line) for line in (cal / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        rates = [r["samples_per_s"] for r in rows if "samples_per_s" in r][1:]  # the first window holds start-up
+        rate = sorted(rates)[len(rates) // 2]
+        import yaml
+        batch = yaml.safe_load((cal / "config.yaml").read_text())["train"]["batch_size"]
+        steps_per_epoch = max(1, a.num_train // batch)  # the trainer drops the last partial batch
+        # the budget covers training only; start-up, data generation and pictures come on top
+        epochs = max(1, int(a.budget_s * rate / batch / steps_per_epoch))
+        print(f"calibration: {rate:.1f} samples/s, {steps_per_epoch} steps/epoch -> {epochs} epochs", flush=True)
+    cmd = exe + base + ["--out", str(out)]
+    if epochs:
+        cmd += ["--epochs", str(epochs)]
+    if a.warmup_epochs is not None:
+        cmd += ["--warmup-epochs", str(a.warmup_epochs)]
+    t0 = time.time()
+    run(cmd)
+    summary = json.loads((out / "summary.json").read_text())
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    res = {"command": " ".join(cmd[2:]), "wall_s": round(time.time() - t0, 1), "steps": summary.get("steps"),
+           "epochs": epochs, "train_time_s": summary.get("train_time_s"),
+           "loss_first": rows[0]["loss"] if rows else None, "loss_last": rows[-1]["loss"] if rows else None}
+    print(json.dumps(res, indent=1))
+    (out / "bench-pretrain.json").write_text(json.dumps(res, indent=1))
+
+
+def features(run_dir: str, random_init: bool, extra: list[str]):
+    """Frozen max+mean features (train, test) of the run's encoder or of a freshly initialised one (seed 0),
+    built exactly as ``mae-3d probe`` / ``fewshot`` build them."""
+    import mae_3d  # noqa: F401  (registers the domain)
+    from mae_core import cli as core_cli
+    from mae_core.eval import extract_features
+
+    from mae_3d.commands import _model_and_data
+
+    def flags(p):
+        p.add_argument("--random-init", action="store_true")
+        p.add_argument("--seed", type=int, default=0)
+
+    argv = ["--run", run_dir, *extra] + (["--random-init"] if random_init else [])
+    r, args = core_cli._load_run("3d", argv, "bench", flags, "")
+    model, train_set, test_set = _model_and_data(r, args)
+    xtr, ytr = extract_features(model, train_set, batch_size=128, device=args.device_obj)
+    xte, yte = extract_features(model, test_set, batch_size=128, device=args.device_obj)
+    return xtr, ytr, xte, yte
+
+
+def stage_eval(a):
+    import torch
+    from mae_core.eval.svm import few_shot, linear_svm
+
+    out = Path(a.out)
+    extra = data_flags(a)[2:] if a.data == "modelnet10" else []
+    res = {}
+    for tag, rnd in (("pretrained", False), ("random_init", True)):
+        t0 = time.time()
+        xtr, ytr, xte, yte = features(str(out), rnd, extra)
+        d = xtr.shape[1] // 2  # encode = cat(max, mean)
+        r = {"feature_s": round(time.time() - t0, 1)}
+        for pool, sl in (("max+mean", slice(None)), ("max", slice(0, d)), ("mean", slice(d, None))):
+            if pool not in a.pools.split(","):
+                continue
+            r[f"svm_{pool}"] = linear_svm(xtr[:, sl], ytr, xte[:, sl], yte)
+        if not a.no_fewshot:
+            r["fewshot_5w10s"] = few_shot(xtr, ytr, way=5, shot=10, query=20, folds=10, test_features=xte,
+                                          test_labels=yte)
+        r["time_s"] = round(time.time() - t0, 1)
+        res[tag] = r
+        print(tag, json.dumps(r), flush=True)
+    res["threads"] = torch.get_num_threads()
+    print(json.dumps(res, indent=1))
+    (out / "bench-eval.json").write_text(json.dumps(res, indent=1))
+
+
+def stage_finetune(a, exe):
+    out = Path(a.out)
+    extra = data_flags(a)[2:] if a.data == "modelnet10" else []
+    res = {}
+    for tag, flag in (("pretrained", []), ("scratch", ["--scratch"])):
+        ft = out / f"finetune-{tag}"
+        cmd = exe + ["finetune", "--run", str(out), *flag, "--epochs", str(a.finetune_epochs), "--batch-size", "32",
+                     "--lr", str(a.finetune_lr), "--warmup-epochs", "0.5", "--no-progress", "--overwrite",
+                     "--out", str(ft), *extra, *shlex.split(a.finetune_extra)]
+        t0 = time.time()
+        run(cmd)
+        res[tag] = {"command": " ".join(cmd[2:]), "wall_s": round(time.time() - t0, 1),
+                    **json.loads((ft / "summary.json").read_text())}
+        print(tag, json.dumps(res[tag]), flush=True)
+    (out / "bench-finetune.json").write_text(json.dumps(res, indent=1))
 
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("stage", choices=["pretrain", "eval", "finetune"])
     ap.add_argument("data", choices=["shapes", "modelnet10"])
     ap.add_argument("--npz", help="ModelNet10 npz (modelnet10 only)")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--max-steps", type=int, default=None, help="time-box the pretraining")
+    ap.add_argument("--preset", default=None)
+    ap.add_argument("--budget-s", type=float, default=None, help="pretraining wall-clock budget (training only)")
+    ap.add_argument("--num-train", type=int, default=1200, help="training clouds (shapes: 1200, ModelNet10: 3991)")
     ap.add_argument("--epochs", type=int, default=None)
-    ap.add_argument("--finetune", action="store_true")
-    ap.add_argument("--finetune-steps", type=int, default=300)
+    ap.add_argument("--warmup-epochs", type=float, default=None)
     ap.add_argument("--extra", default="", help="extra pretrain flags")
-    ap.add_argument("--preset", default="point-mae-1k", help="preset for modelnet10")
-    ap.add_argument("--skip-pretrain", action="store_true", help="evaluate the existing run in --out")
-    ap.add_argument("--no-fewshot", action="store_true", help="skip the few-shot evaluation")
-    ap.add_argument("--no-svm", action="store_true", help="skip the SVM / few-shot evaluation")
+    ap.add_argument("--no-fewshot", action="store_true")
+    ap.add_argument("--pools", default="max+mean,max,mean", help="eval: SVM on these poolings of the tokens")
+    ap.add_argument("--finetune-epochs", type=int, default=3)
+    ap.add_argument("--finetune-lr", type=float, default=5e-4)
+    ap.add_argument("--finetune-extra", default="")
     a = ap.parse_args()
     exe = [sys.executable, "-m", "mae_3d.cli"]
-    data = [] if a.data == "shapes" else ["--data", a.npz, "--preset", a.preset]
-    out = Path(a.out)
-    pre = ["pretrain", *data, "--out", str(out), "--overwrite", "--no-progress"]
-    if a.max_steps:
-        pre += ["--max-steps", str(a.max_steps)]
-    if a.epochs:
-        pre += ["--epochs", str(a.epochs)]
-    pre += shlex.split(a.extra)
-    results = {"data": a.data}
-    if not a.skip_pretrain:
-        run(exe + pre)
-    results["pretrain"] = json.loads((out / "summary.json").read_text())
-    for tag, extra in () if a.no_svm else (("pretrained", []), ("random_init", ["--random-init"])):
-        res = last_json(run(exe + ["probe", "--run", str(out), "--probe", "svm", *data[2:], *extra]))
-        results[f"svm_{tag}"] = res["svm"]
-        if a.no_fewshot:
-            continue
-        res = last_json(run(exe + ["fewshot", "--run", str(out), "--way", "5", "--shot", "10", "--folds", "10",
-                                   *data[2:], *extra]))
-        results[f"fewshot_5w10s_{tag}"] = res
-    if a.finetune:
-        for tag, extra in (("pretrained", []), ("scratch", ["--scratch"])):
-            ft = out / f"finetune-{tag}"
-            run(exe + ["finetune", "--run", str(out), *extra, "--max-steps", str(a.finetune_steps), "--epochs", "100",
-                       "--batch-size", "32", "--lr", "5e-4", "--warmup-epochs", "0.2", "--no-progress", "--overwrite",
-                       "--out", str(ft), *data[2:]])
-            results[f"finetune_{tag}"] = json.loads((ft / "summary.json").read_text())
-    print(json.dumps(results, indent=1))
-    name = "benchmark.json" if not (a.no_svm or a.skip_pretrain) else f"benchmark-{int(time.time())}.json"
-    (out / name).write_text(json.dumps(results, indent=1))
+    {"pretrain": lambda: stage_pretrain(a, exe), "eval": lambda: stage_eval(a),
+     "finetune": lambda: stage_finetune(a, exe)}[a.stage]()
 
 
 if __name__ == "__main__":

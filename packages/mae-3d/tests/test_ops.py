@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from mae_3d.o3d import o3d
-from mae_3d.ops import chamfer_distance, farthest_point_sample, gather_points, group_points, knn, normalize_unit_sphere
+from mae_3d.ops import (chamfer_distance, farthest_point_sample, gather_points, group_points, knn,
+                        normalize_unit_sphere, smallest_k)
 
 
 def test_fps_matches_open3d_from_same_start():
@@ -29,6 +30,40 @@ def test_knn_matches_brute_force():
         d = ((query[b][:, None] - ref[b][None]) ** 2).sum(-1)
         brute = d.argsort(dim=1)[:, :8]
         assert torch.equal(idx[b], brute)
+
+
+def test_fps_distances_are_the_centre_to_point_distances():
+    pts = torch.rand(2, 300, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    idx, dist = farthest_point_sample(pts, 12, return_distances=True)
+    assert torch.equal(idx, farthest_point_sample(pts, 12))
+    brute = ((gather_points(pts, idx)[:, :, None] - pts[:, None]) ** 2).sum(-1)
+    assert dist.shape == (2, 12, 300) and torch.allclose(dist, brute, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("n,k", [(1024, 32), (301, 8), (200, 20), (40, 8)])
+def test_smallest_k_equals_topk(n, k):
+    """The pruned selection is exact: same sets as a full topk, nearest first; also when the points are sorted
+    spatially (the chunk bound must not depend on the point order) and with many exact ties."""
+    g = torch.Generator().manual_seed(n)
+    pts = torch.randn(3, n, 3, generator=g)
+    order = pts[..., 0].argsort(1)
+    for p in (pts, gather_points(pts, order)):
+        d = square_distance_ref(p[:, :17], p)
+        idx = smallest_k(d, k)
+        ref = d.topk(k, dim=-1, largest=False).indices
+        assert torch.equal(idx.sort(-1).values, ref.sort(-1).values)
+        vals = d.gather(-1, idx)
+        assert (vals[..., 1:] >= vals[..., :-1]).all()  # nearest first
+    ties = torch.randint(0, 5, (4, 6, n), generator=g).float()
+    idx = smallest_k(ties, k)
+    assert torch.equal(ties.gather(-1, idx), ties.topk(k, dim=-1, largest=False).values)
+    assert (idx.sort(-1).values.diff(dim=-1) > 0).all()  # distinct columns
+    unsorted = smallest_k(ties, k, sorted=False)
+    assert torch.equal(ties.gather(-1, unsorted).sort(-1).values, ties.topk(k, dim=-1, largest=False).values)
+
+
+def square_distance_ref(a, b):
+    return ((a[:, :, None] - b[:, None]) ** 2).sum(-1)
 
 
 def test_group_points_relative_to_centre():
