@@ -1,21 +1,26 @@
-"""SciFact (BEIR layout) retrieval benchmark for mae-text, run by hand:
+"""SciFact (BEIR layout) retrieval benchmark for mae-text, run by hand, in stages that save their run folders
+(so that each locked run stays short):
 
-    OMP_NUM_THREADS=1 uv run python benchmarks/text_scifact.py --stage retromae   # pretrain + fine-tune + test
-    OMP_NUM_THREADS=1 uv run python benchmarks/text_scifact.py --stage dupmae
-    OMP_NUM_THREADS=1 uv run python benchmarks/text_scifact.py --stage scratch    # needs the retromae stage
-    OMP_NUM_THREADS=1 uv run python benchmarks/text_scifact.py --stage starbucks
-    OMP_NUM_THREADS=1 uv run python benchmarks/text_scifact.py --stage bm25
-    OMP_NUM_THREADS=1 uv run python benchmarks/text_scifact.py --stage dupmae-cls  # needs the dupmae stage
-    uv run python benchmarks/text_scifact.py --report                              # table from the run folders
+    flock /tmp/mae-cpu.lock uv run python benchmarks/text_scifact.py --pretrain retromae --steps 600
+    flock /tmp/mae-cpu.lock uv run python benchmarks/text_scifact.py --pretrain dupmae --steps 600
+    flock /tmp/mae-cpu.lock uv run python benchmarks/text_scifact.py --pretrain starbucks --steps 300 \
+        --pairs 1x16 2x32 3x64 4x128
+    flock /tmp/mae-cpu.lock uv run python benchmarks/text_scifact.py --finetune retromae dupmae scratch starbucks \
+        --seeds 0 1
+    flock /tmp/mae-cpu.lock uv run python benchmarks/text_scifact.py --bm25
+    uv run python benchmarks/text_scifact.py --report                  # tables (markdown) from the run folders
 
-Each stage calls the ``mae-text`` CLI (pretrain on the corpus, finetune on the training claims, evaluate on the test
-claims). Stages are independent processes, so two can run side by side. Time-boxed for a shared 2-core CPU machine:
-small model, short sequences, a fixed number of optimizer steps (see the flags).
+Every stage calls the ``mae-text`` CLI: ``pretrain`` on the corpus, ``finetune`` on the training claims (the same
+recipe for every model; it evaluates on the test claims at the end), ``evaluate --pairs`` for Starbucks. ``scratch``
+is the RetroMAE architecture and tokenizer with random weights (``finetune --scratch --run <retromae>``);
+``dupmae-cls`` fine-tunes the DupMAE-pretrained encoder on its [CLS] alone. Small model, short sequences, a fixed
+number of optimizer steps: sized for a 2-core CPU.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -23,6 +28,11 @@ from mae_text.cli import main as mae_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "scifact" / "beir_format"
+FINETUNED = ["scratch", "retromae", "dupmae", "dupmae-cls", "starbucks"]
+LABELS = {"scratch": "same encoder, no pretraining", "retromae": "RetroMAE",
+          "dupmae": "DupMAE ([CLS] reduced + top-k lexical)",
+          "dupmae-cls": "DupMAE pretraining, [CLS] only (finetune --pool cls)",
+          "starbucks": "Starbucks (full size, 4x128)"}
 
 
 def model_flags(a):
@@ -30,9 +40,9 @@ def model_flags(a):
             str(a.max_len), "--vocab-size", str(a.vocab)]
 
 
-def train_flags(a, steps, batch, lr):
+def train_flags(steps, batch, lr, seed):
     return ["--max-steps", str(steps), "--epochs", "1000", "--batch-size", str(batch), "--lr", str(lr),
-            "--no-progress", "--log-every", "25", "--device", "cpu"]
+            "--seed", str(seed), "--no-progress", "--log-every", "25", "--device", "cpu"]
 
 
 def run(argv):
@@ -41,77 +51,79 @@ def run(argv):
     rc = mae_text(argv)
     if rc:
         raise SystemExit(f"mae-text {argv[0]} failed with status {rc}")
-    return time.time() - t0
+    return round(time.time() - t0, 1)
 
 
-def stage(a, name):
+def times_file(out: Path) -> Path:
+    return out / "times.json"
+
+
+def record(out: Path, key: str, seconds: float) -> None:
+    p = times_file(out)
+    t = json.loads(p.read_text()) if p.exists() else {}
+    t[key] = seconds
+    p.write_text(json.dumps(t, indent=1))
+
+
+def pretrain(a, method):
     out = Path(a.out)
-    data = str(a.data)
-    pre = out / name
-    ft = out / f"{name}-ft"
-    times = {}
-    if name == "bm25":
-        times["evaluate"] = run(["evaluate", "--data", data, "--split", "test", "--bm25", "--out",
-                                 str(out / "bm25.json")])
-        return times
-    if name == "dupmae-cls":
-        times["finetune"] = run(["finetune", "--run", str(out / "dupmae"), "--pool", "cls", "--data", data,
-                                 "--split", "train", *train_flags(a, a.ft_steps, a.ft_batch, a.ft_lr), "--out", str(ft),
-                                 "--overwrite"])
-        return times
-    if name == "scratch":
-        base = out / "retromae"
-        times["finetune"] = run(["finetune", "--scratch", "--run", str(base), "--data", data, "--split", "train",
-                                 *train_flags(a, a.ft_steps, a.ft_batch, a.ft_lr), "--out", str(ft), "--overwrite"])
-        return times
-    extra = ["--pairs", *a.pairs] if (name == "starbucks" and a.pairs) else []
-    steps = a.sb_steps if name == "starbucks" else a.steps
-    times["pretrain"] = run(["pretrain", "--method", name, "--data", data, *model_flags(a), *extra,
-                             "--passage-words", str(a.passage_words), "--test-fraction", "0.01",
-                             *train_flags(a, steps, a.batch, a.lr), "--warmup-epochs", "0.05",
-                             "--out", str(pre), "--overwrite"])
-    times["finetune"] = run(["finetune", "--run", str(pre), "--data", data, "--split", "train",
-                             *train_flags(a, a.ft_steps, a.ft_batch, a.ft_lr), "--out", str(ft), "--overwrite"])
+    extra = ["--pairs", *a.pairs] if (method == "starbucks" and a.pairs) else []
+    s = run(["pretrain", "--method", method, "--data", str(a.data), *model_flags(a), *extra,
+             "--passage-words", str(a.passage_words), "--test-fraction", "0.01",
+             *train_flags(a.steps, a.batch, a.lr, 0), "--warmup-epochs", "0.05", "--out", str(out / method),
+             "--overwrite"])
+    record(out, f"pretrain-{method}", s)
+
+
+def finetune(a, name, seed):
+    out = Path(a.out)
+    ft = out / f"{name}-ft-s{seed}"
+    base = {"scratch": "retromae", "dupmae-cls": "dupmae"}.get(name, name)
+    extra = (["--scratch"] if name == "scratch" else []) + (["--pool", "cls"] if name == "dupmae-cls" else [])
+    s = run(["finetune", "--run", str(out / base), *extra, "--data", str(a.data), "--split", "train",
+             *train_flags(a.ft_steps, a.ft_batch, a.ft_lr, seed), "--out", str(ft), "--overwrite"])
+    record(out, f"finetune-{name}-s{seed}", s)
     if name == "starbucks":
-        times["evaluate_pairs"] = run(["evaluate", "--run", str(ft), "--data", data, "--split", "test", "--pairs"])
-    (out / f"{name}-times.json").write_text(json.dumps(times))
-    return times
+        s = run(["evaluate", "--run", str(ft), "--data", str(a.data), "--split", "test", "--pairs"])
+        record(out, f"evaluate-pairs-s{seed}", s)
 
 
 def report(a):
     out = Path(a.out)
-    rows = []
+    metrics = ("ndcg@10", "mrr@10", "recall@100")
 
-    def ft_result(name):
-        p = out / f"{name}-ft" / "summary.json"
-        return json.loads(p.read_text()).get("test") if p.exists() else None
+    def fmt(vals):
+        if len(vals) == 1:
+            return f"{vals[0]:.4f}"
+        return f"{statistics.mean(vals):.4f} ({', '.join(f'{v:.3f}' for v in vals)})"
 
-    bm = json.loads((out / "bm25.json").read_text())["bm25"] if (out / "bm25.json").exists() else None
-    if bm:
-        rows.append(("BM25 (bm25s)", bm))
-    for name, label in [("scratch", "same encoder, no pretraining"), ("retromae", "RetroMAE"),
-                        ("dupmae", "DupMAE ([CLS] reduced + top-k lexical)"),
-                        ("dupmae-cls", "DupMAE pretraining, [CLS] only (finetune --pool cls)"),
-                        ("starbucks", "Starbucks (full size)")]:
-        r = ft_result(name)
-        if r:
-            rows.append((label, r))
     lines = ["| model | nDCG@10 | MRR@10 | Recall@100 |", "|---|---|---|---|"]
-    for label, r in rows:
-        lines.append(f"| {label} | {r['ndcg@10']:.4f} | {r['mrr@10']:.4f} | {r['recall@100']:.4f} |")
-    p = out / "starbucks-ft" / "retrieval-test.json"
-    if p.exists():
-        pairs = json.loads(p.read_text())["pairs"]
+    if (out / "bm25.json").exists():
+        bm = json.loads((out / "bm25.json").read_text())["bm25"]
+        lines.append("| BM25 (bm25s) | " + " | ".join(f"{bm[m]:.4f}" for m in metrics) + " |")
+    for name in FINETUNED:
+        res = [json.loads(p.read_text()).get("test") for p in sorted(out.glob(f"{name}-ft-s*/summary.json"))]
+        res = [r for r in res if r]
+        if res:
+            lines.append(f"| {LABELS[name]} | " + " | ".join(fmt([r[m] for r in res]) for m in metrics) + " |")
+    tables = sorted(out.glob("starbucks-ft-s*/retrieval-test.json"))
+    if tables:
+        per_seed = [json.loads(p.read_text())["pairs"] for p in tables]
         lines += ["", "| (layer, dim) | nDCG@10 | MRR@10 | Recall@100 |", "|---|---|---|---|"]
-        for k, r in pairs.items():
-            lines.append(f"| ({k.replace('x', ', ')}) | {r['ndcg@10']:.4f} | {r['mrr@10']:.4f} | "
-                         f"{r['recall@100']:.4f} |")
+        for k in per_seed[0]:
+            lines.append(f"| ({k.replace('x', ', ')}) | " + " | ".join(fmt([t[k][m] for t in per_seed])
+                                                                  for m in metrics) + " |")
+    if times_file(out).exists():
+        lines += ["", "times (s): " + times_file(out).read_text().replace("\n", "")]
     print("\n".join(lines))
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stage", choices=["retromae", "dupmae", "starbucks", "scratch", "bm25", "dupmae-cls"])
+    ap.add_argument("--pretrain", choices=["retromae", "dupmae", "starbucks"])
+    ap.add_argument("--finetune", nargs="*", choices=FINETUNED, default=[])
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0], help="fine-tuning seeds")
+    ap.add_argument("--bm25", action="store_true")
     ap.add_argument("--report", action="store_true")
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench-text-scifact"))
@@ -121,8 +133,7 @@ if __name__ == "__main__":
     ap.add_argument("--max-len", type=int, default=64)
     ap.add_argument("--vocab", type=int, default=6000)
     ap.add_argument("--passage-words", type=int, default=40)
-    ap.add_argument("--steps", type=int, default=400, help="pretraining steps (RetroMAE, DupMAE)")
-    ap.add_argument("--sb-steps", type=int, default=150, help="pretraining steps (Starbucks, ~4x costlier per step)")
+    ap.add_argument("--steps", type=int, default=600, help="pretraining steps")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--ft-steps", type=int, default=150)
@@ -132,7 +143,15 @@ if __name__ == "__main__":
     a = ap.parse_args()
     if not Path(a.data).is_dir():
         raise SystemExit(f"{a.data}: SciFact BEIR folder not found")
-    if a.stage:
-        print(json.dumps(stage(a, a.stage)))
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    if a.pretrain:
+        pretrain(a, a.pretrain)
+    for seed in a.seeds if a.finetune else []:
+        for name in a.finetune:
+            finetune(a, name, seed)
+    if a.bm25:
+        s = run(["evaluate", "--data", str(a.data), "--split", "test", "--bm25", "--out",
+                 str(Path(a.out) / "bm25.json")])
+        record(Path(a.out), "bm25", s)
     if a.report:
         report(a)
