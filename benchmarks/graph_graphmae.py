@@ -1,7 +1,10 @@
 """Reproduce GraphMAE's table on the real datasets (run by hand; results go to docs/benchmarks/graph.md).
 
-    uv run python benchmarks/graph_graphmae.py --data ../shared/data --only mutag cora imdb-multi proteins \
-        --seeds 5 --cora-seeds 1 --out /tmp/graphmae-bench
+    flock /tmp/mae-cpu.lock uv run python benchmarks/graph_graphmae.py --only mutag cora imdb-multi proteins \
+        --seeds 5 --cora-seeds 20 --budget-s 660 --out /tmp/graphmae-bench   # rerun to resume
+
+Every finished pretraining seed is appended to ``OUT/results.json`` (per-seed accuracy, probe std, pretraining
+time); a rerun skips the seeds already there, so a long reproduction runs in stages (``--budget-s``).
 
 Node classification (Cora, Citeseer): `mae-graph pretrain --preset cora` then `mae-graph probe --probe logreg`
 (20 logistic-regression seeds, best-validation test accuracy). Graph classification (MUTAG, PROTEINS, IMDB-MULTI):
@@ -16,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from mae_graph.cli import main
 
@@ -38,6 +42,8 @@ def run_one(name: str, data_root: Path, out: Path, seed: int, epochs: int | None
     assert main(["probe", "--run", str(run), "--probe", probe, "--probe-seed", "0", "--no-progress"]) == 0
     res = json.loads((run / "summary.json").read_text())["probe"][probe]
     return {"seed": seed, "acc": 100 * res["acc"], "std": 100 * res.get("std", 0.0), "pretrain_wall_s": wall,
+            "final_acc": 100 * res.get("final_acc", float("nan")), "probe_seeds": res.get("seeds"),
+            "threads": torch.get_num_threads(),
             "train_time_s": summary["train_time_s"], "epochs": summary["epochs"] + 1, "steps": summary["steps"],
             "final_loss": summary["final_loss"]}
 
@@ -52,19 +58,37 @@ def main_(argv=None):
     p.add_argument("--epochs", type=int, default=None, help="override the paper's epochs (shorter run)")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more flags for pretrain")
     p.add_argument("--out", default="/tmp/graphmae-bench")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="stop starting new seeds when the next one (as long as the last) would end past this many "
+                        "seconds; rerun the same command to resume (finished seeds are kept in results.json)")
     a = p.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = {}
+    res_file = out / "results.json"
+    results = json.loads(res_file.read_text()) if res_file.exists() else {}
+    t_start = time.time()
     for name in a.only:
         n = a.cora_seeds if FOLDER[name] == "planetoid" else a.seeds
-        runs = [run_one(name, Path(a.data), out, s, a.epochs, a.extra) for s in range(n)]
-        accs = np.array([r["acc"] for r in runs])
-        results[name] = {"runs": runs, "mean": float(accs.mean()), "std_over_seeds": float(accs.std()),
-                         "paper": PAPER[name]}
-        (out / "results.json").write_text(json.dumps(results, indent=1))
-        print(f"| {name} | {accs.mean():.2f} +- {accs.std() if n > 1 else runs[0]['std']:.2f} | {PAPER[name]} | "
-              f"{n} | {np.mean([r['train_time_s'] for r in runs]):.0f} s |", flush=True)
+        entry = results.setdefault(name, {"runs": [], "paper": PAPER[name]})
+        done = {r["seed"] for r in entry["runs"]}
+        last = 0.0
+        for s in range(n):
+            if s in done:
+                continue
+            if a.budget_s is not None and time.time() - t_start + last > a.budget_s:
+                print(f"budget reached before {name} seed {s}", flush=True)
+                break
+            t0 = time.time()
+            entry["runs"].append(run_one(name, Path(a.data), out, s, a.epochs, a.extra))
+            last = time.time() - t0
+            accs = np.array([r["acc"] for r in entry["runs"]])
+            entry.update({"mean": float(accs.mean()), "std_over_seeds": float(accs.std()), "seeds": len(accs)})
+            res_file.write_text(json.dumps(results, indent=1))
+            r = entry["runs"][-1]
+            print(f"{name} seed {s}: {r['acc']:.2f} (probe std {r['std']:.2f}, final-epoch probe "
+                  f"{r.get('final_acc', float('nan')):.2f}), pretrain {r['train_time_s']:.1f} s for {r['epochs']} "
+                  f"epochs / {r['steps']} steps; mean over {len(accs)} seeds {accs.mean():.2f} +- {accs.std():.2f}",
+                  flush=True)
 
 
 if __name__ == "__main__":

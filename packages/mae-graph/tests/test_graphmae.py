@@ -164,3 +164,86 @@ def test_real_tu_reads():
     assert sorted(set(int(g.y) for g in mutag)) == [0, 1]
     imdb = load_tu(DATA / "tudataset", "IMDB-MULTI")
     assert len(imdb) == 1500 and all(g.x.sum() == g.num_nodes for g in imdb[:20])  # one-hot degree
+
+
+def test_gat_layer_matches_pyg_gatconv():
+    from torch_geometric.nn import GATConv
+
+    from mae_graph.gnn import GATLayer, edge_softmax, prepare_edges
+
+    torch.manual_seed(0)
+    n, d, heads, c = 30, 12, 3, 5
+    ei = torch.randint(0, n, (2, 90))
+    x = torch.randn(n, d)
+    ours = GATLayer(d, c, heads).eval()
+    ref = GATConv(d, c, heads=heads, add_self_loops=True).eval()
+    with torch.no_grad():
+        ref.lin.weight.copy_(ours.weight)
+        ref.att_src.copy_(ours.att_src)
+        ref.att_dst.copy_(ours.att_dst)
+        ref.bias.copy_(torch.randn(heads * c))
+        ours.bias.copy_(ref.bias)
+    edges = prepare_edges(ei, n)
+    assert int((edges.src == edges.dst).sum()) == n  # exactly one self loop per node
+    expected = ref(x, ei)
+    assert torch.allclose(ours(x, edges), expected, atol=1e-5)
+    rows = torch.tensor([3, 7, 8, 29])
+    assert torch.allclose(ours(x, edges, rows=rows), expected[rows], atol=1e-5)
+    assert torch.allclose(ours(x.to_sparse_csr(), edges, proj=ours.project(x.to_sparse_csr())), expected, atol=1e-5)
+    a = edge_softmax(torch.randn(len(edges), 2), edges.dst, n)
+    assert torch.allclose(torch.zeros(n, 2).index_add_(0, edges.dst, a), torch.ones(n, 2), atol=1e-6)
+
+
+def test_widening_gat_layer_aggregates_before_projecting():
+    from mae_graph.gnn import GATLayer, prepare_edges
+
+    torch.manual_seed(1)
+    n, d, out = 25, 4, 40  # in_dim < out: the decoder case (hidden -> input features)
+    layer = GATLayer(d, out, 1).eval()
+    edges = prepare_edges(torch.randint(0, n, (2, 60)), n)
+    x = torch.randn(n, d, requires_grad=True)
+    rows = torch.tensor([0, 5, 6, 24])
+    full = layer(x, edges)[rows]
+    fast = layer(x, edges, rows=rows)  # aggregate-first path
+    assert torch.allclose(fast, full, atol=1e-5)
+    g1 = torch.autograd.grad(full.square().sum(), [x, layer.weight])
+    g2 = torch.autograd.grad(fast.square().sum(), [x, layer.weight])
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(g1, g2))
+
+
+def test_sparse_first_layer_equals_dense_path():
+    data = tiny_sbm(num_features=200, active_features=4)  # 2 % nonzero: bag-of-words like
+    data.x = data.x / data.x.sum(1, keepdim=True)
+    torch.manual_seed(0)
+    sparse = tiny_model(200, in_drop=0.0, attn_drop=0.0, replace_rate=0.2, sparse_input=0.1)
+    dense = tiny_model(200, in_drop=0.0, attn_drop=0.0, replace_rate=0.2, sparse_input=0.0)
+    dense.load_state_dict(sparse.state_dict())
+    with torch.no_grad():
+        sparse.enc_mask_token.normal_()
+        dense.enc_mask_token.copy_(sparse.enc_mask_token)
+    assert sparse.sparse_features(data.x) is not None and dense.sparse_features(data.x) is None
+    o1 = sparse({"graph": data}, generator=torch.Generator().manual_seed(5))
+    o2 = dense({"graph": data}, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(o1.mask, o2.mask) and torch.equal(o1.extra["noise_nodes"], o2.extra["noise_nodes"])
+    assert torch.allclose(o1.loss, o2.loss, atol=1e-6) and torch.allclose(o1.pred, o2.pred, atol=1e-5)
+    o1.loss.backward()
+    o2.loss.backward()
+    for (name, p1), p2 in zip(sparse.named_parameters(), dense.parameters()):
+        assert torch.allclose(p1.grad, p2.grad, atol=1e-5, rtol=1e-4), name
+    sparse.eval(), dense.eval()
+    with torch.no_grad():
+        assert torch.allclose(sparse.embed({"graph": data}), dense.embed({"graph": data}), atol=1e-5)
+
+
+def test_batched_logreg_probe_equals_single_seed_probe():
+    from mae_graph.eval import logreg_node_probe, logreg_node_probe_seeds
+
+    data = tiny_sbm()
+    x = torch.randn(data.num_nodes, 8) + data.y[:, None].float()
+    masks = (data.train_mask, data.val_mask, data.test_mask)
+    batched = logreg_node_probe_seeds(x, data.y, *masks, epochs=40, seeds=[0, 3])
+    for s, res in zip([0, 3], batched):
+        single = logreg_node_probe(x, data.y, *masks, epochs=40, seed=s)
+        assert res["acc"] == pytest.approx(single["acc"], abs=1e-6)
+        assert res["final_acc"] == pytest.approx(single["final_acc"], abs=1e-6)
+        assert res["best_val_acc"] == pytest.approx(single["best_val_acc"], abs=1e-6)

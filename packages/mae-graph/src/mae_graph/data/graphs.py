@@ -7,7 +7,8 @@
   raw files (``ind.cora.*``).
 * Graph-level: :class:`GraphDataset` holds a list of ``Data``; samples ``{"label": int, "graph": Data}`` batch with
   :func:`collate_graphs` into ``{"label": (B,), "graph": Batch}``. Real data: TU raw text files
-  (``MUTAG_A.txt``...), node features = one-hot node labels where present, else one-hot degree capped at 400.
+  (``MUTAG_A.txt``...), node features = one-hot node labels where present, else one-hot degree capped at 400;
+  then one self loop per node (as the GraphMAE code's ``remove_self_loop().add_self_loop()``).
 
 No downloads: the readers are PyG's raw-file readers (``read_planetoid_data`` / ``read_tu_data``) pointed at the
 user's folder.
@@ -30,6 +31,9 @@ from mae_core.errors import DataError
 def collate_graphs(samples: list[dict]) -> dict:
     """``{"label": (B,) or cat of node labels, "graph": Batch, "node_index": offset node ids}``."""
     graphs = [s["graph"] for s in samples]
+    if len(samples) == 1 and "node_index" in samples[0]:  # one whole graph (node-level): no copy, so the model's
+        s = samples[0]                                      # per-graph caches (CSR features, self loops) persist
+        return {"label": torch.as_tensor(s["label"]), "graph": s["graph"], "node_index": s["node_index"]}
     out: dict = {}
     labels = [torch.as_tensor(s["label"]) for s in samples]
     out["label"] = torch.cat([lab.reshape(-1) for lab in labels]) if labels[0].dim() > 0 else torch.stack(labels)
@@ -137,6 +141,8 @@ class PlanetoidConfig:
     path: str | None = field(None, "folder with the raw Planetoid files (ind.<name>.x ...), or its parent in "
                                    "PyG's layout (root/<Name>/raw)")
     name: str = field("cora", "dataset prefix: cora, citeseer or pubmed")
+    normalize_features: bool = field(True, "row-normalise the features to sum 1 (the GraphMAE code's input: PyG "
+                                           "NormalizeFeatures / DGL CoraGraphDataset)")
 
 
 def _find_folder(path: str | Path, probe: str, name: str) -> Path:
@@ -171,9 +177,12 @@ _PLANETOID_CACHE: dict = {}
 def make_planetoid(cfg: PlanetoidConfig, split: str) -> NodeGraphDataset:
     if not cfg.path:
         raise DataError("planetoid: give the folder of the raw files with --data PATH")
-    key = (str(Path(cfg.path).resolve()), cfg.name.lower())
+    key = (str(Path(cfg.path).resolve()), cfg.name.lower(), cfg.normalize_features)
     if key not in _PLANETOID_CACHE:
-        _PLANETOID_CACHE[key] = load_planetoid(cfg.path, cfg.name)
+        data = load_planetoid(cfg.path, cfg.name)
+        if cfg.normalize_features:
+            data.x = data.x / data.x.sum(1, keepdim=True).clamp(min=1e-12)
+        _PLANETOID_CACHE[key] = data
     return NodeGraphDataset(_PLANETOID_CACHE[key], split, name=cfg.name)
 
 
@@ -196,6 +205,15 @@ def tu_node_features(graphs: list[Data], node_labels: list[torch.Tensor] | None,
     dim = int(max(int(d.max()) if d.numel() else 0 for d in degs)) + 1
     for g, d in zip(graphs, degs):
         g.x = torch.nn.functional.one_hot(d, dim).float()
+
+
+def add_self_loops_all(graphs: list[Data]) -> None:
+    """Every graph gets exactly one self loop per node (GraphMAE: ``remove_self_loop().add_self_loop()`` after the
+    features are built, so a GIN layer sums ``2 h_i + sum_j h_j``)."""
+    for g in graphs:
+        ei = g.edge_index[:, g.edge_index[0] != g.edge_index[1]]
+        loops = torch.arange(g.num_nodes, dtype=ei.dtype).repeat(2, 1)
+        g.edge_index = torch.cat([ei, loops], 1)
 
 
 def load_tu(path: str | Path, name: str = "MUTAG", max_degree: int = 400) -> list[Data]:
@@ -228,6 +246,7 @@ def load_tu(path: str | Path, name: str = "MUTAG", max_degree: int = 400) -> lis
             labels.append(data.x[n0:n1, n_att:n_att + n_lab].argmax(1))
         graphs.append(g)
     tu_node_features(graphs, labels if n_lab else None, max_degree)
+    add_self_loops_all(graphs)
     return graphs
 
 
@@ -283,5 +302,6 @@ def make_synthetic_graphs(cfg: SyntheticGraphsConfig, split: str) -> GraphDatase
     dim = max(gr.x.shape[1] for gr in graphs)
     for gr in graphs:
         gr.x = torch.nn.functional.pad(gr.x, (0, dim - gr.x.shape[1]))
+    add_self_loops_all(graphs)
     cut = int(0.8 * len(graphs))
     return GraphDataset(graphs[:cut] if split == "train" else graphs[cut:], name="synthetic-graphs")
