@@ -66,9 +66,32 @@ def test_generator_classes_separable_after_short_finetune():
     train, test = make_skeleton_actions(cfg, "train"), make_skeleton_actions(cfg, "test")
     assert train.num_classes == 6 and train.x.shape == (180, 3, 16, 25)
     torch.manual_seed(0)
-    tc = TrainConfig(epochs=12, batch_size=30, lr=3e-3, warmup_epochs=1, progress=False, device="cpu")
+    tc = TrainConfig(epochs=40, batch_size=30, lr=3e-3, warmup_epochs=1, progress=False, device="cpu")
     _, summary = finetune(tiny(), train, test, 6, tc, layer_decay=None, label_smoothing=0.0)
-    assert summary["test_acc"] > 0.6  # chance 1 / 6
+    assert summary["test_acc"] > 0.5  # chance 1 / 6; the default generator has style, idle motion and windows
+
+
+def test_generator_difficulty_knobs():
+    from mae_graph.data.skeleton import generate_action
+
+    easy = dict(noise=0.015, style=0.0, nuisance=0.0, window=1.0)
+
+    a = generate_action(1, 24, np.random.default_rng(3), **easy)
+    b = generate_action(1, 24, np.random.default_rng(3), **easy)
+    assert a.shape == (3, 24, 25) and np.array_equal(a, b)  # deterministic per seed
+    # idle motion: a clap clip with nuisance moves the legs, the easy one does not (beyond the joint noise)
+    still = generate_action(5, 24, np.random.default_rng(4), noise=0.0, style=0.0, nuisance=0.0, window=1.0)
+    idle = generate_action(5, 24, np.random.default_rng(4), noise=0.0, style=0.0, nuisance=1.0, window=1.0)
+    knee = NTU25.parts["left_leg"][1]
+    assert still[:, :, knee].std(1).max() < 1e-6 < idle[:, :, knee].std(1).max()
+    # a short action window leaves rest frames: the waving (right) wrist drops below the neck somewhere in the clip,
+    # while with the full window the arm stays raised throughout
+    def wrist_below_neck(window):
+        seqs = [generate_action(1, 32, np.random.default_rng(i), noise=0.0, window=window, style=0.0, nuisance=0.0)
+                for i in range(10)]
+        return np.mean([(s[1, :, 10] - s[1, :, 20]).min() < 0 for s in seqs])
+
+    assert wrist_below_neck(1.0) == 0.0 and wrist_below_neck(0.3) == 1.0
 
 
 def _ntu_body(joints: np.ndarray) -> list[str]:

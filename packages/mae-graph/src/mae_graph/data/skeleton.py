@@ -122,8 +122,35 @@ def _limb_dir(flex, abd, side):
     return np.stack([side * np.sin(abd), -np.cos(abd) * np.cos(flex), np.cos(abd) * np.sin(flex)], -1)
 
 
-def generate_action(action: int, frames: int, rng: np.random.Generator, noise: float = 0.01) -> np.ndarray:
-    """One sequence (3, frames, 25) in the NTU-25 layout, y up."""
+def _window(frames: int, min_share: float, rng: np.random.Generator) -> np.ndarray:
+    """Envelope in [0, 1] over the clip: 1 on a random window of at least ``min_share`` of the frames, smooth
+    (raised-cosine) ramps of a few frames on each side, 0 (rest pose) elsewhere."""
+    if min_share >= 1.0:
+        return np.ones(frames)
+    share = rng.uniform(min_share, 1.0)
+    start = rng.uniform(0.0, 1.0 - share)
+    t = np.linspace(0, 1, frames)
+    ramp = 0.08
+    up = np.clip((t - start) / ramp, 0, 1)
+    down = np.clip((start + share - t) / ramp, 0, 1)
+    return 0.5 - 0.5 * np.cos(np.pi * np.minimum(up, down))
+
+
+def generate_action(action: int, frames: int, rng: np.random.Generator, noise: float = 0.01, style: float = 0.0,
+                    nuisance: float = 0.0, window: float = 1.0) -> np.ndarray:
+    """One sequence (3, frames, 25) in the NTU-25 layout, y up.
+
+    Besides body proportions, speed, phase, camera yaw / pitch and joint noise, three controlled sources of
+    within-class variation make the classes harder to tell apart from few labels:
+
+    * ``style`` (subject variation): the action's joint-angle excursions are scaled by a per-sequence amplitude
+      ``U(1 - 0.6 style, 1 + 0.3 style)``, every joint angle gets a per-sequence posture offset ``N(0, 0.2 style)``
+      rad, and one-sided actions (wave, kick) use a random side;
+    * ``nuisance`` (idle motion shared by all classes): every joint angle and the torso lean get a slow sinusoid of
+      random frequency (0.3-2 cycles per clip) and amplitude ``U(0, 0.3 nuisance)`` rad;
+    * ``window``: the action only fills a random window of at least this share of the clip (rest pose plus the
+      idle motion elsewhere).
+    """
     h = rng.uniform(1.5, 1.95)
     prop = rng.uniform(0.9, 1.1, size=6)  # torso, upper arm, forearm, thigh, shin, shoulder width
     thigh, shin = 0.245 * h * prop[3], 0.246 * h * prop[4]
@@ -172,6 +199,29 @@ def generate_action(action: int, frames: int, rng: np.random.Generator, noise: f
         sh_f["l"] = sh_f["r"] = 1.3 + 0 * s
         sh_a["l"] = sh_a["r"] = 0.35 + 0.35 * s
         elbow["l"] = elbow["r"] = 0.5 + 0 * s
+    if style > 0 or nuisance > 0 or window < 1.0:
+        env = _window(frames, window, rng) * (rng.uniform(1 - 0.6 * style, 1 + 0.3 * style) if style > 0 else 1.0)
+        rest = {"hip_f": 0.0, "knee": 0.0, "sh_f": 0.05, "sh_a": 0.12, "elbow": 0.2}
+        angles = {"hip_f": hip_f, "knee": knee, "sh_f": sh_f, "sh_a": sh_a, "elbow": elbow}
+        if style > 0 and name in ("wave", "kick") and rng.random() < 0.5:  # left-handed / left-footed
+            for a in angles.values():
+                a["l"], a["r"] = a["r"], a["l"]
+        for key, a in angles.items():
+            for side in ("l", "r"):
+                v = rest[key] + env * (np.asarray(a[side], dtype=float) - rest[key])
+                if style > 0:
+                    v = v + rng.normal(0, 0.2 * style)
+                if nuisance > 0:
+                    v = v + rng.uniform(0, 0.3 * nuisance) * np.sin(
+                        2 * np.pi * rng.uniform(0.3, 2.0) * np.linspace(0, 1, frames) + rng.uniform(0, 2 * np.pi))
+                a[side] = v
+        lean = env * lean
+        if nuisance > 0:
+            lean = lean + rng.uniform(0, 0.15 * nuisance) * np.sin(
+                2 * np.pi * rng.uniform(0.3, 2.0) * np.linspace(0, 1, frames) + rng.uniform(0, 2 * np.pi))
+        base_y = thigh + shin
+        root[:, 1] = base_y + env * (root[:, 1] - base_y)
+        root[:, 2] = np.concatenate([[0.0], np.cumsum(env[1:] * np.diff(root[:, 2]))])
     j = np.zeros((frames, 25, 3))
     upv = np.stack([zero, np.cos(lean), np.sin(lean)], -1)
     j[:, 0] = root
@@ -213,17 +263,24 @@ class SkeletonActionsConfig:
     frames: int = field(32, "frames per sequence")
     layout: str = field("ntu25", "joint layout of the generated skeletons: ntu25 or coco17",
                         choices=["ntu25", "coco17"])
-    noise: float = field(0.015, "joint noise (fraction of body height)")
+    noise: float = field(0.03, "joint noise (fraction of body height)")
+    style: float = field(1.0, "subject variation: per-sequence motion amplitude, posture offsets, handedness "
+                              "(0 = none)")
+    nuisance: float = field(1.0, "idle motion of random frequency on every joint angle, shared by all actions "
+                                 "(0 = none)")
+    window: float = field(0.6, "the action fills a random window of at least this share of the clip (1 = all)")
     seed: int = field(0, "seed of the generator (the test split uses seed + 1)")
 
 
 def make_skeleton_actions(cfg: SkeletonActionsConfig, split: str) -> SkeletonDataset:
     """Six labelled actions (walk, wave, jump, squat, kick, clap) with random body proportions, speed, phase,
-    camera yaw / pitch and joint noise."""
+    camera yaw / pitch and joint noise, plus subject style, idle motion and a random action window
+    (:func:`generate_action`; ``style=0 nuisance=0 window=1 noise=0.015`` gives the earlier, easy version)."""
     rng = np.random.default_rng(cfg.seed + (0 if split == "train" else 1))
     n = cfg.num_train if split == "train" else cfg.num_test
     labels = np.arange(n) % len(ACTIONS)
-    seqs = [generate_action(int(a), cfg.frames, rng, cfg.noise) for a in labels]
+    seqs = [generate_action(int(a), cfg.frames, rng, cfg.noise, cfg.style, cfg.nuisance, cfg.window)
+            for a in labels]
     layout = get_layout(cfg.layout)
     if cfg.layout == "coco17":
         seqs = [s[:, :, NTU_TO_COCO] for s in seqs]
