@@ -70,11 +70,16 @@ def test_loss_falls_over_30_steps():
 
 def test_encode_shapes(tiny_model):
     x = torch.randn(3, 3, 16, 16)
-    assert tiny_model.encode({"image": x}).shape == (3, 64)
-    assert tiny_model.encode({"image": x}, pool="mean").shape == (3, 32)
-    assert tiny_model.forward_features({"image": x}).shape == (3, 17, 32)
+    # images pool the mean of the patch tokens by default; cls + mean on request
+    assert tiny_model.encode({"image": x}).shape == (3, 32) and tiny_model.feature_dim() == 32
+    assert tiny_model.encode({"image": x}, pool="cls+mean").shape == (3, 64)
+    assert tiny_model.feature_dim("cls+mean") == 64
+    feats = tiny_model.forward_features({"image": x})
+    assert feats.shape == (3, 17, 32)
+    assert torch.allclose(tiny_model.encode({"image": x}), feats[:, 1:].mean(1), atol=1e-6)
+    assert torch.allclose(tiny_model.encode({"image": x}, pool="cls"), feats[:, 0], atol=1e-6)
     # a different input size uses a recomputed position embedding
-    assert tiny_model.encode({"image": torch.randn(1, 3, 24, 16)}).shape == (1, 64)
+    assert tiny_model.encode({"image": torch.randn(1, 3, 24, 16)}, pool="cls+mean").shape == (1, 64)
 
 
 def test_checkpoint_round_trip(tmp_path, tiny_model):

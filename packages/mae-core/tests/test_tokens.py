@@ -47,6 +47,32 @@ def test_patch_embed_token_order_matches_patchify():
     assert emb3(torch.randn(2, 1, 4, 8, 12)).shape == (2, 2 * 2 * 3, 16)
 
 
+@pytest.mark.parametrize("ndim,patch,chans,size", [(2, (4, 2), 3, (8, 6)), (3, (2, 4, 4), 4, (4, 8, 12)),
+                                                   (1, (5,), 2, (20,))])
+def test_embed_patches_equals_convolution(ndim, patch, chans, size):
+    from mae_core.layers import PatchEmbed
+    emb = PatchEmbed(patch, chans, 8, ndim=ndim)
+    x = torch.randn(2, chans, *size)
+    assert torch.allclose(emb.embed_patches(patchify(x, patch)), emb(x), atol=1e-5)
+
+
+def test_image_mae_embeds_only_visible_patches():
+    from mae_core.models.image_mae import ImageMAE, ImageMAEConfig
+    model = ImageMAE(ImageMAEConfig(img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2,
+                                    decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2))
+    seen = []
+    orig = model.patch_embed.embed_patches
+    model.patch_embed.embed_patches = lambda t: seen.append(t.shape[1]) or orig(t)
+    out = model({"image": torch.randn(2, 3, 16, 16)}, generator=torch.Generator().manual_seed(0))
+    assert seen == [4]  # 16 patches, mask 0.75 -> 4 visible are embedded
+    out.loss.backward()
+    assert model.patch_embed.proj.weight.grad is not None and model.patch_embed.proj.weight.grad.abs().sum() > 0
+    # unmasked features: the linear path equals the convolution path
+    x = torch.randn(2, 3, 16, 16)
+    ref = model.encoder(model.patch_embed(x), model.pos_embed)
+    assert torch.allclose(model.forward_features({"image": x}), ref, atol=1e-5)
+
+
 def _mae_numpy_2d(embed_dim, grid_size):
     """The MAE reference implementation (util/pos_embed.py), transcribed for the known-value check."""
     def one_d(dim, pos):

@@ -423,7 +423,8 @@ def _probe_knn(model, train_set, test_set, args, cache):
     xte, yte = cached_features(model, test_set, cache, "test", args.device_obj, args.probe_batch_size)
     if ytr.ndim == 2:
         return {}
-    return knn_classify(xtr, ytr, xte, yte, k=args.k, num_classes=_num_classes(train_set))
+    return knn_classify(xtr, ytr, xte, yte, k=args.k, num_classes=_num_classes(train_set),
+                        whiten=getattr(args, "knn_whiten", 0.0))
 
 
 def _probe_prototypical(model, train_set, test_set, args, cache):
@@ -466,6 +467,9 @@ def cmd_probe(domain: str, argv: Sequence[str]) -> int:
         g.add_argument("--probe-batch-size", type=int, default=256, help="batch size for feature extraction")
         g.add_argument("--probe-seed", type=int, default=0, help="seed of the probe")
         g.add_argument("--k", type=int, default=20, help="neighbours of the kNN probe")
+        g.add_argument("--knn-whiten", type=float, default=0.01, metavar="SHRINK",
+                       help="PCA-whiten features (train-set statistics) before the cosine kNN, with eigenvalue "
+                            "shrinkage SHRINK x the largest; 0 = raw features (DINO protocol)")
         g.add_argument("--label-fraction", type=float, default=1.0, help="fraction of training labels used")
         g.add_argument("--random-init", action="store_true", help="probe a randomly initialised encoder instead")
 

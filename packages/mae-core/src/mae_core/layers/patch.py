@@ -89,14 +89,25 @@ class PatchEmbed(nn.Module):
     def grid(self, spatial: Sequence[int]) -> tuple[int, ...]:
         return grid_shape(spatial, self.patch_size)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def check_input(self, x: torch.Tensor) -> tuple[int, ...]:
+        """Raise a clear error unless ``x`` is (B, in_chans, *S) with S divisible by the patch; return the grid."""
         if x.ndim != self.ndim + 2:
             raise MaeError(f"expected a {self.ndim + 2}-D input (B, C, ...), got shape {tuple(x.shape)}")
         if x.shape[1] != self.in_chans:
             raise MaeError(f"input has {x.shape[1]} channels but the model expects {self.in_chans}")
-        self.grid(x.shape[2:])
+        return self.grid(x.shape[2:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
         x = self.proj(x)
         return self.norm(x.flatten(2).transpose(1, 2))
+
+    def embed_patches(self, patches: torch.Tensor) -> torch.Tensor:
+        """Embed already patchified tokens (B, L, prod(patch) * C) -> (B, L, D) with the same weights as
+        :meth:`forward` (the convolution is a linear map per patch). Lets a model embed only the visible patches."""
+        w = self.proj.weight  # (D, C, *patch) -> (D, *patch, C), the order of patchify
+        w = w.permute(0, *range(2, self.ndim + 2), 1).reshape(w.shape[0], -1)
+        return self.norm(torch.nn.functional.linear(patches, w, self.proj.bias))
 
 
 def PatchEmbed2d(patch_size, in_chans: int, embed_dim: int, **kw) -> PatchEmbed:

@@ -32,6 +32,11 @@ class ImageMAEConfig:
 
 
 class ImageMAE(MaskedAutoencoder):
+    # Downstream features: global average of the patch tokens, as MAE fine-tuning uses. The cls token of a small
+    # MAE gets almost no training signal from reconstruction (linear probe on the embedded shapes: cls 25 %,
+    # mean 38 %, cls + mean 40 %; whitened kNN: cls 18 %, mean 28 %); encode(batch, pool="cls+mean") still has both.
+    pool = "mean"
+
     def __init__(self, config: ImageMAEConfig):
         super().__init__()
         self.config = c = config
@@ -54,8 +59,14 @@ class ImageMAE(MaskedAutoencoder):
         return sincos_pos_embed(self.config.embed_dim, grid)[None].to(x.device)
 
     def tokenize(self, batch):
+        """Raw pixel patches (B, L, p * p * C); :meth:`embed_tokens` embeds the visible ones after masking (the
+        patch-embedding convolution applied as the equivalent linear map, 4x fewer FLOPs at mask 0.75)."""
         x = batch["image"]
-        return self.patch_embed(x), self._grid_pos(x)
+        self.patch_embed.check_input(x)
+        return patchify(x, self.config.patch_size), self._grid_pos(x)
+
+    def embed_tokens(self, tokens):
+        return self.patch_embed.embed_patches(tokens)
 
     def target(self, batch):
         return patchify(batch["image"], self.config.patch_size)

@@ -3,7 +3,8 @@
     tokens --(masker)--> visible tokens --(encoder)--> latent --(decoder: mask tokens + positions)--> predictions
     predictions vs target --(loss on masked tokens only)--> scalar
 
-A method subclasses :class:`MaskedAutoencoder` and supplies ``tokenize`` (tokens and their position embedding),
+A method subclasses :class:`MaskedAutoencoder` and supplies ``tokenize`` (tokens and their position embedding;
+optionally raw patches that ``embed_tokens`` embeds after masking, so that hidden patches are never embedded),
 ``target`` (what each token should reconstruct) and optionally its own masker, decoder or loss. The encoder,
 decoder, masking path, loss, ``encode`` and the layer ids for layer-wise lr decay are shared.
 """
@@ -173,6 +174,11 @@ class MaskedAutoencoder(nn.Module):
         """What each token should reconstruct, (B, L, P)."""
         raise NotImplementedError
 
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Applied to the tokens after masking (identity by default). A method whose ``tokenize`` returns raw
+        patches embeds them here, so that only the visible patches are embedded during pretraining."""
+        return tokens
+
     def make_mask(self, batch: dict, tokens: torch.Tensor, generator: torch.Generator | None = None) -> MaskInfo:
         """Default: MAE random masking at ``self.mask_ratio``; ``batch['mask']`` (B, L) is used when present."""
         if "mask" in batch and batch["mask"] is not None:
@@ -181,7 +187,7 @@ class MaskedAutoencoder(nn.Module):
 
     # ---- shared path -------------------------------------------------------------------------------------------------
     def forward_encoder(self, tokens: torch.Tensor, pos: torch.Tensor | None, mask: MaskInfo) -> torch.Tensor:
-        x = gather_tokens(tokens, mask.ids_keep)
+        x = self.embed_tokens(gather_tokens(tokens, mask.ids_keep))
         if pos is not None:
             pos = gather_tokens(pos.expand(tokens.shape[0], -1, -1), mask.ids_keep)
         return self.encoder(x, pos)
@@ -208,7 +214,7 @@ class MaskedAutoencoder(nn.Module):
     def forward_features(self, batch: dict) -> torch.Tensor:
         """Unmasked tokens through the encoder: (B, prefix + L, D), normed."""
         tokens, pos = self.tokenize(batch)
-        return self.encoder(tokens, pos)
+        return self.encoder(self.embed_tokens(tokens), pos)
 
     def pool_features(self, feats: torch.Tensor, pool: str | None = None) -> torch.Tensor:
         p = self.encoder.num_prefix_tokens
