@@ -65,6 +65,28 @@ def _fill_patterns(x: torch.Tensor, y: torch.Tensor, period: torch.Tensor, speck
     ]).float()
 
 
+def textured_background(n: int, size: int, g: torch.Generator, noise_cells: int = 4) -> torch.Tensor:
+    """(n, 3, S, S) backgrounds in [0, 1]: a gradient between two random colours in a random direction (75 %) plus
+    smooth noise upsampled from a ``noise_cells`` x ``noise_cells`` grid (25 %). Shared by the video shapes."""
+    coords = torch.linspace(-1, 1, size)
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    bg1 = torch.rand(n, 3, 1, 1, generator=g)
+    bg2 = torch.rand(n, 3, 1, 1, generator=g)
+    ang = torch.rand(n, 1, 1, generator=g) * 2 * np.pi
+    ramp = ((torch.cos(ang) * xx[None] + torch.sin(ang) * yy[None]) * 0.5 + 0.5)[:, None]
+    noise = F.interpolate(torch.rand(n, 3, noise_cells, noise_cells, generator=g), size=(size, size),
+                          mode="bilinear", align_corners=False)
+    return 0.75 * (bg1 + (bg2 - bg1) * ramp) + 0.25 * noise
+
+
+def contrasting_colour(bg: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """(n, 3, 1, 1) random foreground colours; one too close to the background's mean colour is replaced by its
+    complement, so the shape always stands out."""
+    fgc = torch.rand(bg.shape[0], 3, 1, 1, generator=g)
+    bgmean = bg.mean(dim=(2, 3), keepdim=True)
+    return torch.where((fgc - bgmean).abs().mean(1, keepdim=True) < 0.3, 1.0 - bgmean, fgc)
+
+
 def generate_shapes(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(images (n, 3, size, size) in [0, 1], labels (n,)), deterministic."""
     rng = np.random.default_rng(seed)
@@ -87,20 +109,8 @@ def generate_shapes(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor
     fill = _fill_patterns(lx, ly, period, speckle)[labels, torch.arange(n)][:, None]  # (n, 1, S, S)
     # soften edges slightly so shapes are not aliased
     fg = F.avg_pool2d(F.pad(fg, (1, 1, 1, 1), mode="replicate"), 3, stride=1) * 0.5 + fg * 0.5
-    # background: gradient between two colours plus smooth noise
-    bg1 = torch.rand(n, 3, 1, 1, generator=g)
-    bg2 = torch.rand(n, 3, 1, 1, generator=g)
-    ang = torch.rand(n, 1, 1, generator=g) * 2 * np.pi
-    ramp = ((torch.cos(ang) * xx[None] + torch.sin(ang) * yy[None]) * 0.5 + 0.5)[:, None]
-    noise = F.interpolate(torch.rand(n, 3, max(2, size // 8), max(2, size // 8), generator=g), size=(size, size),
-                          mode="bilinear", align_corners=False)
-    bg = bg1 + (bg2 - bg1) * ramp
-    bg = 0.75 * bg + 0.25 * noise
-    # foreground colour contrasting with the local background mean
-    fgc = torch.rand(n, 3, 1, 1, generator=g)
-    bgmean = bg.mean(dim=(2, 3), keepdim=True)
-    fgc = torch.where((fgc - bgmean).abs().mean(1, keepdim=True) < 0.3, 1.0 - bgmean, fgc)
-    fgc = fgc * (0.45 + 0.55 * fill)
+    bg = textured_background(n, size, g, noise_cells=max(2, size // 8))
+    fgc = contrasting_colour(bg, g) * (0.45 + 0.55 * fill)
     img = bg * (1 - fg) + fgc * fg
     img = img + 0.03 * torch.randn(img.shape, generator=g)
     return img.clamp(0, 1), labels

@@ -9,7 +9,6 @@ away. Deterministic given the seed; 1024 clips of 8 x 32 x 32 are generated in a
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from mae_core.config import field
-from mae_core.data.shapes import shape_masks
+from mae_core.data.shapes import contrasting_colour, shape_masks, textured_background
 
 CLASSES = ["right", "left", "down", "up", "rotate-cw", "rotate-ccw", "bounce", "zoom"]
 MOVING = (0, 1, 2, 3, 6)  # classes whose object travels across the frame
@@ -99,15 +98,9 @@ def generate_clips(n: int, num_frames: int = 8, size: int = 32, seed: int = 0, s
         soft = F.avg_pool2d(F.pad(fg, (1, 1, 1, 1), mode="replicate"), 3, stride=1) * 0.5 + fg * 0.5
         soft = soft.reshape(m, t, 1, size, size).transpose(1, 2)  # (m, 1, T, S, S)
         # static textured background: gradient between two colours plus smooth noise
-        bg1, bg2 = torch.rand(m, 3, 1, 1, 1, generator=g), torch.rand(m, 3, 1, 1, 1, generator=g)
-        ang = torch.rand(m, 1, 1, 1, generator=g) * 2 * math.pi
-        ramp = ((torch.cos(ang) * xx + torch.sin(ang) * yy) * 0.5 + 0.5)[:, :, None]  # (m, 1, 1, S, S)
-        noise = F.interpolate(torch.rand(m, 3, max(2, size // 6), max(2, size // 6), generator=g), size=(size, size),
-                              mode="bilinear", align_corners=False)[:, :, None]
-        bg = 0.75 * (bg1 + (bg2 - bg1) * ramp) + 0.25 * noise  # (m, 3, 1, S, S)
-        fgc = torch.rand(m, 3, 1, 1, 1, generator=g)
-        bgmean = bg.mean(dim=(2, 3, 4), keepdim=True)
-        fgc = torch.where((fgc - bgmean).abs().mean(1, keepdim=True) < 0.3, 1.0 - bgmean, fgc)
+        bg2d = textured_background(m, size, g, noise_cells=max(2, size // 6))  # (m, 3, S, S)
+        fgc = contrasting_colour(bg2d, g)[:, :, None]  # (m, 3, 1, 1, 1)
+        bg = bg2d[:, :, None]  # (m, 3, 1, S, S)
         video = bg * (1 - soft) + fgc * soft
         video = video + 0.02 * torch.randn(video.shape, generator=g)
         clips[s:e] = (video.clamp(0, 1) * 255).round().to(torch.uint8)
