@@ -7,7 +7,8 @@ torch: ``mae_3d.ops.group_points`` under ``torch.inference_mode`` (FPS vectorise
 the centre-to-point squared distances; kNN = exact pruned smallest-k of those rows, nearest first).
 Open3D: for each cloud ``farthest_point_down_sample(64)`` then a ``KDTreeFlann`` and ``search_knn_vector_3d`` per
 centre, gathering the neighbourhood relative to its centre (the same output). Both run in this process with the
-same OMP_NUM_THREADS. Reports the median of the repeats (after a warm-up) and a breakdown of the torch time.
+same OMP_NUM_THREADS. Torch and Open3D are timed alternately in each repeat (the same machine load for both); reports the medians,
+the median per-repeat speed-up, the minima, the 1-minute load average, and a breakdown of the torch time.
 """
 from __future__ import annotations
 
@@ -62,12 +63,23 @@ def main():
     clouds /= np.linalg.norm(clouds, axis=-1, keepdims=True).max(1, keepdims=True)
     x = torch.from_numpy(clouds).float()
     with torch.inference_mode():
-        t_torch = median_ms(lambda: group_points(x, a.groups, a.group_size), a.repeats)
+        group_points(x, a.groups, a.group_size)  # warm-up
+        open3d_loop(clouds[:2], a.groups, a.group_size)
+        # interleaved, so that both sides see the same machine load; the ratio is taken per repeat
+        tt, to = [], []
+        for _ in range(a.repeats):
+            t0 = time.perf_counter()
+            group_points(x, a.groups, a.group_size)
+            tt.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            open3d_loop(clouds, a.groups, a.group_size)
+            to.append(time.perf_counter() - t0)
+        t_torch, t_o3d = 1000 * statistics.median(tt), 1000 * statistics.median(to)
+        ratio = statistics.median(o / t for o, t in zip(to, tt))
         t_fps = median_ms(lambda: farthest_point_sample(x, a.groups, return_distances=True), a.repeats)
         _, dist = farthest_point_sample(x, a.groups, return_distances=True)
         t_knn = median_ms(lambda: smallest_k(dist, a.group_size), a.repeats)
         t_topk = median_ms(lambda: dist.topk(a.group_size, dim=-1, largest=False), a.repeats)
-    t_o3d = median_ms(lambda: open3d_loop(clouds, a.groups, a.group_size), a.repeats)
     ref = open3d_loop(clouds, a.groups, a.group_size)
     # same output: in float64 (Open3D's precision) the torch centres equal Open3D's (as sets: Open3D returns them
     # in index order) for every cloud, and every neighbourhood is the same set of offsets
@@ -85,7 +97,9 @@ def main():
            "torch_threads": torch.get_num_threads(), "torch_ms": round(t_torch, 2),
            "torch_fps_with_distances_ms": round(t_fps, 2), "torch_knn_pruned_ms": round(t_knn, 2),
            "torch_knn_plain_topk_ms": round(t_topk, 2), "open3d_loop_ms": round(t_o3d, 2),
-           "speedup": round(t_o3d / t_torch, 2), "same_groups": bool(same)}
+           "speedup_of_medians": round(t_o3d / t_torch, 2), "speedup_median_per_repeat": round(ratio, 2),
+           "torch_min_ms": round(1000 * min(tt), 2), "open3d_loop_min_ms": round(1000 * min(to), 2),
+           "load_average_1min": round(__import__("os").getloadavg()[0], 2), "same_groups": bool(same)}
     print(json.dumps(res, indent=1))
 
 

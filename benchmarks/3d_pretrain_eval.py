@@ -107,7 +107,7 @@ def stage_eval(a):
     from mae_core.eval.svm import few_shot, linear_svm
 
     out = Path(a.out)
-    extra = data_flags(a)[2:] if a.data == "modelnet10" else []
+    extra = (data_flags(a)[2:] if a.data == "modelnet10" else []) + shlex.split(a.eval_extra)
     res = {}
     for tag, rnd in (("pretrained", False), ("random_init", True)):
         t0 = time.time()
@@ -118,6 +118,18 @@ def stage_eval(a):
             if pool not in a.pools.split(","):
                 continue
             r[f"svm_{pool}"] = linear_svm(xtr[:, sl], ytr, xte[:, sl], yte)
+        grid = tuple(float(c) for c in a.c_grid.split(","))
+        if grid != (0.01, 0.1, 1.0):
+            r["svm_max+mean_wide_C"] = linear_svm(xtr, ytr, xte, yte, c_grid=grid)
+        for n in [int(v) for v in a.label_counts.split(",") if v]:
+            # label efficiency: SVM on n labelled training clouds per class (5 random draws), same test set
+            accs = []
+            for seed in range(5):
+                g = torch.Generator().manual_seed(seed)
+                idx = torch.cat([c[torch.randperm(len(c), generator=g)[:n]]
+                                 for c in (torch.nonzero(ytr == k).squeeze(1) for k in ytr.unique())])
+                accs.append(linear_svm(xtr[idx], ytr[idx], xte, yte, c_grid=grid)["acc"])
+            r[f"svm_{n}_per_class"] = {"acc": sum(accs) / len(accs), "accs": accs}
         if not a.no_fewshot:
             r["fewshot_5w10s"] = few_shot(xtr, ytr, way=5, shot=10, query=20, folds=10, test_features=xte,
                                           test_labels=yte)
@@ -126,7 +138,9 @@ def stage_eval(a):
         print(tag, json.dumps(r), flush=True)
     res["threads"] = torch.get_num_threads()
     print(json.dumps(res, indent=1))
-    (out / "bench-eval.json").write_text(json.dumps(res, indent=1))
+    name = "bench-eval.json" if not (a.label_counts or a.eval_extra or a.c_grid != "0.01,0.1,1") else \
+        f"bench-eval-{int(time.time())}.json"
+    (out / name).write_text(json.dumps(res, indent=1))
 
 
 def stage_finetune(a, exe):
@@ -160,6 +174,9 @@ def main():
     ap.add_argument("--extra", default="", help="extra pretrain flags")
     ap.add_argument("--no-fewshot", action="store_true")
     ap.add_argument("--pools", default="max+mean,max,mean", help="eval: SVM on these poolings of the tokens")
+    ap.add_argument("--c-grid", default="0.01,0.1,1", help="eval: SVM C values tried by cross-validation")
+    ap.add_argument("--label-counts", default="", help="eval: also SVM on N labelled clouds per class (e.g. 5,10,20)")
+    ap.add_argument("--eval-extra", default="", help="eval: extra data flags (e.g. a smaller labelled train split)")
     ap.add_argument("--finetune-epochs", type=int, default=3)
     ap.add_argument("--finetune-lr", type=float, default=5e-4)
     ap.add_argument("--finetune-extra", default="")
