@@ -11,7 +11,7 @@ budget of visible tokens drawn from them and averaged over 8 draws (``draws=8``)
 decoder's FLAIR voxels are in the data's z-scored units (``NormalizeIntensityd(nonzero=True)``), the same units as
 the real FLAIR they are compared with; sliding-window inference, brain mask applied.
 
-    flock /tmp/mae-cpu.lock env OMP_NUM_THREADS=2 uv run python benchmarks/medical_impute.py --steps 3000
+    flock /tmp/mae-cpu.lock env OMP_NUM_THREADS=2 uv run python benchmarks/medical_impute.py
     uv run python benchmarks/medical_impute.py --eval-only --out runs/bench-medical-impute   # re-evaluate a run
 """
 from __future__ import annotations
@@ -24,20 +24,46 @@ from pathlib import Path
 import torch
 
 
+def case_volumes(case_dir: Path, spacing) -> dict:
+    """A case's volumes in the model's working space (RAS, resampled, z-scored inside the brain) and its brain
+    mask, exactly as ``impute_case`` prepares them (without running the model)."""
+    from monai.transforms import NormalizeIntensity
+
+    from mae_medical.data.brain_folder import DEFAULT_PATTERNS, check_case, geometry_transform, parse_patterns
+
+    mods = ["t1", "t1ce", "t2", "flair"]
+    files = check_case(case_dir, mods, parse_patterns(DEFAULT_PATTERNS))
+    d = geometry_transform(mods, spacing)({m: str(f) for m, f in files.items()})
+    norm = NormalizeIntensity(nonzero=True, channel_wise=True)
+    vols = {m: torch.as_tensor(norm(d[m])).float()[0] for m in mods}
+    brain = torch.zeros_like(vols["t1"], dtype=torch.bool)
+    for m in mods[:3]:
+        brain |= torch.as_tensor(d[m])[0] != 0
+    return {"inputs": {m: vols[m] for m in mods[:3]}, "real": vols["flair"], "brain": brain}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "brain_mri"))
     ap.add_argument("--train-case", default="BraTS-GLI-00001-000")
     ap.add_argument("--test-case", default="TCGA-DU-7294")
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--crop", type=int, default=8, help="side of the training crops and inference windows (voxels)")
+    ap.add_argument("--patch", type=int, default=2, help="3-D patch side (voxels)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup-steps", type=int, default=150)
     ap.add_argument("--flip-prob", type=float, default=0.5, help="left-right flips of the training crops")
+    ap.add_argument("--foreground-crops", type=float, default=0.9, help="fraction of crops centred on the brain")
+    ap.add_argument("--draws", type=int, nargs="+", default=[0, 8], help="imputation modes evaluated (impute_case)")
+    ap.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap of the imputation")
     ap.add_argument("--spacing", type=float, default=2.0)
     ap.add_argument("--out", default="runs/bench-medical-impute")
     ap.add_argument("--eval-only", action="store_true", help="evaluate the run in --out without training")
-    ap.add_argument("--extra", nargs="*", default=[], help="extra pretrain flags (e.g. --extra=--embed-dim=192)")
+    ap.add_argument("--resume", action="store_true", help="continue the pretraining in --out from its last checkpoint")
+    ap.add_argument("--checkpoint", help="with --eval-only: evaluate this training checkpoint of the run")
+    ap.add_argument("--extra", action="append", default=[],
+                    help="an extra pretrain flag, repeatable (e.g. --extra=--embed-dim=192)")
     args = ap.parse_args()
 
     from mae_medical.cli import main as cli
@@ -52,22 +78,35 @@ def main():
         t0 = time.time()
         rc = cli(["pretrain", "--data", args.data, "--cases", args.train_case,
                   "--spacing", *[str(args.spacing)] * 3, "--crops-per-case", str(crops), "--flip-prob",
-                  str(args.flip_prob), "--epochs", "100000", "--max-steps", str(args.steps), "--batch-size",
-                  str(args.batch_size), "--lr", str(args.lr), "--warmup-epochs", str(args.warmup_steps / 100),
-                  "--no-progress", "--out", str(out), "--overwrite", *args.extra])
+                  str(args.flip_prob), "--foreground-crops", str(args.foreground_crops), "--image-size", str(args.crop),
+                  "--patch-size", str(args.patch), "--epochs", "100000", "--max-steps", str(args.steps),
+                  "--batch-size", str(args.batch_size), "--lr", str(args.lr),
+                  "--warmup-epochs", str(args.warmup_steps / 100),
+                  "--no-progress", "--out", str(out), "--resume" if args.resume else "--overwrite", *args.extra])
         assert rc == 0
         train_s = time.time() - t0
-    model, cfg = load_bm_mae(str(out))
+    if args.checkpoint:  # a training checkpoint of an unfinished run
+        import yaml
+
+        from mae_core.checkpoint import load_checkpoint
+        from mae_core.config import from_dict
+        from mae_core.registry import build_model
+        from mae_medical.methods.bm_mae import BMMAEConfig
+
+        cfg = yaml.safe_load((out / "config.yaml").read_text())
+        model = build_model("bm-mae", from_dict(BMMAEConfig, cfg["model"]))
+        load_checkpoint(args.checkpoint, model)
+    else:
+        model, cfg = load_bm_mae(str(out))
     sp = (args.spacing,) * 3
     t0 = time.time()
-    imputed = {d: impute_case(model, Path(args.data) / args.test_case, "flair", spacing=sp, compare=True, draws=d)
-               for d in (0, 8)}
+    imputed = {d: impute_case(model, Path(args.data) / args.test_case, "flair", spacing=sp, compare=True, draws=d,
+                               overlap=args.overlap) for d in args.draws}
     infer_s = time.time() - t0
-    w = imputed[0]["work"]
+    w = imputed[args.draws[0]]["work"]
     brain, real = w["brain"], w["real"]
     # mean-intensity-profile baseline: the training case's FLAIR in the same space (both SRI-24, 1 mm)
-    train_work = impute_case(model, Path(args.data) / args.train_case, "flair", spacing=sp, compare=True,
-                             draws=0)["work"]
+    train_work = case_volumes(Path(args.data) / args.train_case, sp)
     prof = train_work["real"]
     if prof.shape != real.shape:
         raise SystemExit(f"training and test cases differ in shape after resampling: {prof.shape} {real.shape}")
@@ -78,13 +117,14 @@ def main():
     coef = torch.linalg.lstsq(xa.double(), prof[tb].double()[:, None]).solution.float()
     xb = torch.stack([w["inputs"][m] for m in ("t1", "t1ce", "t2")] + [torch.ones_like(real)], -1)
     linreg = torch.where(brain, (xb @ coef)[..., 0], zero)
-    rows = {
-        "bm-mae, all T1/T1ce/T2 tokens visible (draws=0)": imputed[0]["work"]["imputed"],
-        "bm-mae, pre-training budget, 8 draws averaged (draws=8)": imputed[8]["work"]["imputed"],
+    names = {0: "bm-mae, all T1/T1ce/T2 tokens visible (draws=0)"}
+    rows = {names.get(d, f"bm-mae, pre-training budget, {d} draws averaged (draws={d})"): imputed[d]["work"]["imputed"]
+            for d in args.draws}
+    rows.update({
         "baseline: mean intensity (0 in the brain)": zero,
         "baseline: mean intensity profile (training FLAIR)": torch.where(brain, prof, zero),
         "reference: voxel-wise linear regression on the training case": linreg,
-    }
+    })
     result = {name: {"psnr": psnr_in_mask(v, real, brain), "ssim": ssim_in_mask(v, real, brain),
                      "std_in_brain": float(v[brain].std())} for name, v in rows.items()}
     fig = save_imputation_figure(real, w["imputed"], w["inputs"], "flair", out / "pictures" / "imputation.png",

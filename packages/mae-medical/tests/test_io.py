@@ -29,6 +29,28 @@ def test_naming_styles_and_pipeline(tmp_path, style):
     assert abs(float(nz.mean())) < 1e-3 and abs(float(nz.std()) - 1) < 1e-2
 
 
+def test_foreground_crops_and_flips(tmp_path):
+    """Foreground crops (RandCropByPosNegLabeld on the brain mask) hold more brain than uniform crops; a flip mirrors
+    every modality of a crop the same way."""
+    write_cases(tmp_path / "data", num=1, size=32)
+    base = dict(path=str(tmp_path / "data"), image_size=8, crops_per_case=64)
+
+    def brain_fraction(**kw):
+        ds = BrainFolder(BrainFolderConfig(**base, **kw), "train")
+        return float(np.mean([float((ds[i]["t1"] != 0).float().mean()) for i in range(len(ds))]))
+
+    fg, uniform = brain_fraction(foreground_crops=1.0), brain_fraction()
+    assert fg > uniform + 0.3, (fg, uniform)
+    with pytest.raises(DataError, match="foreground_crops"):
+        BrainFolder(BrainFolderConfig(**base, foreground_crops=1.5), "train")
+    # same seed, same crops; with flip_prob=1 every crop is the mirror image of the unflipped one, all modalities
+    plain = BrainFolder(BrainFolderConfig(**base, foreground_crops=1.0), "train")
+    flipped = BrainFolder(BrainFolderConfig(**base, foreground_crops=1.0, flip_prob=1.0), "train")
+    for i in range(4):
+        a, b = plain[i], flipped[i]
+        assert all(torch.equal(b[m], torch.flip(a[m], dims=[1])) for m in plain.modalities)
+
+
 def _break(case: Path, kind: str):
     name = case.name
     if kind == "missing file":

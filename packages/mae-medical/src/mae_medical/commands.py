@@ -56,7 +56,7 @@ def write_nifti_like(path: str | Path, data, ref_path: str | Path) -> Path:
 @torch.no_grad()
 def impute_case(model, case_dir: str | Path, missing: str, patterns: list[str] | None = None,
                 spacing=(2.0, 2.0, 2.0), inputs: list[str] | None = None, overlap: float = 0.5,
-                compare: bool = False, draws: int = 8, seed: int = 0) -> dict:
+                compare: bool = False, draws: int = 8, seed: int = 0, sw_batch_size: int = 32) -> dict:
     """Reconstruct modality ``missing`` of a case from its present modalities.
 
     Returns ``{"image": (X, Y, Z) array on the input file's grid, "ref_file": path, "work": {...}}`` where
@@ -117,7 +117,8 @@ def impute_case(model, case_dir: str | Path, missing: str, patterns: list[str] |
         return sum(model.reconstruct(batch, generator=g, num_visible=budget)[missing] for _ in range(draws)) / draws
 
     model.eval()
-    pred = sliding_window_inference(x, roi, sw_batch_size=4, predictor=predictor, overlap=overlap, mode="gaussian",
+    pred = sliding_window_inference(x, roi, sw_batch_size=sw_batch_size, predictor=predictor, overlap=overlap,
+                                    mode="gaussian",
                                     padding_mode="constant", cval=0.0)[0]  # (1, X, Y, Z)
     pred = torch.where(brain[None], pred, torch.zeros_like(pred))
     ref = d[inputs[0]]

@@ -43,6 +43,8 @@ class BrainFolderConfig:
     test_cases: list[str] = field([], "case folders held out as the test split (default: the last 20 %)")
     labels_csv: str | None = field(None, "optional CSV with columns case,label (default label 0)")
     seed: int = field(0, "seed of the random crops")
+    foreground_crops: float = field(0.0, "fraction of training crops centred on a brain (non-zero) voxel, the rest "
+                                         "anywhere (RandCropByPosNegLabeld; 0 = RandSpatialCropd, uniform)")
     flip_prob: float = field(0.0, "probability of a left-right flip of a training crop (RandFlipd on the RAS x axis, "
                                   "the same flip for every modality)")
 
@@ -209,17 +211,35 @@ class BrainFolder(Dataset):
                 if not torch.isfinite(v).all():
                     raise DataError(f"case {p.name}: file {files[m].name} gives NaN / inf after preprocessing")
             self.volumes.append(vols)
+        if not 0.0 <= c.foreground_crops <= 1.0:
+            raise DataError(f"brain-folder: foreground_crops must be in [0, 1], got {c.foreground_crops}")
+        self.fg_indices = []
+        if split == "train" and c.foreground_crops > 0:
+            from monai.transforms import SpatialPad
+            from monai.transforms.utils import map_binary_to_indices
+
+            for vols in self.volumes:
+                brain = sum((v != 0).float() for v in vols.values()) > 0
+                brain = SpatialPad((c.image_size,) * 3)(brain.float())
+                self.fg_indices.append(map_binary_to_indices(brain))
         self.repeats = c.crops_per_case if split == "train" else 1
         self.labels = torch.tensor([lab for lab in self.case_labels for _ in range(self.repeats)])
         self.num_classes = max(2, int(self.labels.max()) + 1)
         self._crop = self._make_crop()
 
     def _make_crop(self):
-        from monai.transforms import CenterSpatialCropd, Compose, RandFlipd, RandSpatialCropd, SpatialPadd
+        from monai.transforms import (CenterSpatialCropd, Compose, RandCropByPosNegLabeld, RandFlipd, RandSpatialCropd,
+                                      SpatialPadd)
 
         keys, s = self.modalities, self.config.image_size
-        crop = RandSpatialCropd(keys=keys, roi_size=(s,) * 3, random_size=False) if self.split == "train" \
-            else CenterSpatialCropd(keys=keys, roi_size=(s,) * 3)
+        fg = self.config.foreground_crops
+        if self.split != "train":
+            crop = CenterSpatialCropd(keys=keys, roi_size=(s,) * 3)
+        elif fg > 0:  # centred on a brain voxel with probability fg (indices precomputed per case)
+            crop = RandCropByPosNegLabeld(keys=keys, label_key=keys[0], spatial_size=(s,) * 3, pos=fg, neg=1 - fg,
+                                          num_samples=1, fg_indices_key="_fg_idx", bg_indices_key="_bg_idx")
+        else:
+            crop = RandSpatialCropd(keys=keys, roi_size=(s,) * 3, random_size=False)
         steps = [SpatialPadd(keys=keys, spatial_size=(s,) * 3), crop]
         if self.split == "train" and self.config.flip_prob > 0:
             steps.append(RandFlipd(keys=keys, prob=self.config.flip_prob, spatial_axis=0))
@@ -232,7 +252,12 @@ class BrainFolder(Dataset):
 
     def __getitem__(self, i):
         ci = i // self.repeats
-        d = self._crop({m: self.volumes[ci][m] for m in self.modalities})
+        d = {m: self.volumes[ci][m] for m in self.modalities}
+        if self.fg_indices:
+            d["_fg_idx"], d["_bg_idx"] = self.fg_indices[ci]
+        d = self._crop(d)
+        if isinstance(d, list):  # RandCropByPosNegLabeld returns num_samples crops
+            d = d[0]
         out = {m: torch.as_tensor(d[m]).float().contiguous() for m in self.modalities}
         out["label"] = int(self.case_labels[ci])
         return out
