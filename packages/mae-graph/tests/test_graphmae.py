@@ -146,6 +146,10 @@ def test_tu_reader_degree_and_label_features(tmp_path):
     (tmp_path / "TOY" / "TOY_node_labels.txt").write_text("0\n1\n1\n2\n0\n")
     graphs = load_tu(tmp_path / "TOY", "TOY")
     assert graphs[0].x.shape == (3, 3) and torch.equal(graphs[1].x.argmax(1), torch.tensor([2, 0]))
+    loops = [int((g.edge_index[0] == g.edge_index[1]).sum()) for g in graphs]
+    assert loops == [3, 2] and graphs[0].edge_index.shape[1] == 6 + 3  # one self loop per node added
+    plain = load_tu(tmp_path / "TOY", "TOY", self_loops=False)
+    assert plain[0].edge_index.shape[1] == 6
     with pytest.raises(DataError, match="OTHER_A.txt"):
         load_tu(tmp_path, "OTHER")
 

@@ -192,6 +192,8 @@ class TUConfig:
     path: str | None = field(None, "folder with the TU raw files (<NAME>_A.txt ...), or its parent")
     name: str = field("MUTAG", "dataset name = file prefix: MUTAG, PROTEINS, IMDB-MULTI, ...")
     max_degree: int = field(400, "one-hot degree features (graphs without node labels) are capped here")
+    self_loops: bool = field(True, "one self loop per node, as the GraphMAE code (a GIN layer then sums 2 h_i + "
+                                   "neighbours)")
 
 
 def tu_node_features(graphs: list[Data], node_labels: list[torch.Tensor] | None, max_degree: int) -> None:
@@ -216,7 +218,7 @@ def add_self_loops_all(graphs: list[Data]) -> None:
         g.edge_index = torch.cat([ei, loops], 1)
 
 
-def load_tu(path: str | Path, name: str = "MUTAG", max_degree: int = 400) -> list[Data]:
+def load_tu(path: str | Path, name: str = "MUTAG", max_degree: int = 400, self_loops: bool = True) -> list[Data]:
     from torch_geometric.io import read_tu_data
 
     folder = _find_folder(path, f"{name}_A.txt", name)
@@ -246,7 +248,8 @@ def load_tu(path: str | Path, name: str = "MUTAG", max_degree: int = 400) -> lis
             labels.append(data.x[n0:n1, n_att:n_att + n_lab].argmax(1))
         graphs.append(g)
     tu_node_features(graphs, labels if n_lab else None, max_degree)
-    add_self_loops_all(graphs)
+    if self_loops:
+        add_self_loops_all(graphs)
     return graphs
 
 
@@ -257,9 +260,9 @@ def make_tu(cfg: TUConfig, split: str) -> GraphDataset:
     """All graphs in both splits: GraphMAE pretrains on every graph and evaluates with 10-fold CV (``--probe svm``)."""
     if not cfg.path:
         raise DataError("tudataset: give the folder of the raw files with --data PATH")
-    key = (str(Path(cfg.path).resolve()), cfg.name, cfg.max_degree)
+    key = (str(Path(cfg.path).resolve()), cfg.name, cfg.max_degree, cfg.self_loops)
     if key not in _TU_CACHE:
-        _TU_CACHE[key] = load_tu(cfg.path, cfg.name, cfg.max_degree)
+        _TU_CACHE[key] = load_tu(cfg.path, cfg.name, cfg.max_degree, cfg.self_loops)
     return GraphDataset(_TU_CACHE[key], name=cfg.name)
 
 
