@@ -56,7 +56,7 @@ def write_nifti_like(path: str | Path, data, ref_path: str | Path) -> Path:
 @torch.no_grad()
 def impute_case(model, case_dir: str | Path, missing: str, patterns: list[str] | None = None,
                 spacing=(2.0, 2.0, 2.0), inputs: list[str] | None = None, overlap: float = 0.5,
-                compare: bool = False, draws: int = 8, seed: int = 0, sw_batch_size: int = 32) -> dict:
+                compare: bool = False, draws: int = 0, seed: int = 0, sw_batch_size: int = 32) -> dict:
     """Reconstruct modality ``missing`` of a case from its present modalities.
 
     Returns ``{"image": (X, Y, Z) array on the input file's grid, "ref_file": path, "work": {...}}`` where
@@ -142,8 +142,8 @@ def _impute_args(p):
     p.add_argument("--spacing", nargs=3, type=float, default=None,
                    help="working voxel spacing in mm (default: the run's data spacing, else 2 2 2)")
     p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap")
-    p.add_argument("--draws", type=int, default=8, help="random visible-token draws averaged (0: every present "
-                   "token visible)")
+    p.add_argument("--draws", type=int, default=0, help="0: every token of the present modalities visible (default, "
+                   "best in docs/benchmarks/medical.md); N: average N draws of the pre-training visible-token budget")
     p.add_argument("--seed", type=int, default=0, help="seed of the visible-token draws")
     p.add_argument("--figure", metavar="PNG", help="also draw the inputs, the imputed and (if present) the real "
                    "modality")
