@@ -95,7 +95,7 @@ def features(run_dir: str, random_init: bool, extra: list[str]):
         p.add_argument("--seed", type=int, default=0)
 
     argv = ["--run", run_dir, *extra] + (["--random-init"] if random_init else [])
-    r, args = core_cli._load_run("3d", argv, "bench", flags, "")
+    r, args = core_cli.load_run_args("3d", argv, "bench", flags, "")
     model, train_set, test_set = _model_and_data(r, args)
     xtr, ytr = extract_features(model, train_set, batch_size=128, device=args.device_obj)
     xte, yte = extract_features(model, test_set, batch_size=128, device=args.device_obj)

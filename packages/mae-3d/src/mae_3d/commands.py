@@ -19,23 +19,13 @@ def _passthrough(p: argparse.ArgumentParser) -> None:
 
 
 def _load(argv, prog, flags, description):
-    return core_cli._load_run("3d", argv, prog, flags, description)
+    return core_cli.load_run_args("3d", argv, prog, flags, description)
 
 
 def _model_and_data(r, args):
-    from mae_core.registry import build_model
-    from mae_core.train import resolve_device, seed_everything
+    from mae_core.train import resolve_device
 
-    if not args.run and not args.random_init:
-        raise ConfigError("give --run DIR (a pretraining run) or --random-init")
-    seed_everything(args.seed)
-    train_set = core_cli._build_dataset(r, "train")
-    test_set = core_cli._build_dataset(r, "test")
-    if args.run and not args.random_init:
-        model = core_cli.load_run_model(args.run)
-    else:
-        core_cli._adapt(r, train_set)
-        model = build_model(r.method.name, r.model)
+    train_set, test_set, model = core_cli.datasets_and_model(r, args.run, args.random_init, args.seed)
     args.device_obj = resolve_device(r.train.device)
     return model.to(args.device_obj), train_set, test_set
 

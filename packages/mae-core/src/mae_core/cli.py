@@ -365,7 +365,9 @@ def run_pretrain(r: Resolved) -> int:
     return 0
 
 
-def _load_run(domain, argv, prog, extra_flags, description):
+def load_run_args(domain, argv, prog, extra_flags, description):
+    """Parse a run-based command line (``--run`` plus every method / dataset / train flag, layered over the run's
+    saved config) with ``extra_flags(parser)`` added; returns ``(Resolved, args)``. Domain commands use it too."""
     known, file_cfg, run_cfg, pspec, mspec, dspec = _pre_parse(argv, domain)
     p = _Parser(prog=prog, allow_abbrev=False, description=description)
     add_common_flags(p, domain, with_run=True, run_required=False)
@@ -399,8 +401,6 @@ def cached_features(model, ds, cache, key, device, batch_size):
                                       collate_fn=getattr(ds, "collate_fn", None) or _collate(), progress=True)
     return cache[key]
 
-
-_features = cached_features  # backwards-compatible private name
 
 
 def _collate():
@@ -437,7 +437,7 @@ register_probe("knn", _probe_knn)
 register_probe("prototypical", _probe_prototypical)
 
 
-def _datasets_and_model(r: Resolved, run: str | None, fresh: bool, seed: int):
+def datasets_and_model(r: Resolved, run: str | None, fresh: bool, seed: int):
     """Seed, build the train / test splits and the model (from the run's weights, or freshly initialised), and
     check that the model accepts the data."""
     from .registry import build_model
@@ -473,7 +473,7 @@ def cmd_probe(domain: str, argv: Sequence[str]) -> int:
         g.add_argument("--label-fraction", type=float, default=1.0, help="fraction of training labels used")
         g.add_argument("--random-init", action="store_true", help="probe a randomly initialised encoder instead")
 
-    r, args = _load_run(domain, argv, f"mae-{domain} probe", flags,
+    r, args = load_run_args(domain, argv, f"mae-{domain} probe", flags,
                         "Frozen-feature evaluation of a pretrained run: linear probe (BatchNorm + linear, as in MAE) "
                         "and weighted kNN on held-out data.")
     return run_probe(r, args)
@@ -484,7 +484,7 @@ def run_probe(r: Resolved, args) -> int:
     from .rundir import RunDir
     from .train import resolve_device
 
-    train_set, test_set, model = _datasets_and_model(r, args.run, args.random_init, args.probe_seed)
+    train_set, test_set, model = datasets_and_model(r, args.run, args.random_init, args.probe_seed)
     args.device_obj = resolve_device(r.train.device)
     model.to(args.device_obj)
     train_set = subset_fraction(train_set, args.label_fraction, seed=args.probe_seed)
@@ -526,7 +526,7 @@ def cmd_finetune(domain: str, argv: Sequence[str]) -> int:
         g.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
         g.add_argument("--nproc", type=int, default=1, help="processes on this machine (DDP)")
 
-    r, args = _load_run(domain, argv, f"mae-{domain} finetune", flags,
+    r, args = load_run_args(domain, argv, f"mae-{domain} finetune", flags,
                         "Fine-tune a pretrained encoder (or one from scratch) with a linear head, layer-wise lr "
                         "decay and drop path; reports test accuracy.")
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
@@ -541,7 +541,7 @@ def run_finetune(r: Resolved, args) -> int:
     from .rundir import RunDir, default_run_path
     from .train.distributed import world_info
 
-    train_set, test_set, model = _datasets_and_model(r, args.run, args.scratch, r.train.seed)
+    train_set, test_set, model = datasets_and_model(r, args.run, args.scratch, r.train.seed)
     nc = _num_classes(train_set)
     train_set = subset_fraction(train_set, args.label_fraction, seed=r.train.seed)
     multilabel = getattr(train_set, "multilabel", False)
@@ -580,7 +580,7 @@ def cmd_reconstruct(domain: str, argv: Sequence[str]) -> int:
         g.add_argument("--split", default="test", choices=["train", "test"], help="which split to draw from")
         g.add_argument("--seed", type=int, default=0, help="seed of the mask")
 
-    r, args = _load_run(domain, argv, f"mae-{domain} reconstruct", flags,
+    r, args = load_run_args(domain, argv, f"mae-{domain} reconstruct", flags,
                         "Draw original, masked input and reconstruction for a few samples of a pretrained run.")
     if not args.run:
         raise ConfigError("give --run DIR (a pretraining run)")

@@ -176,8 +176,6 @@ def token_budget_masking(group_sizes: Sequence[int], num_visible: int, batch: in
     return mask_from_scores(clocks, num_visible)
 
 
-_rand = uniform_noise  # backwards-compatible private name
-
 
 def gather_tokens(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """(B, L, D) gathered at (B, K) -> (B, K, D)."""

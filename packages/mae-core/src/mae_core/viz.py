@@ -88,5 +88,3 @@ def save_image_reconstruction(model, images: torch.Tensor, path, mean=(0.5,) * 3
     fig.suptitle(t, fontsize=9)
     return save_figure(fig, path)
 
-
-_plt = pyplot  # backwards-compatible private name

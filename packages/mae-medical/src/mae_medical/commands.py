@@ -234,9 +234,9 @@ def evaluate_anomaly(model, dataset, num_masks: int = 8, seed: int = 0, batch_si
 
 
 def save_anomaly_figure(images, maps, labels, lesions, path, num: int = 6):
-    from mae_core.viz import _plt, save_figure
+    from mae_core.viz import pyplot, save_figure
 
-    plt = _plt()
+    plt = pyplot()
     pos = (labels == 1).nonzero().flatten()[: num // 2].tolist()
     neg = (labels == 0).nonzero().flatten()[: num - len(pos)].tolist()
     idx = pos + neg

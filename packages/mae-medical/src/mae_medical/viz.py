@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from mae_core.layers import patchify, unpatchify
-from mae_core.viz import _plt, save_figure
+from mae_core.viz import pyplot, save_figure
 
 VIEWS = ("axial", "coronal", "sagittal")
 
@@ -20,7 +20,7 @@ def _slices(vol: torch.Tensor, centre=None):
 @torch.no_grad()
 def save_multimodal_reconstruction(model, sample: dict, path, seed: int = 0):
     """One case: rows = modality x (original, masked, reconstruction), columns = the three views."""
-    plt = _plt()
+    plt = pyplot()
     model.eval()
     batch = {k: v[None] for k, v in sample.items() if isinstance(v, torch.Tensor) and v.ndim == 4}
     g = torch.Generator().manual_seed(seed)
@@ -57,7 +57,7 @@ def save_multimodal_reconstruction(model, sample: dict, path, seed: int = 0):
 def save_imputation_figure(real: torch.Tensor | None, imputed: torch.Tensor, inputs: dict[str, torch.Tensor],
                            name: str, path, baseline: torch.Tensor | None = None, centre=None):
     """Rows: the present modalities, the imputed one, (the baseline,) the real one; columns: three views."""
-    plt = _plt()
+    plt = pyplot()
     rows = [(f"input {m}", v) for m, v in inputs.items()] + [(f"imputed {name}", imputed)]
     if baseline is not None:
         rows.append((f"baseline {name}", baseline))

@@ -248,9 +248,9 @@ def run_evaluate(args) -> int:
 
 def plot_pairs(table: dict, path, title: str = ""):
     """nDCG@10 of each Starbucks (layer, dim) pair: a line over the pairs and a layer x dim grid."""
-    from mae_core.viz import _plt, save_figure
+    from mae_core.viz import pyplot, save_figure
 
-    plt = _plt()
+    plt = pyplot()
     names = list(table)
     vals = [table[n]["ndcg@10"] for n in names]
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from mae_core.masking import _rand
+from mae_core.masking import uniform_noise
 
 
 def whole_word_mask(word_ids: torch.Tensor, ratio: float, generator=None) -> torch.Tensor:
@@ -25,7 +25,7 @@ def whole_word_mask(word_ids: torch.Tensor, ratio: float, generator=None) -> tor
     w = int(n_words.max().item()) if b else 0
     if w == 0:
         return torch.zeros_like(word_ids, dtype=torch.bool)
-    scores = _rand((b, w), generator, device)
+    scores = uniform_noise((b, w), generator, device)
     valid = torch.arange(w, device=device)[None] < n_words[:, None]
     scores = scores.masked_fill(~valid, 2.0)
     rank = scores.argsort(dim=1).argsort(dim=1)  # rank of each word within its text
@@ -38,8 +38,8 @@ def whole_word_mask(word_ids: torch.Tensor, ratio: float, generator=None) -> tor
 def corrupt(input_ids: torch.Tensor, mask: torch.Tensor, mask_id: int, vocab_size: int, first_normal: int,
             generator=None, p_mask: float = 0.8, p_random: float = 0.1) -> torch.Tensor:
     """Replace masked tokens: ``p_mask`` by [MASK], ``p_random`` by a random ordinary token, the rest unchanged."""
-    u = _rand(input_ids.shape, generator, input_ids.device)
-    r = _rand(input_ids.shape, generator, input_ids.device)
+    u = uniform_noise(input_ids.shape, generator, input_ids.device)
+    r = uniform_noise(input_ids.shape, generator, input_ids.device)
     rand_tok = first_normal + (r * (vocab_size - first_normal)).long().clamp(max=vocab_size - first_normal - 1)
     out = input_ids.clone()
     out = torch.where(mask & (u < p_mask), torch.full_like(out, mask_id), out)
@@ -55,7 +55,7 @@ def decoder_attention_mask(attention_mask: torch.Tensor, visible: float, generat
     """
     b, length = attention_mask.shape
     device = attention_mask.device
-    u = _rand((b, length, length), generator, device)
+    u = uniform_noise((b, length, length), generator, device)
     keep = u < visible
     keep &= attention_mask[:, None, :]
     eye = torch.eye(length, dtype=torch.bool, device=device)[None]

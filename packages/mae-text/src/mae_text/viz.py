@@ -6,7 +6,7 @@ import textwrap
 
 import torch
 
-from mae_core.viz import _plt, save_figure
+from mae_core.viz import pyplot, save_figure
 
 
 def _words(tok, ids) -> str:
@@ -29,7 +29,7 @@ def save_text_reconstruction(model, dataset, path, num: int = 4, seed: int = 0):
     dec = model.mlm_logits(model.decoder_norm(model.decoder(q, kv, context_mask=masks["dec_attn"][:, None])))
     rebuilt = dec.argmax(-1)
     tok = model.tokenizer
-    plt = _plt()
+    plt = pyplot()
     fig = plt.figure(figsize=(12, 2.3 * len(idx)))
     y = 1.0
     for b in range(len(idx)):

@@ -136,5 +136,3 @@ class SyntheticShapes(Dataset):
     def __getitem__(self, i):
         return {"image": self.images[i], "label": int(self.labels[i]), "index": i}
 
-
-_shape_masks = shape_masks  # backwards-compatible private name
