@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from mae_core.config import field
 from mae_core.errors import MaeError
@@ -126,11 +125,10 @@ class BMMAE(MaskedAutoencoder):
                 parts.append(zeros)
         return torch.cat(parts, dim=1)
 
-    def _proj(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Modality ``i``'s 3-D patch projection as a linear map (D, p^3): a convolution with kernel = stride =
-        patch is a matrix product on the flattened patch, in the same voxel order as :func:`patchify`."""
-        conv = self.patch_embed[self.modalities[i]].proj
-        return conv.weight.reshape(conv.weight.shape[0], -1), conv.bias
+    def _embed(self, i: int, patches: torch.Tensor) -> torch.Tensor:
+        """Modality ``i``'s patch projection applied to flat patches (mae-core's ``PatchEmbed.embed_patches``: the
+        convolution with kernel = stride = patch as a matrix product, in :func:`patchify`'s voxel order)."""
+        return self.patch_embed[self.modalities[i]].embed_patches(patches)
 
     def embed_patches(self, patches: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:
         """Tokens (N, D) of flat patches (N, p^3) whose modality index (model order) is ``modality`` (N,): the
@@ -139,7 +137,7 @@ class BMMAE(MaskedAutoencoder):
         order = torch.argsort(modality, stable=True)
         counts = torch.bincount(modality, minlength=len(self.modalities)).tolist()
         groups = patches[order].split(counts)
-        out = torch.cat([F.linear(x, *self._proj(i)) for i, x in enumerate(groups) if counts[i]])
+        out = torch.cat([self._embed(i, x) for i, x in enumerate(groups) if counts[i]])
         return out[torch.argsort(order)]
 
     # ---- MaskedAutoencoder hooks ---------------------------------------------------------------------------------------
@@ -152,7 +150,7 @@ class BMMAE(MaskedAutoencoder):
         b = patches.shape[0]
         tokens = patches.new_zeros(b, len(self.modalities), length, self.config.embed_dim)
         for i in idx:
-            tokens[:, i] = F.linear(patches[:, i * length:(i + 1) * length], *self._proj(i))
+            tokens[:, i] = self._embed(i, patches[:, i * length:(i + 1) * length])
         pos = self._pos(grid, self.config.embed_dim, self.pos_embed).repeat(1, len(self.modalities), 1)
         return tokens.reshape(b, -1, self.config.embed_dim), pos
 
