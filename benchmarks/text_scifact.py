@@ -1,17 +1,16 @@
 """SciFact (BEIR layout) retrieval benchmark for mae-text, run by hand, in stages that save their run folders
 (so that each locked run stays short):
 
-    flock /tmp/mae-cpu.lock uv run python benchmarks/text_scifact.py --pretrain retromae --steps 600
-    flock /tmp/mae-cpu.lock uv run python benchmarks/text_scifact.py --pretrain dupmae --steps 600
-    flock /tmp/mae-cpu.lock uv run python benchmarks/text_scifact.py --pretrain starbucks --steps 300 \
-        --pairs 1x16 2x32 3x64 4x128
-    flock /tmp/mae-cpu.lock uv run python benchmarks/text_scifact.py --finetune retromae dupmae scratch starbucks \
-        --seeds 0 1
-    flock /tmp/mae-cpu.lock uv run python benchmarks/text_scifact.py --bm25
+    cpu1 uv run python benchmarks/text_scifact.py --pretrain retromae --steps 500
+    cpu1 uv run python benchmarks/text_scifact.py --pretrain dupmae --steps 500
+    cpu1 uv run python benchmarks/text_scifact.py --pretrain starbucks --steps 150 --pairs 1x16 2x32 3x64 4x128
+    cpu1 uv run python benchmarks/text_scifact.py --finetune scratch retromae dupmae --seeds 0 1
+    cpu1 uv run python benchmarks/text_scifact.py --bm25
     uv run python benchmarks/text_scifact.py --report                  # tables (markdown) from the run folders
 
 Every stage calls the ``mae-text`` CLI: ``pretrain`` on the corpus, ``finetune`` on the training claims (the same
-recipe for every model; it evaluates on the test claims at the end), ``evaluate --pairs`` for Starbucks. ``scratch``
+recipe for every model: cosine similarity, temperature 0.05, lr 2e-4, 150 steps; it evaluates on the test claims at
+the end), ``evaluate --pairs`` for Starbucks. ``scratch``
 is the RetroMAE architecture and tokenizer with random weights (``finetune --scratch --run <retromae>``);
 ``dupmae-cls`` fine-tunes the DupMAE-pretrained encoder on its [CLS] alone. Small model, short sequences, a fixed
 number of optimizer steps: sized for a 2-core CPU.
@@ -80,6 +79,7 @@ def finetune(a, name, seed):
     ft = out / f"{name}-ft-s{seed}"
     base = {"scratch": "retromae", "dupmae-cls": "dupmae"}.get(name, name)
     extra = (["--scratch"] if name == "scratch" else []) + (["--pool", "cls"] if name == "dupmae-cls" else [])
+    extra += ["--similarity", a.ft_similarity, "--temperature", str(a.ft_temperature)]
     s = run(["finetune", "--run", str(out / base), *extra, "--data", str(a.data), "--split", "train",
              *train_flags(a.ft_steps, a.ft_batch, a.ft_lr, seed), "--out", str(ft), "--overwrite"])
     record(out, f"finetune-{name}-s{seed}", s)
@@ -133,12 +133,14 @@ if __name__ == "__main__":
     ap.add_argument("--max-len", type=int, default=64)
     ap.add_argument("--vocab", type=int, default=6000)
     ap.add_argument("--passage-words", type=int, default=40)
-    ap.add_argument("--steps", type=int, default=600, help="pretraining steps")
+    ap.add_argument("--steps", type=int, default=500, help="pretraining steps")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--ft-steps", type=int, default=150)
     ap.add_argument("--ft-batch", type=int, default=32)
     ap.add_argument("--ft-lr", type=float, default=2e-4)
+    ap.add_argument("--ft-similarity", default="cos", choices=["cos", "dot"])
+    ap.add_argument("--ft-temperature", type=float, default=0.05)
     ap.add_argument("--pairs", nargs="*", default=None, help="Starbucks pairs (default: scaled paper pairs)")
     a = ap.parse_args()
     if not Path(a.data).is_dir():

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from mae_text.cli import main
 
@@ -38,7 +39,11 @@ def test_cli_end_to_end(tmp_path, corpus_file, beir_dir, capsys):
     emb = tmp_path / "emb.safetensors"
     assert main(["encode", "--run", str(ft), "--data", str(corpus_file), "--out", str(emb)]) == 0
     from safetensors.torch import load_file
-    assert load_file(str(emb))["embeddings"].shape == (36, 32)
+    e = load_file(str(emb))["embeddings"]
+    assert e.shape == (36, 32)
+    # the fine-tuning recipe (cosine) is saved with the fine-tuned model: its embeddings are unit vectors
+    assert json.loads((ft / "config.json").read_text())["config"]["similarity"] == "cos"
+    assert torch.allclose(e.norm(dim=1), torch.ones(36), atol=1e-4)
 
 
 def test_cli_starbucks_pairs(tmp_path, corpus_file, beir_dir):

@@ -56,7 +56,11 @@ def finetune_arguments(p) -> None:
     g.add_argument("--data", metavar="PATH", help="BEIR folder (default: the embedded pydocs-qa task)")
     g.add_argument("--split", default="train", help="qrels split with the training pairs")
     g.add_argument("--eval-split", default="test", help="split evaluated after training ('none' to skip)")
-    g.add_argument("--temperature", type=float, default=1.0, help="scores (inner products) are divided by it")
+    g.add_argument("--similarity", choices=["cos", "dot"], default="cos", help="score of a (query, passage) pair: "
+                   "cos = cosine (L2-normalised embeddings), dot = raw inner product; saved with the fine-tuned "
+                   "model, so evaluate / encode use it too")
+    g.add_argument("--temperature", type=float, default=0.05, help="scores are divided by it in the contrastive "
+                   "loss (0.05 with cosine as SimCSE / Contriever; RetroMAE's Tevatron recipe: dot with 1)")
     g.add_argument("--kl-weight", type=float, default=None, help="Starbucks: weight of the KL term (default: the "
                    "model's kl_weight)")
     g.add_argument("--layer-decay", type=float, default=1.0, help="layer-wise lr decay (1 = none)")
@@ -124,6 +128,7 @@ def run_finetune_cmd(args) -> int:
     else:
         model = load_model(args.run)
     method = getattr(model, "method_name", args.method)
+    model.config = dataclasses.replace(model.config, similarity=args.similarity)
     if hasattr(model, "decoder"):
         model.decoder.requires_grad_(False)  # only the encoder (and representation layers) is fine-tuned
     out = Path(args.out) if args.out else (Path(args.run) / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -134,7 +139,8 @@ def run_finetune_cmd(args) -> int:
         kw["pool"] = args.pool
     dual = DualEncoder(model, temperature=args.temperature, **kw)
     cfg = {"method": method, "finetune": {"run": args.run, "scratch": args.scratch, "data": args.data or "pydocs-qa",
-                                          "split": args.split, "temperature": args.temperature,
+                                          "split": args.split, "similarity": args.similarity,
+                                          "temperature": args.temperature,
                                           "kl_weight": args.kl_weight, "layer_decay": args.layer_decay, "pool": args.pool,
                                           "pairs": len(pairs)},
            "train": dataclasses.asdict(tc)}

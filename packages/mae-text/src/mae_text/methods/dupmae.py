@@ -125,12 +125,12 @@ class DupMAE(RetroMAE):
         h = self.run_encoder(enc.input_ids, enc.attention_mask)
         dense = self.reduce(h[:, 0])
         if pool == "dense":
-            return dense
+            return self.finish(dense)
         lex = self.lexical(h, enc.attention_mask & ~enc.special)
         if pool == "lexical":
-            return lex
+            return self.finish(lex)
         if pool == "dup":
-            return torch.cat([dense, lex], dim=-1)
+            return self.finish(torch.cat([dense, lex], dim=-1))
         raise ConfigError(f"unknown pool {pool!r} for dupmae (dup, dense, lexical, cls or mean)")
 
     def feature_dim(self, pool: str | None = None) -> int:

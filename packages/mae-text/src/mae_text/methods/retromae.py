@@ -9,7 +9,8 @@ decoder that must rebuild the whole text from the [CLS] embedding and a heavily 
 * every token except [CLS] / [SEP] / padding is reconstructed with the MLM head shared with the encoder.
 
 ``loss = encoder MLM + decoder reconstruction``. The sentence embedding is the [CLS] output of the encoder.
-Fine-tuning for retrieval is :meth:`RetroMAE.contrastive_loss` (in-batch negatives, inner product).
+Fine-tuning for retrieval is :meth:`RetroMAE.contrastive_loss` (in-batch negatives; scores = inner products of
+the embeddings, L2-normalised when ``similarity`` is ``cos``, divided by a temperature).
 """
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ from ..masking import corrupt, decoder_attention_mask, whole_word_mask
 from ..tokenizer import CLS, MASK, SPECIALS, Encoded, encode_texts, tokenizer_from_json
 
 
+SIMILARITIES = ("dot", "cos")
+
+
 @dataclass
 class RetroMAEConfig:
     tokenizer_json: str = field("", "the WordPiece tokenizer (JSON); set from the data: trained on the corpus or "
@@ -44,6 +48,10 @@ class RetroMAEConfig:
     decoder_mask_ratio: float = field(0.5, "fraction of words masked in the decoder's key / value stream")
     decoder_visible: float | None = field(None, "probability that a decoder row sees another position "
                                                 "(default 1 - decoder_mask_ratio)")
+    similarity: str = field("dot", "retrieval score: dot = inner product of the embeddings; cos = inner product of "
+                                   "L2-normalised embeddings (encode() returns unit vectors). `mae-text finetune "
+                                   "--similarity` sets it (default cos) and it is saved with the fine-tuned run",
+                            choices=SIMILARITIES)
 
 
 class MLMHead(nn.Module):
@@ -181,17 +189,24 @@ class RetroMAE(MaskedAutoencoder):
         enc = self.tokenize_text(batch)
         h = self.run_encoder(enc.input_ids, enc.attention_mask)
         if pool == "cls":
-            return h[:, 0]
+            return self.finish(h[:, 0])
         if pool == "mean":
             m = enc.attention_mask.unsqueeze(-1).to(h.dtype)
-            return (h * m).sum(1) / m.sum(1).clamp(min=1)
+            return self.finish((h * m).sum(1) / m.sum(1).clamp(min=1))
         raise ConfigError(f"unknown pool {pool!r} for {self.method_name} (cls or mean)")
+
+    def finish(self, emb: torch.Tensor) -> torch.Tensor:
+        """The embedding as scored: L2-normalised when ``config.similarity`` is ``cos``, else unchanged."""
+        if getattr(self.config, "similarity", "dot") == "cos":
+            return F.normalize(emb, dim=-1)
+        return emb
 
     def feature_dim(self, pool: str | None = None) -> int:
         return self.config.embed_dim
 
     def score(self, q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        """Relevance scores of every query against every passage: the inner product."""
+        """Relevance scores of every query against every passage: the inner product of the encoded vectors (the
+        cosine when ``config.similarity`` is ``cos``: :meth:`encode` has normalised them)."""
         return q @ p.T
 
     def contrastive_loss(self, queries: list[str], passages: list[str], temperature: float = 1.0,

@@ -7,7 +7,8 @@
   as using only the first ``dim`` input columns of their weights.
 * Fine-tuning (:meth:`Starbucks.contrastive_loss`): the in-batch contrastive loss summed over every pair, plus
   ``kl_weight`` x KL(full model's score distribution || the pair's) for each smaller pair.
-* Encoding at a pair (``pool="LxD"``, e.g. ``"2x32"``): the [CLS] output of layer L truncated to its first D dims.
+* Encoding at a pair (``pool="LxD"``, e.g. ``"2x32"``): the [CLS] output of layer L truncated to its first D dims
+  (then L2-normalised when ``similarity`` is ``cos``, so each pair is scored by its own cosine).
 """
 from __future__ import annotations
 
@@ -107,13 +108,13 @@ class Starbucks(RetroMAE):
         layer, d = self.resolve_pair(pool)
         enc = self.tokenize_text(batch)
         _, hidden = self.run_encoder(enc.input_ids, enc.attention_mask, return_hidden=True)
-        return self.layer_states(hidden, layer)[:, 0, :d]
+        return self.finish(self.layer_states(hidden, layer)[:, 0, :d])
 
     def encode_pairs(self, batch: dict, pairs=None) -> dict[tuple[int, int], torch.Tensor]:
         """Every pair's embedding from one encoder pass."""
         enc = self.tokenize_text(batch)
         _, hidden = self.run_encoder(enc.input_ids, enc.attention_mask, return_hidden=True)
-        return {p: self.layer_states(hidden, p[0])[:, 0, :p[1]] for p in (pairs or self.pairs)}
+        return {p: self.finish(self.layer_states(hidden, p[0])[:, 0, :p[1]]) for p in (pairs or self.pairs)}
 
     def feature_dim(self, pool: str | None = None) -> int:
         return self.config.embed_dim if pool == "mean" else self.resolve_pair(pool)[1]
