@@ -30,6 +30,13 @@ def test_weight_decay_groups(tiny_model):
     assert by_name["encoder.blocks.0.norm1.weight"] == 0.0
     assert by_name["encoder.blocks.0.attn.qkv.bias"] == 0.0
     assert by_name["encoder.blocks.0.attn.qkv.weight"] == 0.05
+    tiny_model.decay_all_params = True  # a method whose reference code decays everything
+    try:
+        groups = param_groups(tiny_model, 0.05)
+    finally:
+        del tiny_model.decay_all_params
+    assert all(g["weight_decay"] == 0.05 for g in groups)
+    assert sum(len(g["names"]) for g in groups) == len(list(tiny_model.parameters()))
 
 
 def test_layer_decay_groups(tiny_model):

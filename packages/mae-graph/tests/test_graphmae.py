@@ -229,7 +229,9 @@ def test_sparse_first_layer_equals_dense_path():
     o1 = sparse({"graph": data}, generator=torch.Generator().manual_seed(5))
     o2 = dense({"graph": data}, generator=torch.Generator().manual_seed(5))
     assert torch.equal(o1.mask, o2.mask) and torch.equal(o1.extra["noise_nodes"], o2.extra["noise_nodes"])
-    assert torch.allclose(o1.loss, o2.loss, atol=1e-6) and torch.allclose(o1.pred, o2.pred, atol=1e-5)
+    assert sparse.fused_decoder()  # 16 hidden -> 200 features: fused decoder + SCE
+    assert o1.pred is None and o2.pred is not None  # the fused path does not form the reconstruction in training
+    assert torch.allclose(o1.loss, o2.loss, atol=1e-6)
     o1.loss.backward()
     o2.loss.backward()
     for (name, p1), p2 in zip(sparse.named_parameters(), dense.parameters()):
@@ -237,6 +239,48 @@ def test_sparse_first_layer_equals_dense_path():
     sparse.eval(), dense.eval()
     with torch.no_grad():
         assert torch.allclose(sparse.embed({"graph": data}), dense.embed({"graph": data}), atol=1e-5)
+        e1 = sparse({"graph": data}, generator=torch.Generator().manual_seed(6))
+        e2 = dense({"graph": data}, generator=torch.Generator().manual_seed(6))
+    assert torch.allclose(e1.loss, e2.loss, atol=1e-6) and torch.allclose(e1.pred, e2.pred, atol=1e-5)
+    assert torch.equal(e1.target, e2.target)
+
+
+@pytest.mark.parametrize("sparse_target", [False, True])
+def test_sce_loss_linear_equals_sce_of_the_reconstruction(sparse_target):
+    from mae_graph.gnn import sce_loss, sce_loss_linear
+
+    torch.manual_seed(3)
+    m, d, f = 30, 8, 50
+    g = torch.randn(m, d, requires_grad=True)
+    weight = torch.randn(f, d, requires_grad=True)
+    bias = torch.randn(f, requires_grad=True)
+    target = torch.rand(m, f) * (torch.rand(m, f) < 0.1)
+    target[3] = 0  # an empty row: cos = 0, as F.normalize gives
+    with torch.no_grad():
+        g[5] = 0  # a reconstruction that is exactly 0 (no kept neighbour, zero bias): finite gradients
+        bias[:] = 0
+    plain = sce_loss(g @ weight.t() + bias, target, alpha=3.0)
+    fused = sce_loss_linear(g, weight, bias, target.to_sparse_csr() if sparse_target else target, alpha=3.0)
+    assert torch.allclose(plain, fused, atol=1e-6)
+    g1 = torch.autograd.grad(plain, [g, weight, bias])
+    g2 = torch.autograd.grad(fused, [g, weight, bias])
+    assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(g1, g2))
+
+
+def test_csr_rows_and_dropout():
+    from mae_graph.gnn import csr_rows, dropout
+
+    x = torch.rand(6, 9) * (torch.rand(6, 9) < 0.4)
+    rows = torch.tensor([4, 0, 4, 5])
+    sub = csr_rows(x.to_sparse_csr(), rows, empty=torch.tensor([2]))
+    want = x[rows].clone()
+    want[2] = 0
+    assert torch.equal(sub.to_dense(), want)
+    torch.manual_seed(0)
+    y = dropout(torch.ones(200_000), 0.2)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.8) < 0.005 and torch.allclose(y[kept], torch.tensor(1.25))
+    assert torch.equal(dropout(x, 0.5, training=False), x)
 
 
 def test_batched_logreg_probe_equals_single_seed_probe():

@@ -15,12 +15,15 @@ def no_weight_decay(name: str, param: torch.Tensor) -> bool:
 def param_groups(model: torch.nn.Module, weight_decay: float, layer_decay: float | None = None,
                  layer_id: Callable[[str], int] | None = None, num_layers: int | None = None) -> list[dict]:
     """AdamW groups. With ``layer_decay``: ``lr_scale = layer_decay ** (num_layers - layer_id(name))``, where layer
-    0 is the embeddings, block i is layer i + 1 and the head is ``num_layers`` (scale 1)."""
+    0 is the embeddings, block i is layer i + 1 and the head is ``num_layers`` (scale 1). Biases, norms, tokens and
+    position embeddings get no weight decay, unless the model sets ``decay_all_params = True`` (methods whose
+    reference code decays every parameter)."""
     groups: dict[tuple, dict] = {}
+    decay_all = bool(getattr(model, "decay_all_params", False))
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        wd = 0.0 if no_weight_decay(name, p) else weight_decay
+        wd = 0.0 if (not decay_all and no_weight_decay(name, p)) else weight_decay
         lid = layer_id(name) if (layer_decay is not None and layer_id is not None) else 0
         scale = layer_decay ** (num_layers - lid) if (layer_decay is not None and layer_id is not None) else 1.0
         key = (wd, lid)

@@ -33,7 +33,7 @@ from mae_core.config import field
 from mae_core.masking import random_masking
 from mae_core.models import ModelOutput
 
-from ..gnn import GAT, GIN, sce_loss
+from ..gnn import GAT, GIN, csr_rows, dropout, sce_loss, sce_loss_linear
 
 
 @dataclass
@@ -56,6 +56,8 @@ class GraphMAEConfig:
     alpha_l: float = field(3.0, "SCE exponent alpha")
     sparse_input: float = field(0.1, "GAT encoder: when fewer than this share of the input features are nonzero "
                                      "(bag-of-words), the first layer multiplies a sparse x (0 = always dense)")
+    decay_all: bool = field(True, "weight decay on every parameter (biases, PReLU slopes, [MASK] token), as the "
+                                  "authors' Adam does; off = mae-core's default groups (no decay on 1-D params)")
     pooling: str = field("mean", "graph readout for graph-level encode: mean, max or sum",
                          choices=["mean", "max", "sum"])
     # node-classification evaluation protocol (probe `logreg`); kept with the model as in the paper's configs
@@ -84,6 +86,10 @@ class GraphMAE(nn.Module):
                                last_activation=False)
         self.enc_mask_token = nn.Parameter(torch.zeros(1, c.in_dim))
         self.encoder_to_decoder = nn.Linear(c.num_hidden, c.num_hidden, bias=False)
+
+    @property
+    def decay_all_params(self) -> bool:  # read by mae_core.train.param_groups
+        return self.config.decay_all
 
     # ---- masking ----------------------------------------------------------------------------------------------------
     def draw_mask(self, n: int, generator=None, device=None):
@@ -124,7 +130,7 @@ class GraphMAE(nn.Module):
         if cache is None or cache[0] != key:
             nnz = int(torch.count_nonzero(x))
             csr = x.to_sparse_csr() if nnz < self.config.sparse_input * x.numel() else None
-            cache = (key, csr)
+            cache = (key, csr, x.norm(dim=1))
             object.__setattr__(self, "_csr_cache", cache)  # a cache, not a parameter / buffer
         return cache[1]
 
@@ -133,24 +139,13 @@ class GraphMAE(nn.Module):
         ``x_i @ W``, replaced nodes get another node's sparse row (then the same input dropout), [MASK] rows are
         ``token @ W``. Equal to ``project(dropout(corrupted x))`` except that the [MASK] vector is not dropped out."""
         n = xs.shape[0]
-        crow, col, val = xs.crow_indices(), xs.col_indices(), xs.values()
-        rows = torch.arange(n, device=crow.device)
+        rows = torch.arange(n, device=xs.device)
         rows[noise_nodes] = source
-        lengths = (crow[1:] - crow[:-1])[rows]
-        lengths[token_nodes] = 0
-        new_crow = torch.zeros(n + 1, dtype=crow.dtype, device=crow.device)
-        new_crow[1:] = lengths.cumsum(0)
-        total = int(new_crow[-1])
-        starts = torch.repeat_interleave(crow[:-1][rows], lengths, output_size=total)
-        offs = torch.arange(total, device=crow.device) - torch.repeat_interleave(new_crow[:-1], lengths,
-                                                                                  output_size=total)
-        idx = starts + offs
-        xc = torch.sparse_csr_tensor(new_crow, col[idx], val[idx], xs.shape)
+        xc = csr_rows(xs, rows, empty=token_nodes)
         first = self.encoder.layers[0]
         proj = first.project(self.encoder.sparse_dropout(xc))
-        is_token = torch.zeros(n, 1, dtype=torch.bool, device=proj.device)
-        is_token[token_nodes] = True
-        return torch.where(is_token, first.project(self.enc_mask_token.to(proj.dtype)), proj)
+        token = first.project(self.enc_mask_token.to(proj.dtype))
+        return proj.index_copy(0, token_nodes, token.expand(len(token_nodes), -1))
 
     # ---- contract ----------------------------------------------------------------------------------------------------
     def forward(self, batch: dict, generator=None) -> ModelOutput:
@@ -165,9 +160,15 @@ class GraphMAE(nn.Module):
         else:
             use_x, mask, token_nodes, noise_nodes = self.mask_nodes(x, generator)
             enc = self.encoder(use_x, edge_index)
+        masked = mask.nonzero().flatten()
+        extra = {"token_nodes": token_nodes, "noise_nodes": noise_nodes, "masked_nodes": masked}
+        metrics = {"masked_nodes": float(masked.numel())}
+        if xs is not None and self.fused_decoder():
+            loss, x_rec = self.fused_decode(enc, edge_index, mask, masked, xs)
+            x_init = x[masked] if x_rec is not None else None
+            return ModelOutput(loss=loss, pred=x_rec, mask=mask.float(), target=x_init, metrics=metrics, extra=extra)
         rep = self.encoder_to_decoder(enc)
         rep = rep.masked_fill(mask[:, None], 0.0)  # re-mask
-        masked = mask.nonzero().flatten()
         if self.config.decoder == "gat":  # only the masked rows are reconstructed (all the loss needs)
             x_rec = self.decoder(rep, edge_index, rows=masked)
         else:
@@ -177,9 +178,38 @@ class GraphMAE(nn.Module):
             loss = sce_loss(x_rec, x_init, self.config.alpha_l)
         else:
             loss = F.mse_loss(x_rec, x_init)
-        return ModelOutput(loss=loss, pred=x_rec, mask=mask.float(), target=x_init,
-                           metrics={"masked_nodes": float(masked.numel())},
-                           extra={"token_nodes": token_nodes, "noise_nodes": noise_nodes, "masked_nodes": masked})
+        return ModelOutput(loss=loss, pred=x_rec, mask=mask.float(), target=x_init, metrics=metrics, extra=extra)
+
+    # ---- fused decoder + loss (sparse bag-of-words input) -------------------------------------------------------------
+    def fused_decoder(self) -> bool:
+        """The decoder and loss can run in the hidden space: a one-head widening GAT decoder, SCE loss."""
+        c = self.config
+        return (c.decoder == "gat" and c.num_out_heads == 1 and c.loss_fn == "sce" and c.num_hidden < c.in_dim
+                and isinstance(self.decoder.acts[0].act, nn.Identity) and isinstance(self.decoder.acts[0].norm,
+                                                                                     nn.Identity))
+
+    def fused_decode(self, enc: torch.Tensor, edge_index: torch.Tensor, mask: torch.Tensor, masked: torch.Tensor,
+                     xs: torch.Tensor):
+        """Re-mask + decoder + SCE, equal to the plain path (up to rounding) but cheaper:
+
+        * ``encoder_to_decoder`` runs on the kept nodes only (the masked rows are zeroed right after), and so does
+          the decoder's input dropout (dropout of a zero row is zero);
+        * the decoder aggregates its inputs over the edges for the masked nodes (:meth:`GATLayer.aggregate_inputs`)
+          and the SCE is computed from that aggregate and the decoder's linear map (:func:`sce_loss_linear`): the
+          (masked nodes x input features) reconstruction is never formed while training.
+
+        Returns ``(loss, x_rec)``; ``x_rec`` (the reconstruction of the masked nodes) only in eval mode, else None."""
+        n = enc.shape[0]
+        kept = (~mask).nonzero().flatten()
+        dec = self.decoder
+        layer = dec.layers[0]
+        rep_kept = dropout(self.encoder_to_decoder(enc[kept]), dec.drop.p, self.training)
+        rep = enc.new_zeros(n, rep_kept.shape[1]).index_copy(0, kept, rep_kept)  # re-mask: masked rows stay 0
+        g = layer.aggregate_inputs(rep, dec.edges(edge_index, n), masked)[:, 0]
+        norms = self._csr_cache[2][masked]
+        loss = sce_loss_linear(g, layer.weight, layer.bias, csr_rows(xs, masked), norms, self.config.alpha_l)
+        x_rec = None if self.training else F.linear(g, layer.weight, layer.bias)
+        return loss, x_rec
 
     def embed(self, batch: dict) -> torch.Tensor:
         g = batch["graph"]
