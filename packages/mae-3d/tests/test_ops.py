@@ -62,6 +62,20 @@ def test_smallest_k_equals_topk(n, k):
     assert torch.equal(ties.gather(-1, unsorted).sort(-1).values, ties.topk(k, dim=-1, largest=False).values)
 
 
+def test_smallest_k_fallbacks_and_signed_zero():
+    """Rows the packed-key path cannot take (negative values, float64) fall back to topk; -0.0 sorts as 0."""
+    g = torch.Generator().manual_seed(5)
+    neg = torch.randn(3, 512, generator=g)
+    assert torch.equal(smallest_k(neg, 16), neg.topk(16, dim=-1, largest=False).indices)
+    f64 = torch.rand(3, 512, generator=g, dtype=torch.float64)
+    assert torch.equal(smallest_k(f64, 16), f64.topk(16, dim=-1, largest=False).indices)
+    z = torch.rand(2, 512, generator=g)
+    z[:, 7], z[:, 300] = -0.0, 0.0
+    idx = smallest_k(z, 16)
+    assert idx[:, :2].tolist() == [[7, 300], [7, 300]]  # both zeros first, lower index first
+    assert torch.equal(z.gather(-1, idx), z.topk(16, dim=-1, largest=False).values)
+
+
 def square_distance_ref(a, b):
     return ((a[:, :, None] - b[:, None]) ** 2).sum(-1)
 

@@ -16,8 +16,8 @@ def farthest_point_sample(points: torch.Tensor, num: int, start: int | torch.Ten
                           return_distances: bool = False):
     """Indices (B, num) of farthest point sampling on (B, N, 3), starting at index ``start`` (0, as the CUDA kernel
     of PointNet++ does). Each step adds the point whose squared distance to the selected set is largest (first index
-    on ties), exactly Open3D's ``farthest_point_down_sample``. One loop over ``num``, vectorised over the batch, with
-    preallocated buffers and in-place ops only (~9 small ops per step, no allocation).
+    on ties), exactly Open3D's ``farthest_point_down_sample``. One loop over ``num``, vectorised over the batch, on a
+    (B, 3, N) copy of the points with preallocated buffers and in-place ops (7 small ops per step, no allocation).
 
     With ``return_distances`` also returns the (B, num, N) squared distances of every selected point to every point,
     which FPS computes anyway (exact differences, not the matrix-multiply form): :func:`group_points` takes its kNN
@@ -26,26 +26,25 @@ def farthest_point_sample(points: torch.Tensor, num: int, start: int | torch.Ten
     if num > n:
         raise ValueError(f"cannot sample {num} points from a cloud of {n}")
     with torch.no_grad():
-        # coordinates as three contiguous (B, N) rows
-        xs, ys, zs = (t.contiguous() for t in points.detach().unbind(-1))
-        idx = torch.empty(b, num, dtype=torch.long, device=points.device)
+        pt = points.detach().transpose(1, 2).contiguous()  # (B, 3, N)
+        diff = torch.empty_like(pt)
+        dx, dy, dz = diff.unbind(1)
         dist = torch.full((b, n), float("inf"), dtype=points.dtype, device=points.device)
         rows = torch.empty(b, num, n, dtype=points.dtype, device=points.device) if return_distances else None
-        d, tmp = torch.empty_like(dist), torch.empty_like(dist)
+        d = torch.empty_like(dist)
         cur = torch.as_tensor(start, device=points.device).long().reshape(-1, 1).expand(b, 1).contiguous()
+        chosen = [cur]
         for i in range(num):
             if rows is not None:
                 d = rows[:, i]  # a view: the step writes its distances straight into the returned buffer
-            idx[:, i:i + 1] = cur
-            torch.sub(xs, xs.gather(1, cur), out=d)
-            d.square_()
-            torch.sub(ys, ys.gather(1, cur), out=tmp)
-            d.addcmul_(tmp, tmp)
-            torch.sub(zs, zs.gather(1, cur), out=tmp)
-            d.addcmul_(tmp, tmp)
+            torch.sub(pt, pt.gather(2, cur[:, None].expand(b, 3, 1)), out=diff)
+            torch.mul(dx, dx, out=d)
+            d.addcmul_(dy, dy).addcmul_(dz, dz)
             torch.minimum(dist, d, out=dist)
             if i + 1 < num:
                 cur = dist.argmax(dim=1, keepdim=True)
+                chosen.append(cur)
+        idx = torch.cat(chosen, 1)
     return (idx, rows) if return_distances else idx
 
 
@@ -65,40 +64,42 @@ def square_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def smallest_k(d: torch.Tensor, k: int, sorted: bool = True) -> torch.Tensor:
-    """Indices (..., k) of the ``k`` smallest values along the last dim of ``d`` (..., N), smallest first when
-    ``sorted``. Same result as ``d.topk(k, largest=False)`` (up to the order of exact ties).
+    """Indices (..., k) of the ``k`` smallest values along the last dim of ``d`` (..., N), smallest first (ties:
+    lower index first). Same result as ``d.topk(k, largest=False)`` (up to the order of exact ties); the result is
+    always sorted (``sorted`` is accepted for the ``topk`` signature).
 
-    On CPU, ``topk`` over all N columns costs ~10 ns per element and dominated grouping, so it is pruned exactly:
-    the columns are split into 2k strided chunks (column j, j + 2k, ...); each chunk's minimum is a distinct element,
-    so the k-th smallest of the 2k chunk minima is an upper bound on the row's k-th smallest value. Only the
-    columns at or under that bound (~1.3 k on average, never fewer than k) are compacted (one ``nonzero``) and
-    ranked by a ``topk`` over ~k-wide rows. The bound does not depend on the point order. Falls back to plain
-    ``topk`` on GPU (its topk is fast and the compaction would need a host sync), for short rows and for
-    non-finite values."""
+    On CPU, ``topk`` over all N columns costs ~10 ns per element and dominated grouping, so for non-negative
+    float32 rows (distances) it is pruned exactly: the columns are split into 2k strided chunks (column j,
+    j + 2k, ...); each chunk's minimum is a distinct element, so the k-th smallest of the 2k chunk minima is an upper
+    bound on the row's k-th smallest value. Only the values at or under that bound (~1.3 k per row on average, never
+    fewer than k) are compacted with one ``nonzero``; each gets an int64 key (row, value bits, column), which orders
+    as (row, value, column) because the IEEE bits of a float >= 0 order as the float; one sort of the ~1.3 k x rows
+    keys and the first k keys of each row are the answer. The bound does not depend on the point order. Falls back to
+    plain ``topk`` on GPU (its topk is fast and the compaction would need a host sync), for other dtypes, short rows,
+    negative or non-finite values."""
     n = d.shape[-1]
     if k > n:
         raise ValueError(f"cannot take {k} smallest of {n}")
     m = 2 * k
-    if d.device.type != "cpu" or n < 4 * m or d.numel() == 0:
-        return d.topk(k, dim=-1, largest=False, sorted=sorted).indices
     lead = d.shape[:-1]
     r = d.reshape(-1, n)
     rn = r.shape[0]
+    col_bits = (n - 1).bit_length()
+    if (d.device.type != "cpu" or d.dtype != torch.float32 or n < 4 * m or rn == 0
+            or (rn - 1).bit_length() + 31 + col_bits > 63):
+        return d.topk(k, dim=-1, largest=False, sorted=True).indices
     chunk_min = r[:, :(n // m) * m].view(rn, n // m, m).amin(1)
     bound = chunk_min.topk(k, dim=1, largest=False, sorted=False).values.amax(1, keepdim=True)
-    if not bool(torch.isfinite(bound).all()):
-        return d.topk(k, dim=-1, largest=False, sorted=sorted).indices
+    if not (bool(chunk_min.amin() >= 0) and bool(torch.isfinite(bound).all())):
+        return d.topk(k, dim=-1, largest=False, sorted=True).indices
     flat = (r <= bound).view(-1).nonzero().squeeze(1)  # row-major: candidates of row 0, then row 1, ...
     row = torch.div(flat, n, rounding_mode="floor")
+    bits = (r.view(-1)[flat] + 0.0).view(torch.int32).long()  # + 0.0 turns -0.0 into +0.0
+    key = (row << (31 + col_bits)) | (bits << col_bits) | (flat - row * n)
+    key = key.sort().values
     count = torch.bincount(row, minlength=rn)
-    width = int(count.max())
-    slot = row * width + torch.arange(flat.numel(), device=d.device) - (count.cumsum(0) - count)[row]
-    vals = r.new_full((rn * width,), float("inf"))
-    vals[slot] = r.view(-1)[flat]
-    cols = torch.zeros(rn * width, dtype=torch.long, device=d.device)
-    cols[slot] = flat - row * n
-    pick = vals.view(rn, width).topk(k, dim=1, largest=False, sorted=sorted).indices
-    return cols.view(rn, width).gather(1, pick).view(*lead, k)
+    first = key[((count.cumsum(0) - count)[:, None] + torch.arange(k, device=d.device))]
+    return (first & ((1 << col_bits) - 1)).view(*lead, k)
 
 
 def knn(query: torch.Tensor, ref: torch.Tensor, k: int, sorted: bool = True) -> torch.Tensor:
