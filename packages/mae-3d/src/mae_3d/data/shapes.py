@@ -1,7 +1,14 @@
 """Embedded labelled shapes built from Open3D mesh primitives (no download, deterministic).
 
-Classes: box, sphere, cylinder, cone, torus, icosahedron, octahedron, tetrahedron, mobius, arrow, and five
-combinations (dumbbell, table, snowman, cross, lamp). Each sample draws the primitive's proportions, a random
+Classes (``variant: primitives``, the default): box, sphere, cylinder, cone, torus, icosahedron, octahedron,
+tetrahedron, mobius, arrow, and five combinations (dumbbell, table, snowman, cross, lamp).
+
+``variant: arrangements`` is a harder set in which a bag of local features is not enough: every shape is the same
+four balls joined by three rods of the same length (the same parts, the same surface area), and the eight classes
+differ only in how the parts are arranged: straight line, L (one right-angle bend), U (two bends to the same side),
+S (two bends to opposite sides), crank (the second bend out of the plane of the first), T, Y (three rods at 120
+degrees in a plane) and tripod (three rods splayed out of the plane). U, S and crank have the same joints (two
+right angles) and differ only globally. Each sample draws the primitive's proportions, a random
 anisotropic scale, a smooth deformation (taper, bend, twist), a random rotation and Gaussian noise, samples N points
 on the surface by area and normalises the cloud to the unit sphere. Sample i of a split always gets the same cloud;
 the clouds are generated once and cached in memory.
@@ -21,6 +28,8 @@ from ..o3d import o3d
 
 CLASSES = ["box", "sphere", "cylinder", "cone", "torus", "icosahedron", "octahedron", "tetrahedron", "mobius",
            "arrow", "dumbbell", "table", "snowman", "cross", "lamp"]
+ARRANGEMENTS = ["line", "L", "U", "S", "crank", "T", "Y", "tripod"]
+VARIANTS = {"primitives": CLASSES, "arrangements": ARRANGEMENTS}
 
 
 @dataclass
@@ -28,7 +37,10 @@ class Shapes3DConfig:
     num_points: int = field(512, "points sampled per shape (the paper's setting is 1024: preset point-mae-1k)")
     train_per_class: int = field(80, "training shapes per class")
     test_per_class: int = field(20, "test shapes per class")
-    num_classes: int = field(15, "use the first N of the 15 classes")
+    variant: str = field("primitives", "primitives (15 classes of Open3D primitives and combinations) or "
+                         "arrangements (8 classes made of the same 4 balls and 3 rods, arranged differently)",
+                         choices=list(VARIANTS))
+    num_classes: int = field(15, "use the first N classes of the variant (at most 15 primitives / 8 arrangements)")
     noise: float = field(0.01, "standard deviation of the Gaussian noise added to the points (unit-sphere units)")
     deform: float = field(0.25, "strength of the random taper / bend / twist")
     rotate: str = field("so3", "random rotation: so3 (any), z (about the up axis) or none",
@@ -36,7 +48,47 @@ class Shapes3DConfig:
     seed: int = field(0, "seed of the generator")
 
 
+# ball centres (unit rod length) and the rods between them, per arrangement
+_ARRANGEMENT_GRAPHS = {
+    "line": ([(0, 0, 0), (1, 0, 0), (2, 0, 0), (3, 0, 0)], [(0, 1), (1, 2), (2, 3)]),
+    "L": ([(0, 0, 0), (1, 0, 0), (2, 0, 0), (2, 1, 0)], [(0, 1), (1, 2), (2, 3)]),
+    "U": ([(0, 1, 0), (0, 0, 0), (1, 0, 0), (1, 1, 0)], [(0, 1), (1, 2), (2, 3)]),
+    "S": ([(0, 1, 0), (0, 0, 0), (1, 0, 0), (1, -1, 0)], [(0, 1), (1, 2), (2, 3)]),
+    "crank": ([(0, 1, 0), (0, 0, 0), (1, 0, 0), (1, 0, 1)], [(0, 1), (1, 2), (2, 3)]),
+    "T": ([(-1, 0, 0), (0, 0, 0), (1, 0, 0), (0, 1, 0)], [(0, 1), (1, 2), (1, 3)]),
+    "Y": ([(0, 0, 0)] + [(np.cos(a), np.sin(a), 0) for a in (0, 2 * np.pi / 3, 4 * np.pi / 3)],
+          [(0, 1), (0, 2), (0, 3)]),
+    "tripod": ([(0, 0, 0)] + [(0.8 * np.cos(a), 0.8 * np.sin(a), -0.6) for a in (0, 2 * np.pi / 3, 4 * np.pi / 3)],
+               [(0, 1), (0, 2), (0, 3)]),
+}
+
+
+def _arrangement(name: str, rng: np.random.Generator) -> list:
+    """Four balls of one radius joined by three rods of one length and thickness, placed as the class says."""
+    G = o3d().geometry.TriangleMesh
+    centres, rods = _ARRANGEMENT_GRAPHS[name]
+    length, ball, thick = float(rng.uniform(0.9, 1.1)), float(rng.uniform(0.22, 0.3)), float(rng.uniform(0.06, 0.09))
+    c = np.asarray(centres, dtype=float) * length
+    parts = []
+    for p in c:
+        parts.append(G.create_sphere(ball, resolution=16).translate(p))
+    for i, j in rods:
+        d = c[j] - c[i]
+        rod = G.create_cylinder(thick, float(np.linalg.norm(d)), resolution=16, split=2)  # along z, centred
+        z = d / np.linalg.norm(d)
+        axis = np.cross([0.0, 0.0, 1.0], z)
+        if np.linalg.norm(axis) > 1e-9:
+            angle = np.arccos(np.clip(z[2], -1, 1))
+            rod.rotate(G.get_rotation_matrix_from_axis_angle(axis / np.linalg.norm(axis) * angle), center=(0, 0, 0))
+        elif z[2] < 0:
+            rod.rotate(G.get_rotation_matrix_from_xyz((np.pi, 0.0, 0.0)), center=(0, 0, 0))
+        parts.append(rod.translate((c[i] + c[j]) / 2))
+    return parts
+
+
 def _parts(name: str, rng: np.random.Generator) -> list:
+    if name in _ARRANGEMENT_GRAPHS:
+        return _arrangement(name, rng)
     G = o3d().geometry.TriangleMesh
     u = lambda lo, hi: float(rng.uniform(lo, hi))  # noqa: E731
 
@@ -162,13 +214,15 @@ class Shapes3D(Dataset):
 
     def __init__(self, config: Shapes3DConfig, split: str = "train"):
         self.config = c = config
-        if not 1 <= c.num_classes <= len(CLASSES):
+        names = VARIANTS.get(c.variant)
+        if names is None or not 1 <= c.num_classes:
             from mae_core.errors import ConfigError
-            raise ConfigError(f"data.num_classes must be between 1 and {len(CLASSES)}, got {c.num_classes}")
-        self.classes = CLASSES[: c.num_classes]
+            raise ConfigError(f"data.variant must be one of {list(VARIANTS)} and data.num_classes >= 1, got "
+                              f"{c.variant!r} / {c.num_classes}")
+        self.classes = names[: c.num_classes]  # num_classes above the variant's count: all of its classes
         self.num_classes = len(self.classes)
         per = c.train_per_class if split == "train" else c.test_per_class
-        key = (c.num_points, per, c.num_classes, c.noise, c.deform, c.rotate, c.seed, split)
+        key = (c.variant, c.num_points, per, len(self.classes), c.noise, c.deform, c.rotate, c.seed, split)
         if key not in _CACHE:
             sid = 0 if split == "train" else 1
             pts = np.stack([make_shape(name, c.num_points, (c.seed, sid, k, i), c.noise, c.deform, c.rotate)
