@@ -55,7 +55,8 @@ def test_layer_decay_groups(tiny_model):
 def _trainer(tmp_path, **kw):
     torch.manual_seed(0)
     ds = SyntheticShapes(ShapesConfig(image_size=16, num_train=64, num_test=8))
-    cfg = TrainConfig(epochs=2, batch_size=16, progress=False, warmup_epochs=0.5, log_every=1, **kw)
+    cfg = TrainConfig(**{"epochs": 2, "batch_size": 16, "progress": False, "warmup_epochs": 0.5, "log_every": 1,
+                         **kw})
     return Trainer(ImageMAE(tiny_cfg()), ds, cfg, run_dir=RunDir(tmp_path / "run"))
 
 
@@ -75,6 +76,18 @@ def test_trainer_accumulation_and_lr_rule(tmp_path):
     t = _trainer(tmp_path, accum_steps=2, base_lr=1e-3)
     assert t.effective_batch == 32 and t.lr == pytest.approx(1e-3 * 32 / 256)
     assert t.fit()["steps"] == 4
+
+
+def test_keep_last_incomplete_batch(tmp_path):
+    from mae_core.train.distributed import GlobalBatchSampler
+
+    t = _trainer(tmp_path, batch_size=24, drop_last=False)  # 64 samples: batches of 24, 24, 16
+    assert t.steps_per_epoch == 3 and t.fit()["steps"] == 6
+    sizes = [len(b["label"]) for b in t._loader()]
+    assert sizes == [24, 24, 16]
+    sampler = GlobalBatchSampler(10, 4, drop_last=False, seed=1)
+    assert sorted(sampler) == list(range(10)) and len(sampler) == 10
+    assert len(list(GlobalBatchSampler(10, 4, drop_last=True))) == 8
 
 
 def test_non_finite_loss_guard(tmp_path):

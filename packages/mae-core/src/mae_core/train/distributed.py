@@ -37,8 +37,9 @@ class GlobalBatchSampler(Sampler[int]):
     """Each epoch a seeded permutation of the dataset is cut into global batches of ``batch_size * world``; this
     rank takes the elements ``rank, rank + world, ...`` of each global batch. Deterministic per (seed, epoch), so
     a resumed run starts exactly where it stopped (``start_batch``) and a 1-process run with the global batch
-    size sees the same samples in the same global batches as a W-process run. Incomplete global batches are
-    dropped (``drop_last``) or padded by wrapping around."""
+    size sees the same samples in the same global batches as a W-process run. The last incomplete global batch is
+    dropped (``drop_last``), or kept: as it is with one process, padded by wrapping around with several (every rank
+    needs the same number of steps)."""
 
     def __init__(self, n: int, batch_size: int, rank: int = 0, world: int = 1, shuffle: bool = True, seed: int = 0,
                  drop_last: bool = True):
@@ -57,6 +58,8 @@ class GlobalBatchSampler(Sampler[int]):
         self.epoch, self.start_batch = epoch, start_batch
 
     def __len__(self) -> int:
+        if not self.drop_last and self.world == 1:
+            return max(self.n - self.start_batch * self.batch_size, 0)
         return (self.num_batches - self.start_batch) * self.batch_size
 
     def __iter__(self):
@@ -66,6 +69,8 @@ class GlobalBatchSampler(Sampler[int]):
         else:
             perm = torch.arange(self.n)
         gb = self.batch_size * self.world
+        if not self.drop_last and self.world == 1:  # the last batch is simply smaller
+            return iter(perm[self.start_batch * gb:].tolist())
         total = self.num_batches * gb
         if total > self.n:
             perm = torch.cat([perm, perm[: total - self.n]])

@@ -37,6 +37,8 @@ class TrainConfig:
     weight_decay: float = field(0.05, "AdamW weight decay (none on biases, norms and tokens)")
     betas: tuple[float, float] = field((0.9, 0.95), "AdamW betas")
     optimizer: str = field("adamw", "adamw, adam or sgd", choices=["adamw", "adam", "sgd"])
+    drop_last: bool = field(True, "drop the last incomplete batch of each epoch (off: a smaller last batch with one "
+                                  "process; wrap-around padding with several)")
     accum_steps: int = field(1, "gradient accumulation steps per optimizer step")
     clip_grad: float | None = field(None, "clip the gradient norm to this value (none = no clipping)")
     amp: str = field("none", "mixed precision: none, bf16, or fp16 (GPU only, with a GradScaler)",
@@ -138,7 +140,7 @@ class Trainer:
             self.model = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.dataset = dataset
         self.sampler = GlobalBatchSampler(len(dataset), c.batch_size, self.rank, self.world, shuffle=True,
-                                          seed=c.seed, drop_last=True)
+                                          seed=c.seed, drop_last=c.drop_last)
         self.collate_fn = collate_fn
         self.mask_gen = torch.Generator(device="cpu").manual_seed(c.seed + 12345)
         self.generator = ShardedGenerator(self.mask_gen, self.rank, self.world) if self.world > 1 else self.mask_gen
@@ -190,7 +192,8 @@ class Trainer:
     # ---- loop --------------------------------------------------------------------------------------------------------
     def _loader(self) -> DataLoader:
         return DataLoader(self.dataset, batch_size=self.config.batch_size, sampler=self.sampler,
-                          num_workers=self.config.num_workers, collate_fn=self.collate_fn, drop_last=True,
+                          num_workers=self.config.num_workers, collate_fn=self.collate_fn,
+                          drop_last=self.config.drop_last,
                           pin_memory=self.device.type == "cuda", persistent_workers=False,
                           generator=torch.Generator().manual_seed(self.config.seed + self.epoch))
 
