@@ -21,6 +21,16 @@ def test_fps_matches_open3d_from_same_start():
     assert (farthest_point_sample(pts, 5)[:, 0] == 0).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fps_ties_take_the_first_index_as_open3d(dtype):
+    """On a grid (many exactly equal distances) the pick on ties is the first index, as in Open3D."""
+    g = torch.stack(torch.meshgrid(*[torch.arange(5.0)] * 3, indexing="ij"), -1).reshape(1, -1, 3).to(dtype)
+    idx = farthest_point_sample(g, 20)
+    pc = o3d().geometry.PointCloud(o3d().utility.Vector3dVector(g[0].double().numpy()))
+    down = np.asarray(pc.farthest_point_down_sample(20).points)
+    np.testing.assert_array_equal(g[0][idx[0].sort().values].double().numpy(), down)
+
+
 def test_knn_matches_brute_force():
     g = torch.Generator().manual_seed(1)
     ref = torch.randn(2, 200, 3, generator=g)
@@ -69,11 +79,12 @@ def test_smallest_k_fallbacks_and_signed_zero():
     assert torch.equal(smallest_k(neg, 16), neg.topk(16, dim=-1, largest=False).indices)
     f64 = torch.rand(3, 512, generator=g, dtype=torch.float64)
     assert torch.equal(smallest_k(f64, 16), f64.topk(16, dim=-1, largest=False).indices)
-    z = torch.rand(2, 512, generator=g)
-    z[:, 7], z[:, 300] = -0.0, 0.0
-    idx = smallest_k(z, 16)
-    assert idx[:, :2].tolist() == [[7, 300], [7, 300]]  # both zeros first, lower index first
-    assert torch.equal(z.gather(-1, idx), z.topk(16, dim=-1, largest=False).values)
+    for n in (512, 520):  # 520: -0.0 also in the columns left over after the 2k chunks
+        z = torch.rand(2, n, generator=g)
+        z[:, 7], z[:, 300], z[:, n - 1] = -0.0, 0.0, -0.0
+        idx = smallest_k(z, 16)
+        assert sorted(idx[0, :3].tolist()) == [7, 300, n - 1]  # the zeros first
+        assert torch.equal(z.gather(-1, idx), z.topk(16, dim=-1, largest=False).values)
 
 
 def square_distance_ref(a, b):

@@ -12,12 +12,16 @@ def normalize_unit_sphere(points: torch.Tensor) -> torch.Tensor:
     return centred / scale[..., None]
 
 
+_INT_VIEW = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16,
+             torch.bfloat16: torch.int16}
+
+
 def farthest_point_sample(points: torch.Tensor, num: int, start: int | torch.Tensor = 0,
                           return_distances: bool = False):
     """Indices (B, num) of farthest point sampling on (B, N, 3), starting at index ``start`` (0, as the CUDA kernel
     of PointNet++ does). Each step adds the point whose squared distance to the selected set is largest (first index
     on ties), exactly Open3D's ``farthest_point_down_sample``. One loop over ``num``, vectorised over the batch, on a
-    (B, 3, N) copy of the points with preallocated buffers and in-place ops (7 small ops per step, no allocation).
+    (B, 3, N) copy of the points with preallocated buffers and in-place ops (7 small ops per step).
 
     With ``return_distances`` also returns the (B, num, N) squared distances of every selected point to every point,
     which FPS computes anyway (exact differences, not the matrix-multiply form): :func:`group_points` takes its kNN
@@ -34,6 +38,9 @@ def farthest_point_sample(points: torch.Tensor, num: int, start: int | torch.Ten
         d = torch.empty_like(dist)
         cur = torch.as_tensor(start, device=points.device).long().reshape(-1, 1).expand(b, 1).contiguous()
         chosen = [cur]
+        # the distances are >= +0 (sums of squares) or +inf, whose IEEE bits order as the values: argmax over the
+        # same-width integer view gives the same index (first on ties) and is ~2x faster than the float argmax
+        bits = dist.view(_INT_VIEW[dist.dtype]) if dist.dtype in _INT_VIEW else dist
         for i in range(num):
             if rows is not None:
                 d = rows[:, i]  # a view: the step writes its distances straight into the returned buffer
@@ -42,7 +49,7 @@ def farthest_point_sample(points: torch.Tensor, num: int, start: int | torch.Ten
             d.addcmul_(dy, dy).addcmul_(dz, dz)
             torch.minimum(dist, d, out=dist)
             if i + 1 < num:
-                cur = dist.argmax(dim=1, keepdim=True)
+                cur = bits.argmax(dim=1, keepdim=True)
                 chosen.append(cur)
         idx = torch.cat(chosen, 1)
     return (idx, rows) if return_distances else idx
@@ -63,6 +70,9 @@ def square_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return d.add_((b * b).sum(-1)[:, None, :]).clamp_min(0)
 
 
+_F32_INF_BITS = 0x7F800000
+
+
 def smallest_k(d: torch.Tensor, k: int, sorted: bool = True) -> torch.Tensor:
     """Indices (..., k) of the ``k`` smallest values along the last dim of ``d`` (..., N), smallest first (ties:
     lower index first). Same result as ``d.topk(k, largest=False)`` (up to the order of exact ties); the result is
@@ -76,7 +86,7 @@ def smallest_k(d: torch.Tensor, k: int, sorted: bool = True) -> torch.Tensor:
     as (row, value, column) because the IEEE bits of a float >= 0 order as the float; one sort of the ~1.3 k x rows
     keys and the first k keys of each row are the answer. The bound does not depend on the point order. Falls back to
     plain ``topk`` on GPU (its topk is fast and the compaction would need a host sync), for other dtypes, short rows,
-    negative or non-finite values."""
+    negative values (-0.0 included) or a row whose bound is not finite."""
     n = d.shape[-1]
     if k > n:
         raise ValueError(f"cannot take {k} smallest of {n}")
@@ -88,14 +98,16 @@ def smallest_k(d: torch.Tensor, k: int, sorted: bool = True) -> torch.Tensor:
     if (d.device.type != "cpu" or d.dtype != torch.float32 or n < 4 * m or rn == 0
             or (rn - 1).bit_length() + 31 + col_bits > 63):
         return d.topk(k, dim=-1, largest=False, sorted=True).indices
-    chunk_min = r[:, :(n // m) * m].view(rn, n // m, m).amin(1)
+    # all work on the int32 view: the bits of floats >= +0 order as the floats (int topk / compare are faster)
+    ri = r.view(torch.int32)
+    chunk_min = ri[:, :(n // m) * m].view(rn, n // m, m).amin(1)
     bound = chunk_min.topk(k, dim=1, largest=False, sorted=False).values.amax(1, keepdim=True)
-    if not (bool(chunk_min.amin() >= 0) and bool(torch.isfinite(bound).all())):
+    low = chunk_min.amin() if n % m == 0 else torch.minimum(chunk_min.amin(), ri[:, (n // m) * m:].amin())
+    if not (bool(low >= 0) and bool((bound < _F32_INF_BITS).all())):  # negative values, -0.0, inf, nan
         return d.topk(k, dim=-1, largest=False, sorted=True).indices
-    flat = (r <= bound).view(-1).nonzero().squeeze(1)  # row-major: candidates of row 0, then row 1, ...
+    flat = (ri <= bound).view(-1).nonzero().squeeze(1)  # row-major: candidates of row 0, then row 1, ...
     row = torch.div(flat, n, rounding_mode="floor")
-    bits = (r.view(-1)[flat] + 0.0).view(torch.int32).long()  # + 0.0 turns -0.0 into +0.0
-    key = (row << (31 + col_bits)) | (bits << col_bits) | (flat - row * n)
+    key = (row << (31 + col_bits)) | (ri.view(-1)[flat].long() << col_bits) | (flat - row * n)
     key = key.sort().values
     count = torch.bincount(row, minlength=rn)
     first = key[((count.cumsum(0) - count)[:, None] + torch.arange(k, device=d.device))]
