@@ -27,11 +27,12 @@ from mae_text.cli import main as mae_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "scifact" / "beir_format"
-FINETUNED = ["scratch", "retromae", "dupmae", "dupmae-cls", "starbucks"]
+FINETUNED = ["scratch", "retromae", "dupmae", "dupmae-cls", "starbucks", "starbucks-scratch"]
 LABELS = {"scratch": "same encoder, no pretraining", "retromae": "RetroMAE",
           "dupmae": "DupMAE ([CLS] reduced + top-k lexical)",
           "dupmae-cls": "DupMAE pretraining, [CLS] only (finetune --pool cls)",
-          "starbucks": "Starbucks (full size, 4x128)"}
+          "starbucks": "Starbucks (full size, 4x128)",
+          "starbucks-scratch": "Starbucks fine-tuning loss, no pretraining (full size)"}
 
 
 def model_flags(a):
@@ -77,15 +78,16 @@ def pretrain(a, method):
 def finetune(a, name, seed):
     out = Path(a.out)
     ft = out / f"{name}-ft-s{seed}"
-    base = {"scratch": "retromae", "dupmae-cls": "dupmae"}.get(name, name)
-    extra = (["--scratch"] if name == "scratch" else []) + (["--pool", "cls"] if name == "dupmae-cls" else [])
+    base = {"scratch": "retromae", "dupmae-cls": "dupmae", "starbucks-scratch": "starbucks"}.get(name, name)
+    extra = (["--scratch"] if name in ("scratch", "starbucks-scratch") else []) + \
+        (["--pool", "cls"] if name == "dupmae-cls" else [])
     extra += ["--similarity", a.ft_similarity, "--temperature", str(a.ft_temperature)]
     s = run(["finetune", "--run", str(out / base), *extra, "--data", str(a.data), "--split", "train",
              *train_flags(a.ft_steps, a.ft_batch, a.ft_lr, seed), "--out", str(ft), "--overwrite"])
     record(out, f"finetune-{name}-s{seed}", s)
-    if name == "starbucks":
+    if name.startswith("starbucks"):
         s = run(["evaluate", "--run", str(ft), "--data", str(a.data), "--split", "test", "--pairs"])
-        record(out, f"evaluate-pairs-s{seed}", s)
+        record(out, f"evaluate-pairs-{name}-s{seed}", s)
 
 
 def report(a):
@@ -106,13 +108,14 @@ def report(a):
         res = [r for r in res if r]
         if res:
             lines.append(f"| {LABELS[name]} | " + " | ".join(fmt([r[m] for r in res]) for m in metrics) + " |")
-    tables = sorted(out.glob("starbucks-ft-s*/retrieval-test.json"))
-    if tables:
-        per_seed = [json.loads(p.read_text())["pairs"] for p in tables]
-        lines += ["", "| (layer, dim) | nDCG@10 | MRR@10 | Recall@100 |", "|---|---|---|---|"]
-        for k in per_seed[0]:
-            lines.append(f"| ({k.replace('x', ', ')}) | " + " | ".join(fmt([t[k][m] for t in per_seed])
-                                                                  for m in metrics) + " |")
+    for name in ("starbucks", "starbucks-scratch"):
+        tables = sorted(out.glob(f"{name}-ft-s*/retrieval-test.json"))
+        if tables:
+            per_seed = [json.loads(p.read_text())["pairs"] for p in tables]
+            lines += ["", f"{name}:", "", "| (layer, dim) | nDCG@10 | MRR@10 | Recall@100 |", "|---|---|---|---|"]
+            for k in per_seed[0]:
+                lines.append(f"| ({k.replace('x', ', ')}) | " + " | ".join(fmt([t[k][m] for t in per_seed])
+                                                                      for m in metrics) + " |")
     if times_file(out).exists():
         lines += ["", "times (s): " + times_file(out).read_text().replace("\n", "")]
     print("\n".join(lines))
