@@ -1,6 +1,6 @@
 """Reproduce GraphMAE's table on the real datasets (run by hand; results go to docs/benchmarks/graph.md).
 
-    flock /tmp/mae-cpu.lock uv run python benchmarks/graph_graphmae.py --only mutag cora imdb-multi proteins \
+    uv run python benchmarks/graph_graphmae.py --only mutag cora imdb-multi proteins \
         --seeds 5 --cora-seeds 20 --budget-s 660 --out /tmp/graphmae-bench   # rerun to resume
 
 Every finished pretraining seed is appended to ``OUT/results.json`` (per-seed accuracy, probe std, pretraining
