@@ -55,6 +55,8 @@ def main_(argv=None):
     p.add_argument("--seeds", type=int, default=5, help="pretraining seeds of the graph-level datasets")
     p.add_argument("--cora-seeds", type=int, default=1, help="pretraining seeds of Cora / Citeseer (each probed "
                                                              "with 20 logreg seeds)")
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first_seed .. first_seed + n - 1 (split a long "
+                                                              "reproduction over processes with different --out)")
     p.add_argument("--epochs", type=int, default=None, help="override the paper's epochs (shorter run)")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more flags for pretrain")
     p.add_argument("--out", default="/tmp/graphmae-bench")
@@ -72,7 +74,7 @@ def main_(argv=None):
         entry = results.setdefault(name, {"runs": [], "paper": PAPER[name]})
         done = {r["seed"] for r in entry["runs"]}
         last = 0.0
-        for s in range(n):
+        for s in range(a.first_seed, a.first_seed + n):
             if s in done:
                 continue
             if a.budget_s is not None and time.time() - t_start + last > a.budget_s:
