@@ -191,6 +191,12 @@ def test_gat_layer_matches_pyg_gatconv():
     assert int((edges.src == edges.dst).sum()) == n  # exactly one self loop per node
     expected = ref(x, ei)
     assert torch.allclose(ours(x, edges), expected, atol=1e-5)
+    # gradients through the one-product multi-head aggregation (block-diagonal structure, its transpose and the
+    # sampled product for the attention) equal PyG's message passing
+    xg = x.clone().requires_grad_(True)
+    g_ours = torch.autograd.grad(ours(xg, edges).square().sum(), [xg, ours.weight, ours.att_src, ours.att_dst])
+    g_ref = torch.autograd.grad(ref(xg, ei).square().sum(), [xg, ref.lin.weight, ref.att_src, ref.att_dst])
+    assert all(torch.allclose(a, b, atol=1e-4, rtol=1e-4) for a, b in zip(g_ours, g_ref))
     rows = torch.tensor([3, 7, 8, 29])
     assert torch.allclose(ours(x, edges, rows=rows), expected[rows], atol=1e-5)
     assert torch.allclose(ours(x.to_sparse_csr(), edges, proj=ours.project(x.to_sparse_csr())), expected, atol=1e-5)

@@ -190,7 +190,7 @@ class GraphEdges:
                 return crow_h, col, idx
 
             a = expand(self.crow, deg, self.dst, self.src, torch.arange(len(self), device=dev))
-            b = expand(self.crow_t, deg_t, self.src[self.perm_t], self.dst[self.perm_t], self.perm_t)
+            b = expand(self.crow_t, deg_t, self.src[self.perm_t], self.col_t, self.perm_t)
             self._heads[H] = (*a, *b)
         return self._heads[heads]
 

@@ -130,7 +130,7 @@ class GraphMAE(nn.Module):
         if cache is None or cache[0] != key:
             nnz = int(torch.count_nonzero(x))
             csr = x.to_sparse_csr() if nnz < self.config.sparse_input * x.numel() else None
-            cache = (key, csr, x.norm(dim=1))
+            cache = (key, csr)
             object.__setattr__(self, "_csr_cache", cache)  # a cache, not a parameter / buffer
         return cache[1]
 
@@ -206,8 +206,7 @@ class GraphMAE(nn.Module):
         rep_kept = dropout(self.encoder_to_decoder(enc[kept]), dec.drop.p, self.training)
         rep = enc.new_zeros(n, rep_kept.shape[1]).index_copy(0, kept, rep_kept)  # re-mask: masked rows stay 0
         g = layer.aggregate_inputs(rep, dec.edges(edge_index, n), masked)[:, 0]
-        norms = self._csr_cache[2][masked]
-        loss = sce_loss_linear(g, layer.weight, layer.bias, csr_rows(xs, masked), norms, self.config.alpha_l)
+        loss = sce_loss_linear(g, layer.weight, layer.bias, csr_rows(xs, masked), alpha=self.config.alpha_l)
         x_rec = None if self.training else F.linear(g, layer.weight, layer.bias)
         return loss, x_rec
 
