@@ -33,7 +33,7 @@ from mae_core.config import field
 from mae_core.masking import random_masking
 from mae_core.models import ModelOutput
 
-from ..gnn import GAT, GIN, csr_rows, dropout, sce_loss, sce_loss_linear
+from ..gnn import GAT, GIN, csr_rows, keep_mask, sce_loss, sce_loss_linear
 
 
 @dataclass
@@ -145,7 +145,7 @@ class GraphMAE(nn.Module):
         first = self.encoder.layers[0]
         proj = first.project(self.encoder.sparse_dropout(xc))
         token = first.project(self.enc_mask_token.to(proj.dtype))
-        return proj.index_copy(0, token_nodes, token.expand(len(token_nodes), -1))
+        return proj.index_copy_(0, token_nodes, token.expand(len(token_nodes), -1))  # in place: a fresh tensor
 
     # ---- contract ----------------------------------------------------------------------------------------------------
     def forward(self, batch: dict, generator=None) -> ModelOutput:
@@ -194,18 +194,23 @@ class GraphMAE(nn.Module):
 
         * ``encoder_to_decoder`` runs on the kept nodes only (the masked rows are zeroed right after), and so does
           the decoder's input dropout (dropout of a zero row is zero);
-        * the decoder aggregates its inputs over the edges for the masked nodes (:meth:`GATLayer.aggregate_inputs`)
-          and the SCE is computed from that aggregate and the decoder's linear map (:func:`sce_loss_linear`): the
-          (masked nodes x input features) reconstruction is never formed while training.
+        * the decoder aggregates its inputs over the edges into the masked nodes, and only from the kept nodes (the
+          others' inputs are zero: :meth:`GATLayer.aggregate_between`), and the SCE is computed from that aggregate
+          and the decoder's linear map (:func:`sce_loss_linear`): the (masked nodes x input features)
+          reconstruction is never formed while training.
 
         Returns ``(loss, x_rec)``; ``x_rec`` (the reconstruction of the masked nodes) only in eval mode, else None."""
-        n = enc.shape[0]
         kept = (~mask).nonzero().flatten()
-        dec = self.decoder
-        layer = dec.layers[0]
-        rep_kept = dropout(self.encoder_to_decoder(enc[kept]), dec.drop.p, self.training)
-        rep = enc.new_zeros(n, rep_kept.shape[1]).index_copy(0, kept, rep_kept)  # re-mask: masked rows stay 0
-        g = layer.aggregate_inputs(rep, dec.edges(edge_index, n), masked)[:, 0]
+        layer = self.decoder.layers[0]
+        p = self.decoder.drop.p
+        weight = self.encoder_to_decoder.weight
+        if self.training and p > 0:  # decoder input dropout; its 1/(1-p) scale goes on the linear map before it
+            keep, scale = keep_mask((len(kept), weight.shape[0]), p, enc.device, enc.dtype)
+            rep_kept = F.linear(enc[kept], weight * scale) * keep
+        else:
+            rep_kept = F.linear(enc[kept], weight)
+        # re-mask: the masked nodes' decoder inputs are zero, so only edges kept -> masked carry anything
+        g = layer.aggregate_between(rep_kept, kept, masked, self.decoder.edges(edge_index, enc.shape[0]))
         loss = sce_loss_linear(g, layer.weight, layer.bias, csr_rows(xs, masked), alpha=self.config.alpha_l)
         x_rec = None if self.training else F.linear(g, layer.weight, layer.bias)
         return loss, x_rec
