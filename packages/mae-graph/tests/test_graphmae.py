@@ -251,8 +251,8 @@ def test_sparse_first_layer_equals_dense_path():
     assert torch.equal(e1.target, e2.target)
 
 
-@pytest.mark.parametrize("sparse_target", [False, True])
-def test_sce_loss_linear_equals_sce_of_the_reconstruction(sparse_target):
+@pytest.mark.parametrize("sparse_target,with_bias", [(False, True), (True, True), (True, False)])
+def test_sce_loss_linear_equals_sce_of_the_reconstruction(sparse_target, with_bias):
     from mae_graph.gnn import sce_loss, sce_loss_linear
 
     torch.manual_seed(3)
@@ -265,11 +265,15 @@ def test_sce_loss_linear_equals_sce_of_the_reconstruction(sparse_target):
     with torch.no_grad():
         g[5] = 0  # a reconstruction that is exactly 0 (no kept neighbour, zero bias): finite gradients
         bias[:] = 0
-    plain = sce_loss(g @ weight.t() + bias, target, alpha=3.0)
-    fused = sce_loss_linear(g, weight, bias, target.to_sparse_csr() if sparse_target else target, alpha=3.0)
+        if with_bias:
+            bias[: f // 2] = torch.randn(f // 2)  # a nonzero bias on half the features (row 5 still nonzero)
+    b = bias if with_bias else None
+    params = [g, weight, bias] if with_bias else [g, weight]
+    plain = sce_loss(g @ weight.t() + (bias if with_bias else 0), target, alpha=3.0)
+    fused = sce_loss_linear(g, weight, b, target.to_sparse_csr() if sparse_target else target, alpha=3.0)
     assert torch.allclose(plain, fused, atol=1e-6)
-    g1 = torch.autograd.grad(plain, [g, weight, bias])
-    g2 = torch.autograd.grad(fused, [g, weight, bias])
+    g1 = torch.autograd.grad(plain, params)
+    g2 = torch.autograd.grad(fused, params)
     assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(g1, g2))
 
 
