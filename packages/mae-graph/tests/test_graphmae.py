@@ -221,6 +221,29 @@ def test_widening_gat_layer_aggregates_before_projecting():
     assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(g1, g2))
 
 
+def test_aggregate_between_equals_aggregation_of_the_zero_padded_input():
+    from mae_graph.gnn import GATLayer, prepare_edges
+
+    torch.manual_seed(2)
+    n, d, out = 30, 5, 12
+    layer = GATLayer(d, out, 1)
+    layer.att_src.data.normal_()
+    layer.att_dst.data.normal_()
+    edges = prepare_edges(torch.randint(0, n, (2, 90)), n)
+    masked = torch.tensor([1, 2, 7, 8, 9, 15, 20, 29])
+    kept = torch.tensor([i for i in range(n) if i not in set(masked.tolist())])
+    x_kept = torch.randn(len(kept), d, requires_grad=True)
+    layer.eval()  # no attention dropout: both paths must give the same numbers
+    padded = torch.zeros(n, d).index_copy(0, kept, x_kept)  # the re-masked decoder input
+    full = layer.aggregate_inputs(padded, edges, masked)[:, 0]
+    fast = layer.aggregate_between(x_kept, kept, masked, edges)
+    assert fast.shape == (len(masked), d) and torch.allclose(fast, full, atol=1e-6)
+    w = torch.randn(len(masked), d)
+    g1 = torch.autograd.grad((full * w).sum(), [x_kept, layer.weight, layer.att_src, layer.att_dst])
+    g2 = torch.autograd.grad((fast * w).sum(), [x_kept, layer.weight, layer.att_src, layer.att_dst])
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g1, g2))
+
+
 def test_sparse_first_layer_equals_dense_path():
     data = tiny_sbm(num_features=200, active_features=4)  # 2 % nonzero: bag-of-words like
     data.x = data.x / data.x.sum(1, keepdim=True)
