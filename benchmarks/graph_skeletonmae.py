@@ -22,11 +22,11 @@ from mae_graph.cli import main
 
 
 def run(which: str, data: str | None, out: Path, pre_epochs: int, ft_epochs: int, fraction: float, seeds: int,
-        extra: list[str]) -> dict:
+        extra: list[str], first_seed: int = 0) -> dict:
     src = ["--dataset", "skeleton-actions"] if which == "synthetic" else ["--dataset", "skeleton-files", "--data", data]
     res = {"pretrain+finetune": [], "scratch": []}
     times = {}
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         pre = out / f"{which}-pre-seed{seed}"
         t0 = time.time()
         assert main(["pretrain", "--method", "skeletonmae", *src, "--epochs", str(pre_epochs), "--out", str(pre),
@@ -55,13 +55,17 @@ def main_(argv=None):
     p.add_argument("--finetune-epochs", type=int, default=40)
     p.add_argument("--label-fraction", type=float, default=1.0)
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first_seed .. first_seed + seeds - 1")
     p.add_argument("--out", default="/tmp/skeletonmae-bench")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more flags for pretrain / scratch")
     a = p.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    s = run(a.which, a.data, out, a.pretrain_epochs, a.finetune_epochs, a.label_fraction, a.seeds, a.extra)
-    (out / f"{a.which}-results.json").write_text(json.dumps(s, indent=1))
+    s = run(a.which, a.data, out, a.pretrain_epochs, a.finetune_epochs, a.label_fraction, a.seeds, a.extra,
+            a.first_seed)
+    s["seeds"] = list(range(a.first_seed, a.first_seed + a.seeds))
+    (out / f"{a.which}-results{'' if a.first_seed == 0 else f'-from{a.first_seed}'}.json").write_text(
+        json.dumps(s, indent=1))
     print(json.dumps(s, indent=1))
 
 
