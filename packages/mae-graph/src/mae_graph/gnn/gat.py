@@ -7,12 +7,7 @@ import torch.nn.functional as F
 
 from .common import _NormAct
 from .dropout import dropout, keep_mask
-from .sparse import (
-    GraphEdges,
-    edge_aggregate,
-    edge_softmax,
-    sparse_mm,
-)
+from .sparse import GraphEdges, edge_aggregate, edge_softmax, sparse_mm
 
 
 class _Logits(torch.autograd.Function):
