@@ -274,6 +274,40 @@ def test_sparse_first_layer_equals_dense_path():
     assert torch.equal(e1.target, e2.target)
 
 
+def test_token_dropout_gives_each_mask_row_its_own_dropout():
+    from mae_graph.data.graphs import collate_graphs
+    from mae_graph.methods.graphmae import GraphMAE, GraphMAEConfig
+
+    data = tiny_sbm()
+    torch.manual_seed(0)
+    x = (torch.rand(data.num_nodes, 60) < 0.05).float()
+    cfg = dict(in_dim=60, num_hidden=16, num_heads=2, mask_rate=0.5, replace_rate=0.0, in_drop=0.3,
+               sparse_input=0.5)
+    plain, exact = GraphMAE(GraphMAEConfig(**cfg)), GraphMAE(GraphMAEConfig(**cfg, token_dropout=True))
+    exact.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        for m in (plain, exact):
+            m.enc_mask_token.normal_(generator=torch.Generator().manual_seed(1))
+    xs = x.to_sparse_csr()
+    token_nodes = torch.arange(0, data.num_nodes, 2)
+    none = token_nodes[:0]
+    rows_plain = plain.corrupted_projection(xs, token_nodes, none, none)[token_nodes]
+    rows_exact = exact.corrupted_projection(xs, token_nodes, none, none)[token_nodes]
+    want = plain.encoder.layers[0].project(plain.enc_mask_token)
+    assert torch.allclose(rows_plain, want.expand_as(rows_plain))  # all [MASK] rows identical
+    assert (rows_exact - rows_exact[0]).abs().amax() > 1e-3  # each row dropped out on its own
+    # unbiased: the mean over many rows approaches token @ W (1 / (1 - p) scaling)
+    many = torch.arange(data.num_nodes).repeat(40)
+    exact.train()
+    big = torch.sparse_csr_tensor(torch.zeros(len(many) + 1, dtype=torch.long), torch.zeros(0, dtype=torch.long),
+                                  torch.zeros(0), (len(many), 60))
+    mean = exact.corrupted_projection(big, torch.arange(len(many)), none, none).mean(0)
+    assert torch.allclose(mean, want[0], atol=0.1 * want.abs().max().item())
+    exact.eval()
+    assert torch.allclose(exact.corrupted_projection(xs, token_nodes, none, none)[token_nodes],
+                          want.expand_as(rows_plain), atol=1e-6)  # no dropout in eval mode
+
+
 @pytest.mark.parametrize("sparse_target,with_bias", [(False, True), (True, True), (True, False)])
 def test_sce_loss_linear_equals_sce_of_the_reconstruction(sparse_target, with_bias):
     from mae_graph.gnn import sce_loss, sce_loss_linear
