@@ -53,3 +53,14 @@ def test_cli_skeletonmae_pretrain_finetune_reconstruct(tmp_path):
     assert "test_acc" in json.loads((tmp_path / "ft" / "summary.json").read_text())
     assert main(["reconstruct", "--run", str(run), "--out", str(tmp_path / "r.png")]) == 0
     assert (tmp_path / "r.png").exists()
+
+
+def test_cli_help_of_every_command_and_method_renders(capsys):
+    import pytest
+
+    for argv in (["pretrain", "--help"], ["pretrain", "--method", "skeletonmae", "--help"],
+                 ["pretrain", "--preset", "cora", "--help"], ["probe", "--help"], ["finetune", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 0, argv
+        assert "usage" in capsys.readouterr().out
