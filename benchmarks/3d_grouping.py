@@ -1,9 +1,9 @@
 """Batched torch grouping vs a per-cloud Open3D loop: 32 clouds x 1024 points -> 64 FPS centres x 32 neighbours.
 
-    OMP_NUM_THREADS=1 /work/notes/bin/cpu2 uv run python benchmarks/3d_grouping.py --threads 1 --repeats 40
-    OMP_NUM_THREADS=2 /work/notes/bin/cpu2 uv run python benchmarks/3d_grouping.py --threads 2 --repeats 40
+    OMP_NUM_THREADS=1 uv run python benchmarks/3d_grouping.py --threads 1 --repeats 40
+    OMP_NUM_THREADS=2 uv run python benchmarks/3d_grouping.py --threads 2 --repeats 40
 
-(``cpu2`` holds both cores of the machine for the run: nothing else of ours runs at the same time.)
+(Run it with nothing else running on the machine.)
 
 torch: ``mae_3d.ops.group_points`` under ``torch.inference_mode`` (FPS vectorised over the batch, which also yields
 the centre-to-point squared distances; kNN = exact pruned smallest-k of those rows, nearest first: chunk-minimum bound, ``nonzero`` compaction, one sort

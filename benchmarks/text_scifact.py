@@ -1,11 +1,11 @@
 """SciFact (BEIR layout) retrieval benchmark for mae-text, run by hand, in stages that save their run folders
 (so that each locked run stays short):
 
-    cpu1 uv run python benchmarks/text_scifact.py --pretrain retromae --steps 500
-    cpu1 uv run python benchmarks/text_scifact.py --pretrain dupmae --steps 500
-    cpu1 uv run python benchmarks/text_scifact.py --pretrain starbucks --steps 150 --pairs 1x16 2x32 3x64 4x128
-    cpu1 uv run python benchmarks/text_scifact.py --finetune scratch retromae dupmae --seeds 0 1
-    cpu1 uv run python benchmarks/text_scifact.py --bm25
+    OMP_NUM_THREADS=1 uv run python benchmarks/text_scifact.py --pretrain retromae --steps 500
+    OMP_NUM_THREADS=1 uv run python benchmarks/text_scifact.py --pretrain dupmae --steps 500
+    OMP_NUM_THREADS=1 uv run python benchmarks/text_scifact.py --pretrain starbucks --steps 150 --pairs 1x16 2x32 3x64 4x128
+    OMP_NUM_THREADS=1 uv run python benchmarks/text_scifact.py --finetune scratch retromae dupmae --seeds 0 1
+    OMP_NUM_THREADS=1 uv run python benchmarks/text_scifact.py --bm25
     uv run python benchmarks/text_scifact.py --report                  # tables (markdown) from the run folders
 
 Every stage calls the ``mae-text`` CLI: ``pretrain`` on the corpus, ``finetune`` on the training claims (the same

@@ -1,6 +1,8 @@
 """Dropout masks with less random-number work (the CPU generator is serial)."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 _DROP_BITS = 16  # keep masks compare 16-bit random integers against round(p * 2**16)
@@ -13,9 +15,7 @@ def keep_mask(shape, p: float, device=None, dtype=torch.float32) -> tuple[torch.
     on int64, split into three 16-bit draws each (the fourth 16 bits of ``random_()`` hold only 15 random bits),
     about 3x less generator work than ``torch.rand``'s one draw per element -- the generator is serial and
     dominated the dropout cost of the Cora layers."""
-    n = 1
-    for d in shape:
-        n *= d
+    n = math.prod(shape)
     cut = round(p * (1 << _DROP_BITS))
     draws = (n + 2) // 3
     bits = torch.empty(draws, dtype=torch.int64, device=device).random_().view(torch.int16).view(draws, 4)[:, :3]

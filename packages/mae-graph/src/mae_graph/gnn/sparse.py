@@ -54,6 +54,13 @@ def csr_rows(x: torch.Tensor, rows: torch.Tensor, empty: torch.Tensor | None = N
     return torch.sparse_csr_tensor(new_crow, col[idx], val[idx], (len(rows), x.shape[1]))
 
 
+def crow_of(rows: torch.Tensor, n: int) -> torch.Tensor:
+    """CSR row pointers (n + 1,) of entries whose row ids ``rows`` are sorted."""
+    crow = torch.zeros(n + 1, dtype=torch.long, device=rows.device)
+    crow[1:] = torch.bincount(rows, minlength=n).cumsum(0)
+    return crow
+
+
 class GraphEdges:
     """A graph's edges for attention layers: self loops removed, one per node added (GraphMAE's graphs:
     ``remove_self_loop().add_self_loop()``), sorted by (destination, source); plus the CSR structures of the
@@ -67,11 +74,9 @@ class GraphEdges:
         dst = torch.cat([edge_index[1][keep], loops])
         order = torch.argsort(dst * n + src)
         self.src, self.dst, self.num_nodes = src[order].contiguous(), dst[order].contiguous(), n
-        self.crow = torch.zeros(n + 1, dtype=torch.long, device=src.device)
-        self.crow[1:] = torch.bincount(self.dst, minlength=n).cumsum(0)
+        self.crow = crow_of(self.dst, n)
         self.perm_t = torch.argsort(self.src * n + self.dst)
-        self.crow_t = torch.zeros(n + 1, dtype=torch.long, device=src.device)
-        self.crow_t[1:] = torch.bincount(self.src, minlength=n).cumsum(0)
+        self.crow_t = crow_of(self.src, n)  # bincount: the order of the sources does not matter
         self.col_t = self.dst[self.perm_t].contiguous()
         self._heads: dict = {}
 
@@ -149,10 +154,6 @@ class Aggregation:
     @classmethod
     def from_pairs(cls, rows: torch.Tensor, cols: torch.Tensor, idx: torch.Tensor, shape) -> Aggregation:
         """From entries sorted by ``rows`` (output rows ``rows``, input rows ``cols``, attention index ``idx``)."""
-        def crow_of(r, n):
-            crow = torch.zeros(n + 1, dtype=torch.long, device=r.device)
-            crow[1:] = torch.bincount(r, minlength=n).cumsum(0)
-            return crow
         perm = torch.argsort(cols * shape[0] + rows)
         return cls(crow_of(rows, shape[0]), cols, idx, crow_of(cols[perm], shape[1]), rows[perm], idx[perm], shape)
 

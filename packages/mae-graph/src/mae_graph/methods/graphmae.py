@@ -58,7 +58,7 @@ class GraphMAEConfig:
                                      "(bag-of-words), the first layer multiplies a sparse x (0 = always dense)")
     token_dropout: bool = field(False, "sparse path: give each [MASK] row its own input dropout, exactly as the "
                                        "authors' dense input (costs a dense (masked x in_dim x hidden) product, "
-                                       "about a fifth more epoch time on Cora); off = every [MASK] row is token @ W")
+                                       "about two fifths more epoch time on Cora); off = every [MASK] row is token @ W")
     decay_all: bool = field(True, "weight decay on every parameter (biases, PReLU slopes, [MASK] token), as the "
                                   "authors' Adam does; off = mae-core's default groups (no decay on 1-D params)")
     pooling: str = field("mean", "graph readout for graph-level encode: mean, max or sum",
