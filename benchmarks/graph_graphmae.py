@@ -10,6 +10,10 @@ Node classification (Cora, Citeseer): `mae-graph pretrain --preset cora` then `m
 (20 logistic-regression seeds, best-validation test accuracy). Graph classification (MUTAG, PROTEINS, IMDB-MULTI):
 `mae-graph pretrain --preset <name>` then `--probe svm-cv` (10-fold SVM, C grid), mean over pretraining seeds.
 `--epochs` shortens every run (a shorter reproduction when the machine is busy); the default is the paper's.
+
+`--summarize OUT [OUT ...]` runs nothing: it pools the seeds of one or more output folders (for example the two
+halves of a reproduction split with `--first-seed`) and prints, per dataset, the mean, the spread over seeds, the
+standard error of the mean and how many standard errors it lies from the paper's number.
 """
 from __future__ import annotations
 
@@ -24,6 +28,9 @@ import torch
 from mae_graph.cli import main
 
 PAPER = {"cora": 84.2, "citeseer": 73.4, "mutag": 88.19, "proteins": 75.30, "imdb-multi": 51.63}
+# the paper's spread over its seeds and how many seeds (20 node-level, 5 graph-level): its own standard error
+PAPER_STD = {"cora": 0.4, "citeseer": 0.4, "mutag": 1.26, "proteins": 0.39, "imdb-multi": 0.52}
+PAPER_SEEDS = {"cora": 20, "citeseer": 20, "mutag": 5, "proteins": 5, "imdb-multi": 5}
 FOLDER = {"cora": "planetoid", "citeseer": "planetoid", "mutag": "tudataset", "proteins": "tudataset",
           "imdb-multi": "tudataset"}
 
@@ -48,6 +55,32 @@ def run_one(name: str, data_root: Path, out: Path, seed: int, epochs: int | None
             "final_loss": summary["final_loss"]}
 
 
+def summarize(folders: list[str]) -> dict:
+    """Pool the runs of several ``results.json`` (a seed seen twice counts once) and print their statistics."""
+    pooled: dict[str, dict[int, float]] = {}
+    for folder in folders:
+        res_file = Path(folder) / "results.json"
+        if not res_file.exists():
+            raise SystemExit(f"{res_file}: no results.json (run the benchmark with --out {folder} first)")
+        for name, entry in json.loads(res_file.read_text()).items():
+            for r in entry["runs"]:
+                pooled.setdefault(name, {}).setdefault(int(r["seed"]), float(r["acc"]))
+    stats = {}
+    for name, by_seed in pooled.items():
+        accs = np.array([by_seed[s] for s in sorted(by_seed)])
+        se = accs.std(ddof=1) / np.sqrt(len(accs)) if len(accs) > 1 else float("nan")
+        paper = PAPER.get(name, float("nan"))
+        paper_se = PAPER_STD.get(name, float("nan")) / np.sqrt(PAPER_SEEDS.get(name, 1))
+        diff_se = float(np.hypot(se, paper_se))
+        stats[name] = {"seeds": len(accs), "mean": float(accs.mean()), "std": float(accs.std()), "se": float(se),
+                       "paper": paper, "diff": float(accs.mean() - paper), "diff_se": diff_se}
+        print(f"{name}: {len(accs)} seeds ({min(by_seed)}-{max(by_seed)}), mean {accs.mean():.2f} +- {accs.std():.2f} "
+              f"(standard error {se:.2f}); paper {paper:.2f} (standard error {paper_se:.2f}); difference "
+              f"{accs.mean() - paper:+.2f} = {(accs.mean() - paper) / diff_se:+.1f} standard errors of the difference",
+              flush=True)
+    return stats
+
+
 def main_(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
@@ -63,7 +96,13 @@ def main_(argv=None):
     p.add_argument("--budget-s", type=float, default=None,
                    help="stop starting new seeds when the next one (as long as the last) would end past this many "
                         "seconds; rerun the same command to resume (finished seeds are kept in results.json)")
+    p.add_argument("--summarize", nargs="+", metavar="OUT", default=None,
+                   help="run nothing; pool the results.json of these output folders and print mean, spread, "
+                        "standard error and the distance to the paper")
     a = p.parse_args(argv)
+    if a.summarize:
+        summarize(a.summarize)
+        return
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     res_file = out / "results.json"
