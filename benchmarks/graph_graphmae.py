@@ -62,7 +62,11 @@ def summarize(folders: list[str]) -> dict:
         res_file = Path(folder) / "results.json"
         if not res_file.exists():
             raise SystemExit(f"{res_file}: no results.json (run the benchmark with --out {folder} first)")
-        for name, entry in json.loads(res_file.read_text()).items():
+        try:
+            results = json.loads(res_file.read_text())
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"{res_file}: not valid JSON ({e})") from None
+        for name, entry in results.items():
             for r in entry["runs"]:
                 pooled.setdefault(name, {}).setdefault(int(r["seed"]), float(r["acc"]))
     stats = {}
