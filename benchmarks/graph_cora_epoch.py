@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from mae_graph import PRESETS
 from mae_graph.data.graphs import PlanetoidConfig, collate_graphs, make_planetoid
 from mae_graph.methods.graphmae import GraphMAE, GraphMAEConfig
 
@@ -26,10 +27,11 @@ def main(argv=None):
     p.add_argument("--token-dropout", action="store_true")
     a = p.parse_args(argv)
     ds = make_planetoid(PlanetoidConfig(path=a.data, name="cora"), "train")
+    _, model_cfg, _, train_cfg, _ = PRESETS["cora"]  # the registered preset: the paper's hyper-parameters
     torch.manual_seed(0)
-    model = GraphMAE(GraphMAEConfig(in_dim=ds.num_features, num_hidden=512, num_heads=4, mask_rate=0.5,
-                                    replace_rate=0.05, alpha_l=3.0, token_dropout=a.token_dropout))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=2e-4, fused=True)
+    model = GraphMAE(GraphMAEConfig(in_dim=ds.num_features, **model_cfg, token_dropout=a.token_dropout))
+    opt = torch.optim.Adam(model.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"],
+                           fused=True)
     gen = torch.Generator().manual_seed(0)
     batch = collate_graphs([ds[0]])
     times, loss = [], float("nan")

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from mae_graph.cli import main
 
 SBM = ["--num-nodes", "150", "--num-blocks", "3", "--num-features", "24", "--num-val", "30", "--train-per-class", "8",
@@ -56,8 +58,6 @@ def test_cli_skeletonmae_pretrain_finetune_reconstruct(tmp_path):
 
 
 def test_cli_help_of_every_command_and_method_renders(capsys):
-    import pytest
-
     for argv in (["pretrain", "--help"], ["pretrain", "--method", "skeletonmae", "--help"],
                  ["pretrain", "--preset", "cora", "--help"], ["probe", "--help"], ["finetune", "--help"]):
         with pytest.raises(SystemExit) as e:

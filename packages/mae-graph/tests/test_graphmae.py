@@ -173,7 +173,7 @@ def test_real_tu_reads():
 def test_gat_layer_matches_pyg_gatconv():
     from torch_geometric.nn import GATConv
 
-    from mae_graph.gnn import GATLayer, edge_softmax, prepare_edges
+    from mae_graph.gnn import GATLayer, edge_softmax, GraphEdges
 
     torch.manual_seed(0)
     n, d, heads, c = 30, 12, 3, 5
@@ -187,7 +187,7 @@ def test_gat_layer_matches_pyg_gatconv():
         ref.att_dst.copy_(ours.att_dst)
         ref.bias.copy_(torch.randn(heads * c))
         ours.bias.copy_(ref.bias)
-    edges = prepare_edges(ei, n)
+    edges = GraphEdges(ei, n)
     assert int((edges.src == edges.dst).sum()) == n  # exactly one self loop per node
     expected = ref(x, ei)
     assert torch.allclose(ours(x, edges), expected, atol=1e-5)
@@ -205,12 +205,12 @@ def test_gat_layer_matches_pyg_gatconv():
 
 
 def test_widening_gat_layer_aggregates_before_projecting():
-    from mae_graph.gnn import GATLayer, prepare_edges
+    from mae_graph.gnn import GATLayer, GraphEdges
 
     torch.manual_seed(1)
     n, d, out = 25, 4, 40  # in_dim < out: the decoder case (hidden -> input features)
     layer = GATLayer(d, out, 1).eval()
-    edges = prepare_edges(torch.randint(0, n, (2, 60)), n)
+    edges = GraphEdges(torch.randint(0, n, (2, 60)), n)
     x = torch.randn(n, d, requires_grad=True)
     rows = torch.tensor([0, 5, 6, 24])
     full = layer(x, edges)[rows]
@@ -222,14 +222,14 @@ def test_widening_gat_layer_aggregates_before_projecting():
 
 
 def test_aggregate_between_equals_aggregation_of_the_zero_padded_input():
-    from mae_graph.gnn import GATLayer, prepare_edges
+    from mae_graph.gnn import GATLayer, GraphEdges
 
     torch.manual_seed(2)
     n, d, out = 30, 5, 12
     layer = GATLayer(d, out, 1)
     layer.att_src.data.normal_()
     layer.att_dst.data.normal_()
-    edges = prepare_edges(torch.randint(0, n, (2, 90)), n)
+    edges = GraphEdges(torch.randint(0, n, (2, 90)), n)
     masked = torch.tensor([1, 2, 7, 8, 9, 15, 20, 29])
     kept = torch.tensor([i for i in range(n) if i not in set(masked.tolist())])
     x_kept = torch.randn(len(kept), d, requires_grad=True)

@@ -15,9 +15,8 @@ from .dropout import dropout, keep_mask
 from .gat import GAT, GATLayer, attention_logits
 from .gin import GIN, gin_mlp
 from .sce import sce_loss, sce_loss_linear
-from .sparse import (Aggregation, GraphEdges, csr_rows, edge_aggregate, edge_softmax, prepare_edges,
-                     sparse_mm)
+from .sparse import Aggregation, GraphEdges, csr_rows, edge_aggregate, edge_softmax, sparse_mm
 
 __all__ = ["Aggregation", "GAT", "GATLayer", "GIN", "GraphEdges", "attention_logits", "csr_rows", "dropout",
            "edge_aggregate", "edge_softmax", "gin_mlp", "keep_mask", "make_activation", "make_norm",
-           "prepare_edges", "sce_loss", "sce_loss_linear", "sparse_mm"]
+           "sce_loss", "sce_loss_linear", "sparse_mm"]

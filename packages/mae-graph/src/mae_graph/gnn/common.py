@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 
-def make_activation(name: str | None, dim: int | None = None) -> nn.Module:
+def make_activation(name: str | None) -> nn.Module:
     if name in (None, "none", "identity"):
         return nn.Identity()
     if name == "prelu":
@@ -34,7 +34,7 @@ class _NormAct(nn.Module):
     def __init__(self, norm: str | None, act: str | None, dim: int):
         super().__init__()
         self.norm = make_norm(norm, dim)
-        self.act = make_activation(act, dim)
+        self.act = make_activation(act)
 
     def forward(self, x):
         if isinstance(self.norm, nn.BatchNorm1d) and x.dim() == 3:

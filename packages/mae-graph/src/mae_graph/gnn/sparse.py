@@ -125,10 +125,6 @@ class GraphEdges:
         return Aggregation.from_pairs(r[sel], c[sel], sel, (len(dst_nodes), len(src_nodes)))
 
 
-def prepare_edges(edge_index: torch.Tensor, num_nodes: int) -> GraphEdges:
-    return GraphEdges(edge_index, num_nodes)
-
-
 def edge_softmax(scores: torch.Tensor, dst: torch.Tensor, num_nodes: int) -> torch.Tensor:
     """Softmax of edge scores ``(E, H)`` over the incoming edges of every destination node (vectorised:
     ``scatter_reduce`` amax for stability, ``index_add`` for the normaliser)."""
