@@ -11,7 +11,7 @@ decoder, masking path, loss, ``encode`` and the layer ids for layer-wise lr deca
 from __future__ import annotations
 
 from dataclasses import dataclass, field as dc_field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -78,14 +78,23 @@ class TransformerEncoder(nn.Module):
         return x, pos
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None,
-                return_hidden: bool = False):
-        """(B, L, D) tokens (+ (1|B, L, D) positions) -> normed (B, prefix + L, D) (and every block's output)."""
+                return_hidden: bool = False, taps: Sequence[int] | None = None):
+        """(B, L, D) tokens (+ (1|B, L, D) positions) -> normed (B, prefix + L, D) (and every block's output).
+
+        ``taps`` (block indices, negative from the end) returns ``(x, [output of each tapped block, in the order
+        given])`` and keeps only those: raw block outputs (B, prefix + L, D), before the final norm, like
+        ``return_hidden``; ``encoder.norm(tap)`` normalises one. Not combinable with ``return_hidden``.
+        """
+        tap_ids = self.tap_indices(taps) if taps is not None else None
+        if tap_ids is not None and return_hidden:
+            raise ValueError("TransformerEncoder: pass either return_hidden or taps, not both")
         if pos is not None and not self.pos_every_block:
             x = x + pos
             pos = None
         x, pos = self._prefix(x, pos)
         hidden = []
-        for blk in self.blocks:
+        tapped: dict[int, torch.Tensor] = {}
+        for i, blk in enumerate(self.blocks):
             if pos is not None:
                 x = x + pos
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
@@ -94,8 +103,22 @@ class TransformerEncoder(nn.Module):
                 x = blk(x, attn_mask=attn_mask)
             if return_hidden:
                 hidden.append(x)
+            if tap_ids is not None and i in tap_ids:
+                tapped[i] = x
         x = self.norm(x)
+        if tap_ids is not None:
+            return x, [tapped[i] for i in tap_ids]
         return (x, hidden) if return_hidden else x
+
+    def tap_indices(self, taps: Sequence[int]) -> list[int]:
+        """Block indices in ``[0, depth)`` for ``taps`` (negative indices count from the end); a one-line
+        ValueError names an index out of range."""
+        out = []
+        for t in taps:
+            if not -self.depth <= int(t) < self.depth:
+                raise ValueError(f"encoder tap {t} is out of range for {self.depth} blocks")
+            out.append(int(t) % self.depth)
+        return out
 
 
 class MAEDecoder(nn.Module):
