@@ -2,10 +2,13 @@
 from .blocks import LayerNorm, Attention, Block, CrossAttention, CrossBlock, DropPath, LayerScale, Mlp, drop_path, init_weights
 from .patch import PatchEmbed, PatchEmbed2d, PatchEmbed3d, grid_shape, patchify, unpatchify
 from .pos_embed import resize_pos_embed, sincos_1d, sincos_pos_embed
+from .queue import FeatureQueue
+from .taps import TapCrossBlock
 
 __all__ = [
     "LayerNorm",
     "Attention", "Block", "CrossAttention", "CrossBlock", "DropPath", "LayerScale", "Mlp", "drop_path", "init_weights",
     "PatchEmbed", "PatchEmbed2d", "PatchEmbed3d", "grid_shape", "patchify", "unpatchify",
     "resize_pos_embed", "sincos_1d", "sincos_pos_embed",
+    "FeatureQueue", "TapCrossBlock",
 ]
