@@ -1,6 +1,6 @@
 """Linear SVM on frozen features with a fixed train / test split (the protocol of point-cloud self-supervised
 papers: FoldingNet, Point-BERT, Point-MAE "linear SVM on ModelNet"), and N-way K-shot evaluation over repeated
-random folds with the same classifier.
+random folds with the same classifier (the episodes live in :mod:`mae_core.eval.fewshot`).
 
 Features are standardised with the training statistics; C is chosen by stratified cross-validation on the training
 features from ``c_grid`` (skipped when only one value is given or a class has fewer than 2 samples). The CLI probe
@@ -55,41 +55,13 @@ def few_shot(features: torch.Tensor, labels: torch.Tensor, way: int = 5, shot: i
     """N-way K-shot accuracy over ``folds`` random episodes (Point-BERT / Point-MAE protocol: 10 folds, 20 queries
     per class): each fold draws ``way`` classes, ``shot`` support and ``query`` query samples per class (queries from
     the test features when given), trains a linear SVM on the support features and scores the queries.
-    Returns mean and std of the fold accuracies in percent."""
-    import warnings
+    Returns mean and std of the fold accuracies in percent. :func:`mae_core.eval.fewshot.few_shot_eval` with
+    ``classifier="svm"``; it also offers logistic regression and nearest-prototype classifiers."""
+    from .fewshot import few_shot_eval
 
-    from sklearn.exceptions import ConvergenceWarning
-
-    x, y = features.float().cpu().numpy(), labels.long().cpu().numpy()
-    xq_all = test_features.float().cpu().numpy() if test_features is not None else x
-    yq_all = test_labels.long().cpu().numpy() if test_labels is not None else y
-    separate = test_features is not None
-    classes = [k for k in np.unique(y) if (y == k).sum() >= shot + (0 if separate else query)
-               and (not separate or (yq_all == k).sum() >= query)]
-    if len(classes) < way:
-        raise ValueError(f"{way}-way {shot}-shot needs {way} classes with at least {shot} support and {query} query "
-                         f"samples; only {len(classes)} qualify")
-    rng = np.random.default_rng(seed)
-    accs = []
-    for _ in range(folds):
-        chosen = rng.choice(classes, way, replace=False)
-        sx, sy, qx, qy = [], [], [], []
-        for j, k in enumerate(chosen):
-            idx = rng.permutation(np.flatnonzero(y == k))
-            sx.append(x[idx[:shot]])
-            sy += [j] * shot
-            if separate:
-                qidx = rng.permutation(np.flatnonzero(yq_all == k))[:query]
-                qx.append(xq_all[qidx])
-            else:
-                qx.append(x[idx[shot:shot + query]])
-            qy += [j] * query
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            clf, _ = _fit_svm(np.concatenate(sx), np.array(sy), (c,), seed=seed)
-        accs.append(float((clf.predict(np.concatenate(qx)) == np.array(qy)).mean()) * 100)
-    return {"acc": float(np.mean(accs)), "std": float(np.std(accs)), "folds": folds, "way": way, "shot": shot,
-            "query": query}
+    res = few_shot_eval(features, labels, way=way, shot=shot, query=query, folds=folds, seed=seed,
+                        classifier="svm", c=c, test_features=test_features, test_labels=test_labels)
+    return {k: res[k] for k in ("acc", "std", "folds", "way", "shot", "query")}
 
 
 def probe_svm(model, train_set, test_set, args, cache) -> dict:
