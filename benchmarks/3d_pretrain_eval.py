@@ -85,7 +85,7 @@ def features(run_dir: str, random_init: bool, extra: list[str]):
     """Frozen max+mean features (train, test) of the run's encoder or of a freshly initialised one (seed 0),
     built exactly as ``mae-3d probe`` / ``fewshot`` build them."""
     import mae_3d  # noqa: F401  (registers the domain)
-    from mae_core import cli as core_cli
+    from mae_core.cli.flags import parse_run_command
     from mae_core.eval import extract_features
 
     from mae_3d.commands import _model_and_data
@@ -95,7 +95,7 @@ def features(run_dir: str, random_init: bool, extra: list[str]):
         p.add_argument("--seed", type=int, default=0)
 
     argv = ["--run", run_dir, *extra] + (["--random-init"] if random_init else [])
-    r, args = core_cli.load_run_args("3d", argv, "bench", flags, "")
+    r, args = parse_run_command("3d", argv, "bench", flags, "")
     model, train_set, test_set = _model_and_data(r, args)
     xtr, ytr = extract_features(model, train_set, batch_size=128, device=args.device_obj)
     xte, yte = extract_features(model, test_set, batch_size=128, device=args.device_obj)

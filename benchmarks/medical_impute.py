@@ -67,7 +67,7 @@ def main():
     args = ap.parse_args()
 
     from mae_medical.cli import main as cli
-    from mae_medical.commands import impute_case, load_bm_mae
+    from mae_medical.commands import impute_case, load_method_run
     from mae_medical.metrics import psnr_in_mask, ssim_in_mask
     from mae_medical.viz import save_imputation_figure
 
@@ -97,7 +97,8 @@ def main():
         model = build_model("bm-mae", from_dict(BMMAEConfig, cfg["model"]))
         load_checkpoint(args.checkpoint, model)
     else:
-        model, cfg = load_bm_mae(str(out))
+        run = load_method_run(str(out), "bm-mae")
+        model, cfg = run.model, run.config.to_dict()
     sp = (args.spacing,) * 3
     t0 = time.time()
     imputed = {d: impute_case(model, Path(args.data) / args.test_case, "flair", spacing=sp, compare=True, draws=d,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from mae_core.cli import register_probe
+from mae_core.eval.probes import register_probe
 from mae_core.eval.svm import probe_svm
 from mae_core.registry import DatasetSpec, MethodSpec, PresetSpec, register_dataset, register_method, register_preset
 
@@ -41,7 +41,8 @@ register_method(MethodSpec(
     description="Point-MAE: mini-PointNet group tokens, 60 % of groups masked, Chamfer reconstruction",
     default_dataset="shapes3d", paper="Pang et al., Masked Autoencoders for Point Cloud Self-supervised Learning, "
                                       "ECCV 2022", visualize=draw_point_reconstruction, train_defaults=POINT_TRAIN,
-)).adapt = adapt_points
+    adapt=adapt_points,
+))
 
 register_method(MethodSpec(
     name="point-cmae", domain="3d", config_cls=PointCMAEConfig, model_cls=PointCMAE,
@@ -49,8 +50,8 @@ register_method(MethodSpec(
                 "masked in both views",
     default_dataset="shapes3d", paper="Ren et al., Bringing Contrastive Learning to Point Cloud Masked "
                                       "Autoencoders (Point-CMAE), ACCV 2024", visualize=draw_point_reconstruction,
-    train_defaults=POINT_TRAIN,
-)).adapt = adapt_points
+    train_defaults=POINT_TRAIN, adapt=adapt_points,
+))
 
 register_method(MethodSpec(
     name="r-mae", domain="3d", config_cls=RMAEConfig, model_cls=RMAE,
@@ -58,7 +59,8 @@ register_method(MethodSpec(
     default_dataset="driving-scenes", paper="Tayebati et al., radial masked autoencoding for LiDAR (R-MAE)",
     visualize=draw_lidar_reconstruction,
     train_defaults={"epochs": 10, "batch_size": 8, "lr": 1e-3, "warmup_epochs": 1, "log_every": 4},
-)).adapt = adapt_grid
+    adapt=adapt_grid,
+))
 
 register_dataset(DatasetSpec(
     name="point-folder", domain="3d", config_cls=PointFolderConfig, build=build_point_data, takes_path=True,

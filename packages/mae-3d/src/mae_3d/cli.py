@@ -3,13 +3,9 @@ from __future__ import annotations
 
 import sys
 
-import mae_3d  # noqa: F401  (registers methods, datasets, presets, probes and commands)
-from mae_core.cli import run_cli
+from mae_core.cli import domain_main
 
-
-def main(argv=None) -> int:
-    return run_cli("3d", argv, prog="mae-3d")
-
+main = domain_main("3d", "mae-3d")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,58 +1,47 @@
 """Extra ``mae-3d`` commands: ``fewshot`` (N-way K-shot on frozen features) and ``segment`` (R-MAE downstream).
 
-They take every flag of ``probe`` (``--run``, ``--method``, ``--data``, model / data / train fields), parsed by
-mae-core's own config resolution, plus their own."""
+Both are run-based commands (``run_flags=True``): they take every flag of ``probe`` (``--run``, ``--method``,
+``--data``, model / data / train fields), resolved by mae-core into a ``RunConfig``, plus their own."""
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
-from mae_core import cli as core_cli
 from mae_core.errors import ConfigError
+from mae_core.eval.probes import cached_features
 from mae_core.registry import CommandSpec, register_command
-
-
-def _passthrough(p: argparse.ArgumentParser) -> None:
-    """Let mae-core resolve the full command line (method, dataset, config layers) inside ``run``."""
-    p.parse_args = lambda argv=None, namespace=None: argparse.Namespace(argv=list(argv or []))
-
-
-def _load(argv, prog, flags, description):
-    return core_cli.load_run_args("3d", argv, prog, flags, description)
+from mae_core.workflows import prepare_eval
 
 
 def _model_and_data(r, args):
     from mae_core.train import resolve_device
 
-    train_set, test_set, model = core_cli.datasets_and_model(r, args.run, args.random_init, args.seed)
-    args.device_obj = resolve_device(r.train.device)
-    return model.to(args.device_obj), train_set, test_set
+    train_set, test_set, model = prepare_eval(r, args.run, args.random_init, args.seed)
+    args.device = resolve_device(r.train.device)
+    return model.to(args.device), train_set, test_set
 
 
-def run_fewshot(ns) -> int:
+def fewshot_arguments(p) -> None:
+    g = p.add_argument_group("few-shot")
+    g.add_argument("--way", type=int, default=5, help="classes per episode (N)")
+    g.add_argument("--shot", type=int, default=10, help="labelled support samples per class (K)")
+    g.add_argument("--query", type=int, default=20, help="query samples per class (from the test split)")
+    g.add_argument("--folds", type=int, default=10, help="random episodes averaged")
+    g.add_argument("--svm-c", type=float, default=1.0, help="C of the linear SVM")
+    g.add_argument("--seed", type=int, default=0, help="seed of the episodes")
+    g.add_argument("--probe-batch-size", type=int, default=128, help="batch size for feature extraction")
+    g.add_argument("--random-init", action="store_true", help="evaluate a randomly initialised encoder instead")
+
+
+def run_fewshot(args, r) -> int:
     from mae_core.eval.svm import few_shot
     from mae_core.rundir import RunDir
 
-    def flags(p):
-        g = p.add_argument_group("few-shot")
-        g.add_argument("--way", type=int, default=5, help="classes per episode (N)")
-        g.add_argument("--shot", type=int, default=10, help="labelled support samples per class (K)")
-        g.add_argument("--query", type=int, default=20, help="query samples per class (from the test split)")
-        g.add_argument("--folds", type=int, default=10, help="random episodes averaged")
-        g.add_argument("--svm-c", type=float, default=1.0, help="C of the linear SVM")
-        g.add_argument("--seed", type=int, default=0, help="seed of the episodes")
-        g.add_argument("--probe-batch-size", type=int, default=128, help="batch size for feature extraction")
-        g.add_argument("--random-init", action="store_true", help="evaluate a randomly initialised encoder instead")
-
-    r, args = _load(ns.argv, "mae-3d fewshot", flags,
-                    "N-way K-shot classification on frozen features over repeated random folds (Point-BERT / "
-                    "Point-MAE protocol, with a linear SVM on the frozen encoder instead of fine-tuning).")
     model, train_set, test_set = _model_and_data(r, args)
     t0 = time.time()
     cache: dict = {}
-    xtr, ytr = core_cli.cached_features(model, train_set, cache, "train", args.device_obj, args.probe_batch_size)
-    xte, yte = core_cli.cached_features(model, test_set, cache, "test", args.device_obj, args.probe_batch_size)
+    xtr, ytr = cached_features(model, train_set, cache, "train", args.device, args.probe_batch_size)
+    xte, yte = cached_features(model, test_set, cache, "test", args.device, args.probe_batch_size)
     try:
         res = few_shot(xtr, ytr, way=args.way, shot=args.shot, query=args.query, folds=args.folds, seed=args.seed,
                        c=args.svm_c, test_features=xte, test_labels=yte)
@@ -70,29 +59,28 @@ def run_fewshot(ns) -> int:
 
 
 register_command(CommandSpec(name="fewshot", domain="3d",
-                             help="N-way K-shot accuracy on frozen features over repeated folds",
-                             add_arguments=_passthrough, run=run_fewshot))
+                             help="N-way K-shot accuracy on frozen features over repeated folds (Point-BERT / "
+                                  "Point-MAE protocol, with a linear SVM on the frozen encoder instead of fine-tuning)",
+                             add_arguments=fewshot_arguments, run=run_fewshot, run_flags=True))
 
 
-def run_segment(ns) -> int:
+def segment_arguments(p) -> None:
+    g = p.add_argument_group("segmentation")
+    g.add_argument("--num-labelled", type=int, default=8, help="labelled training scans used")
+    g.add_argument("--seg-epochs", type=int, default=30, help="epochs over the labelled scans")
+    g.add_argument("--seg-lr", type=float, default=1e-3, help="learning rate of encoder + head")
+    g.add_argument("--seed", type=int, default=0, help="seed")
+    g.add_argument("--no-balance", action="store_true", help="plain cross-entropy (default: weighted by "
+                                                            "1 / sqrt(class frequency))")
+    g.add_argument("--random-init", "--scratch", dest="random_init", action="store_true",
+                   help="train the same architecture from scratch instead of the pretrained encoder")
+
+
+def run_segment(args, r) -> int:
     from mae_core.rundir import RunDir
 
     from .segment import train_segmentation
 
-    def flags(p):
-        g = p.add_argument_group("segmentation")
-        g.add_argument("--num-labelled", type=int, default=8, help="labelled training scans used")
-        g.add_argument("--seg-epochs", type=int, default=30, help="epochs over the labelled scans")
-        g.add_argument("--seg-lr", type=float, default=1e-3, help="learning rate of encoder + head")
-        g.add_argument("--seed", type=int, default=0, help="seed")
-        g.add_argument("--no-balance", action="store_true", help="plain cross-entropy (default: weighted by "
-                                                                "1 / sqrt(class frequency))")
-        g.add_argument("--random-init", "--scratch", dest="random_init", action="store_true",
-                       help="train the same architecture from scratch instead of the pretrained encoder")
-
-    r, args = _load(ns.argv, "mae-3d segment", flags,
-                    "Per-voxel semantic segmentation (ground, car, pedestrian, pole, building) with a light head on "
-                    "a few labelled scans; reports mIoU on the test scans.")
     if r.method.name != "r-mae":
         raise ConfigError(f"segment needs an r-mae run, got method {r.method.name!r}")
     model, train_set, test_set = _model_and_data(r, args)
@@ -100,7 +88,7 @@ def run_segment(ns) -> int:
         raise ConfigError(f"{r.dataset.name}: the training scans have no voxel labels")
     res = train_segmentation(model, train_set, test_set, len(getattr(train_set, "classes", [])) or 5,
                              num_labelled=args.num_labelled, epochs=args.seg_epochs, lr=args.seg_lr, seed=args.seed,
-                             device=str(args.device_obj), progress=r.train.progress,
+                             device=str(args.device), progress=r.train.progress,
                              balanced=not args.no_balance)
     res["random_init"] = bool(args.random_init)
     print(f"mIoU {res['miou']:.4f} with {res['num_labelled']} labelled scans "
@@ -114,4 +102,4 @@ def run_segment(ns) -> int:
 
 register_command(CommandSpec(name="segment", domain="3d",
                              help="R-MAE downstream: per-voxel segmentation mIoU with a few labelled scans",
-                             add_arguments=_passthrough, run=run_segment))
+                             add_arguments=segment_arguments, run=run_segment, run_flags=True))

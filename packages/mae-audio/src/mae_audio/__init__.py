@@ -33,14 +33,14 @@ _TRAIN = {"epochs": 30, "batch_size": 32, "base_lr": 4e-3, "warmup_epochs": 3, "
 for _spec in (
     MethodSpec(name="audio-mae", domain="audio", config_cls=AudioMAEConfig, model_cls=AudioMAE,
                description="Audio-MAE: ViT MAE on log-mel fbank patches, 80 % masking, local-window decoder",
-               default_dataset="birdcalls", visualize=visualize_audio, train_defaults=dict(_TRAIN),
+               default_dataset="birdcalls", visualize=visualize_audio, train_defaults=dict(_TRAIN), adapt=adapt_audio,
                paper="Huang et al., Masked Autoencoders that Listen, NeurIPS 2022"),
     MethodSpec(name="bird-mae", domain="audio", config_cls=BirdMAEConfig, model_cls=BirdMAE,
                description="Bird-MAE: Audio-MAE for bird sound, 75 % masking, plain decoder, prototypical probing",
-               default_dataset="birdcalls", visualize=visualize_audio, train_defaults=dict(_TRAIN),
+               default_dataset="birdcalls", visualize=visualize_audio, train_defaults=dict(_TRAIN), adapt=adapt_audio,
                paper="Rauch et al., Can Masked Autoencoders Also Listen to Birds?, 2025"),
 ):
-    register_method(_spec).adapt = adapt_audio
+    register_method(_spec)
 
 register_dataset(DatasetSpec(
     name="birdcalls", domain="audio", config_cls=BirdCallsConfig, build=lambda cfg, split: BirdCalls(cfg, split),

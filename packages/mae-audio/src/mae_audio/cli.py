@@ -3,14 +3,10 @@ from __future__ import annotations
 
 import sys
 
-import mae_audio  # noqa: F401  (registers the audio methods, data sets, presets and commands)
-from mae_core.cli import run_cli
+from mae_core.cli import domain_main
 
-
-def main(argv=None) -> int:
-    return run_cli("audio", argv, prog="mae-audio",
-                   description="mae-audio: Audio-MAE and Bird-MAE on log-mel spectrograms, with prototypical probing")
-
+main = domain_main("audio", "mae-audio",
+                   "mae-audio: Audio-MAE and Bird-MAE on log-mel spectrograms, with prototypical probing")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import torch
 
-from mae_core import registry
-from mae_core.checkpoint import from_pretrained
-from mae_core.config import from_dict
+from mae_core.api import load_run
 from mae_core.errors import ConfigError
 from mae_core.eval.prototypical import extract_token_grids, prototypical_probe
 from mae_core.rundir import RunDir
@@ -28,14 +26,12 @@ def add_prototype_arguments(p) -> None:
 
 
 def run_prototypes(args) -> int:
+    loaded = load_run(args.run)
+    if loaded.config is None:
+        raise ConfigError(f"{args.run}: no config.yaml, so the run's dataset is unknown")
     run = RunDir(args.run, create=False)
-    cfg = run.read_config()
-    if "dataset" not in cfg:
-        raise ConfigError(f"{args.run}: config.yaml names no dataset")
-    spec = registry.get_dataset(cfg["dataset"], "audio")
-    data_cfg = from_dict(spec.config_cls, cfg.get("data") or {}, where=f"{args.run}: data")
-    train, test = spec.build(data_cfg, "train"), spec.build(data_cfg, "test")
-    model = from_pretrained(args.run)
+    train, test = loaded.dataset("train"), loaded.dataset("test")
+    model = loaded.model
     xtr, ytr, grid = extract_token_grids(model, train, 64, progress=True)
     xte, yte, _ = extract_token_grids(model, test, 64, progress=True)
     multilabel = ytr.ndim == 2

@@ -33,8 +33,8 @@ METHOD = register_method(MethodSpec(
     paper="He et al., Masked Autoencoders Are Scalable Vision Learners, CVPR 2022",
     visualize=visualize_images,
     train_defaults={"epochs": 30, "batch_size": 128, "base_lr": 1.5e-3, "warmup_epochs": 3},
+    adapt=adapt_image,
 ))
-METHOD.adapt = adapt_image
 
 register_dataset(DatasetSpec(
     name="shapes", domain="core", config_cls=ShapesConfig, build=lambda cfg, split: SyntheticShapes(cfg, split),

@@ -1,12 +1,15 @@
-"""``python -m mae_core.launch DOMAIN COMMAND ...``: what ``--nproc N`` runs under torch's elastic launcher."""
-import importlib
+"""``python -m mae_core.launch DOMAIN COMMAND ...``: what ``--nproc N`` runs under torch's elastic launcher.
+The domain's package is found through its ``mae.domains`` entry point, like every other registry lookup."""
 import sys
 
 
 def main() -> int:
+    from . import registry
+    from .cli import run_cli
+
     domain, argv = sys.argv[1], sys.argv[2:]
-    module = "mae_core.cli" if domain == "core" else f"mae_{domain}.cli"
-    return importlib.import_module(module).main(argv)
+    registry.autoload(domain)
+    return run_cli(domain, argv)
 
 
 if __name__ == "__main__":

@@ -43,8 +43,8 @@ GRAPHMAE = register_method(MethodSpec(
     train_defaults={"epochs": 300, "batch_size": 1, "lr": 1e-3, "weight_decay": 2e-4, "optimizer": "adam",
                     "betas": (0.9, 0.999), "warmup_epochs": 0.0, "min_lr": 0.0, "checkpoint_every": 500,
                     "log_every": 10},
+    adapt=adapt_graphmae,
 ))
-GRAPHMAE.adapt = adapt_graphmae
 
 register_dataset(DatasetSpec(
     name="sbm", domain="graph", config_cls=SBMConfig, build=_build_sbm,
@@ -112,8 +112,8 @@ SKELETONMAE = register_method(MethodSpec(
     visualize=draw_skeleton_reconstruction,
     train_defaults={"epochs": 30, "batch_size": 32, "lr": 1e-3, "weight_decay": 1e-4, "optimizer": "adamw",
                     "warmup_epochs": 2.0, "log_every": 10},
+    adapt=adapt_skeletonmae,
 ))
-SKELETONMAE.adapt = adapt_skeletonmae
 
 register_dataset(DatasetSpec(
     name="skeleton-actions", domain="graph", config_cls=SkeletonActionsConfig, build=make_skeleton_actions,

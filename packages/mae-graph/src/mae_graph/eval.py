@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mae_core.cli import cached_features, register_probe
+from mae_core.eval.probes import cached_features, register_probe
 from mae_core.eval.svm_cv import svm_cv
 
 
@@ -133,7 +133,7 @@ def _probe_logreg(model, train_set, test_set, args, cache):
 def _probe_svm(model, train_set, test_set, args, cache):
     if _graph_of(train_set) is not None:
         return {}  # node-level data: use logreg
-    x, y = cached_features(model, train_set, cache, "train", args.device_obj, args.probe_batch_size)
+    x, y = cached_features(model, train_set, cache, "train", args.device, args.probe_batch_size)
     return svm_cv(x, y, folds=10, seed=args.probe_seed)
 
 

@@ -22,7 +22,7 @@ def _project(x: np.ndarray, seed: int = 0) -> np.ndarray:
 def draw_graph_embeddings(model, dataset, path, num: int = 1500, seed: int = 0, **_):
     """t-SNE of the frozen node (or pooled graph) embeddings, coloured by class; at most ``num`` points (all when
     the dataset is small; ``num`` below 100 is treated as 1500 so `reconstruct --num 8` still shows a picture)."""
-    from mae_core.cli import cached_features
+    from mae_core.eval.probes import cached_features
 
     model.eval()
     num = 1500 if num < 100 else num

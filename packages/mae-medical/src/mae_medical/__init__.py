@@ -35,8 +35,8 @@ BM_MAE = register_method(MethodSpec(
     visualize=visualize_bm_mae,
     train_defaults={"epochs": 5, "batch_size": 8, "base_lr": 1.5e-4, "lr": 1e-3, "warmup_epochs": 0.5,
                     "log_every": 5},
+    adapt=adapt_bm_mae,
 ))
-BM_MAE.adapt = adapt_bm_mae
 
 def _has_nifti(path) -> bool:
     """``--data PATH`` is a BM-MAE case folder when its case sub-folders hold NIfTI files."""
@@ -80,8 +80,8 @@ XRAY = register_method(MethodSpec(
     paper="Xiao et al., Delving into Masked Autoencoders for Multi-Label Thorax Disease Classification, WACV 2023",
     visualize=_visualize_2d,
     train_defaults={"epochs": 10, "batch_size": 128, "base_lr": 1.5e-4, "warmup_epochs": 1},
+    adapt=adapt_2d,
 ))
-XRAY.adapt = adapt_2d
 
 ANOMALY = register_method(MethodSpec(
     name="anomaly-mae", domain="medical", config_cls=AnomalyMAEConfig, model_cls=AnomalyMAE,
@@ -91,8 +91,8 @@ ANOMALY = register_method(MethodSpec(
           "cross-attentional masked autoencoder, MLMI 2023",
     visualize=_visualize_2d,
     train_defaults={"epochs": 10, "batch_size": 128, "base_lr": 1.5e-4, "lr": 1e-3, "warmup_epochs": 1},
+    adapt=adapt_2d,
 ))
-ANOMALY.adapt = adapt_2d
 
 register_dataset(DatasetSpec(
     name="synthetic-chest", domain="medical", config_cls=SyntheticChestConfig,

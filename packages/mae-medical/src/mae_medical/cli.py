@@ -3,15 +3,10 @@ from __future__ import annotations
 
 import sys
 
-from mae_core.cli import run_cli
+from mae_core.cli import domain_main
 
-
-def main(argv=None) -> int:
-    import mae_medical  # noqa: F401  (registers methods, datasets, presets and commands)
-
-    return run_cli("medical", argv, prog="mae-medical",
-                   description="mae-medical: masked autoencoders for medical images on MONAI")
-
+main = domain_main("medical", "mae-medical",
+                   "mae-medical: masked autoencoders for medical images on MONAI")
 
 if __name__ == "__main__":
     sys.exit(main())

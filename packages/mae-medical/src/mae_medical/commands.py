@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from mae_core.checkpoint import atomic_write, from_pretrained, read_config
+from mae_core.api import load_run
+from mae_core.checkpoint import atomic_write
 from mae_core.errors import DataError, MaeError
 from mae_core.layers import grid_shape
 from mae_core.registry import CommandSpec, register_command
@@ -17,11 +18,12 @@ from mae_core.registry import CommandSpec, register_command
 from .data.brain_folder import DEFAULT_PATTERNS, check_case, find_modality_files, parse_patterns
 
 
-def load_bm_mae(run: str):
-    cfg = read_config(run)
-    if cfg.get("method") != "bm-mae":
-        raise MaeError(f"{run}: a bm-mae run is needed, this one is {cfg.get('method')!r}")
-    return from_pretrained(run), cfg
+def load_method_run(path: str, method: str):
+    """``mae_core.load_run`` of a run that must be of ``method``."""
+    run = load_run(path)
+    if run.method != method:
+        raise MaeError(f"{path}: a {method} run is needed, this one is {run.method!r}")
+    return run
 
 
 def write_nifti_like(path: str | Path, data, ref_path: str | Path) -> Path:
@@ -157,9 +159,9 @@ def _impute_run(args) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise MaeError(f"{out}: exists (use --overwrite)")
-    model, cfg = load_bm_mae(args.run)
-    spacing = args.spacing or (cfg.get("run_config", {}).get("data", {}) or {}).get("spacing") or [2.0, 2.0, 2.0]
-    res = impute_case(model, args.case, args.missing, args.patterns, spacing, args.inputs, args.overlap,
+    run = load_method_run(args.run, "bm-mae")
+    spacing = args.spacing or getattr(run.config.data if run.config else None, "spacing", None) or [2.0, 2.0, 2.0]
+    res = impute_case(run.model, args.case, args.missing, args.patterns, spacing, args.inputs, args.overlap,
                       compare=True, draws=args.draws, seed=args.seed)
     write_nifti_like(out, res["image"], res["ref_file"])
     summary = {"out": str(out), "inputs": res["inputs"], "missing": args.missing, "spacing": list(spacing)}
@@ -195,7 +197,7 @@ def _export_run(args) -> int:
 
     from .unetr import to_unetr
 
-    model, _ = load_bm_mae(args.run)
+    model = load_method_run(args.run, "bm-mae").model
     net, report = to_unetr(model, args.out_channels, args.modalities, args.img_size)
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
     atomic_write(args.out, lambda tmp: save_file(state, tmp, metadata={"format": "monai-unetr"}))
@@ -265,16 +267,17 @@ def _anomaly_args(p):
 
 
 def _anomaly_run(args) -> int:
+    import dataclasses
+
     from mae_core.config import from_dict
     from mae_core.rundir import RunDir
 
     from .data.xray import ChestAnomaly, ChestAnomalyConfig
 
-    cfg = read_config(args.run)
-    if cfg.get("method") != "anomaly-mae":
-        raise MaeError(f"{args.run}: an anomaly-mae run is needed, this one is {cfg.get('method')!r}")
-    model = from_pretrained(args.run)
-    data = dict((cfg.get("run_config", {}) or {}).get("data", {}) or {})
+    run = load_method_run(args.run, "anomaly-mae")
+    model = run.model
+    same = run.config is not None and isinstance(run.config.data, ChestAnomalyConfig)
+    data = dataclasses.asdict(run.config.data) if same else {}
     if args.num_test:
         data["num_test"] = args.num_test
     ds = ChestAnomaly(from_dict(ChestAnomalyConfig, data, "data"), "test")

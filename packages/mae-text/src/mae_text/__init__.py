@@ -19,18 +19,18 @@ PRETRAIN_DEFAULTS = {"epochs": 1, "batch_size": 32, "lr": 5e-4, "warmup_epochs":
 for _spec in (
     MethodSpec(name="retromae", domain="text", config_cls=RetroMAEConfig, model_cls=RetroMAE,
                description="BERT-style encoder, whole-word MLM 0.3 + one-layer enhanced decoder from [CLS]",
-               default_dataset="pydocs", train_defaults=dict(PRETRAIN_DEFAULTS), visualize=visualize_text,
+               default_dataset="pydocs", train_defaults=dict(PRETRAIN_DEFAULTS), adapt=adapt_text, visualize=visualize_text,
                paper="Xiao et al., RetroMAE, EMNLP 2022"),
     MethodSpec(name="dupmae", domain="text", config_cls=DupMAEConfig, model_cls=DupMAE,
                description="RetroMAE + bag-of-words loss; [CLS] + top-k lexical representation",
-               default_dataset="pydocs", train_defaults=dict(PRETRAIN_DEFAULTS), visualize=visualize_text,
+               default_dataset="pydocs", train_defaults=dict(PRETRAIN_DEFAULTS), adapt=adapt_text, visualize=visualize_text,
                paper="Liu et al., RetroMAE v2 / DupMAE, 2023"),
     MethodSpec(name="starbucks", domain="text", config_cls=StarbucksConfig, model_cls=Starbucks,
                description="RetroMAE losses on (layer, dim) truncations; 2D Matryoshka embeddings",
-               default_dataset="pydocs", train_defaults=dict(PRETRAIN_DEFAULTS), visualize=visualize_text,
+               default_dataset="pydocs", train_defaults=dict(PRETRAIN_DEFAULTS), adapt=adapt_text, visualize=visualize_text,
                paper="Zhuang et al., Starbucks: 2D Matryoshka embeddings, 2024"),
 ):
-    register_method(_spec).adapt = adapt_text
+    register_method(_spec)
 
 register_dataset(DatasetSpec(
     name="pydocs", domain="text", config_cls=TextDataConfig, build=build_pydocs,

@@ -3,14 +3,10 @@ from __future__ import annotations
 
 import sys
 
-import mae_text  # noqa: F401  (registers methods, datasets and commands)
-from mae_core.cli import run_cli
+from mae_core.cli import domain_main
 
-
-def main(argv=None) -> int:
-    return run_cli("text", argv, prog="mae-text",
-                   description="mae-text: RetroMAE, DupMAE and Starbucks pretraining for dense retrieval")
-
+main = domain_main("text", "mae-text",
+                   "mae-text: RetroMAE, DupMAE and Starbucks pretraining for dense retrieval")
 
 if __name__ == "__main__":
     sys.exit(main())

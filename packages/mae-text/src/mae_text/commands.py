@@ -45,7 +45,7 @@ FT_DEFAULTS = {"epochs": 3, "batch_size": 32, "lr": 2e-4, "warmup_epochs": 0.2, 
 
 
 def finetune_arguments(p) -> None:
-    from mae_core.cli import add_dataclass_flags
+    from mae_core.cli.flags import add_dataclass_flags
     from mae_core.train import TrainConfig
 
     g = p.add_argument_group("what to fine-tune")
@@ -86,21 +86,17 @@ def _train_config(args):
 
 
 def load_model(run: str):
-    from mae_core.checkpoint import from_pretrained
-    from mae_core.errors import MaeError
+    from mae_core.api import load_run
 
-    if not Path(run).is_dir():
-        raise MaeError(f"{run}: run directory not found")
-    return from_pretrained(run)
+    return load_run(run).model
 
 
 def scratch_model(method: str, corpus_texts: list[str], run: str | None = None):
-    from mae_core.checkpoint import read_config
+    from mae_core.api import load_run
     from mae_core.registry import build_model, get_method
 
-    if run:
-        cfg = read_config(run)
-        return build_model(cfg["method"], cfg["config"])
+    if run:  # the run's architecture, freshly initialised
+        return load_run(run, weights=False).model
     spec = get_method(method, "text")
     from .data import TextDataConfig
     model_cfg = adapt_text(spec.config_cls(), TextDataConfig(), None, texts=corpus_texts)

@@ -3,14 +3,10 @@ from __future__ import annotations
 
 import sys
 
-import mae_video  # noqa: F401  (registers the video domain)
-from mae_core.cli import run_cli
+from mae_core.cli import domain_main
 
-
-def main(argv=None) -> int:
-    return run_cli("video", argv, prog="mae-video",
-                   description="mae-video: VideoMAE V2 (tube + dual masking), SiamMAE and CropMAE for video")
-
+main = domain_main("video", "mae-video",
+                   "mae-video: VideoMAE V2 (tube + dual masking), SiamMAE and CropMAE for video")
 
 if __name__ == "__main__":
     sys.exit(main())

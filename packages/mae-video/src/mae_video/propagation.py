@@ -130,16 +130,16 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from mae_core.checkpoint import from_pretrained, read_config
+    from mae_core.api import load_run
     from mae_core.rundir import RunDir
 
     from .data.synthetic import MOVING, MovingShapes, MovingShapesConfig
 
     data_cfg = {}
-    if args.run:
-        cfg = read_config(args.run).get("run_config", {})
-        if cfg.get("dataset") == "moving-shapes":
-            data_cfg = {k: v for k, v in (cfg.get("data") or {}).items() if k in ("num_frames", "image_size", "speed")}
+    loaded = load_run(args.run) if args.run else None
+    if loaded is not None:
+        if loaded.config is not None and loaded.config.dataset.name == "moving-shapes":
+            data_cfg = {k: getattr(loaded.config.data, k) for k in ("num_frames", "image_size", "speed")}
     elif args.features == "model":
         raise ConfigError("give --run DIR (a pretraining run), or --features pixels")
     for key in ("num_frames", "image_size", "speed"):
@@ -148,7 +148,7 @@ def run(args) -> int:
     ds = MovingShapes(MovingShapesConfig(num_train=0, num_test=args.num_clips, seed=args.seed, **data_cfg), "test")
     device = torch.device(args.device)
     if args.features == "model":
-        model = from_pretrained(args.run).to(device).eval()
+        model = loaded.model.to(device).eval()
         if not hasattr(model, "frame_features"):
             raise ConfigError(f"{args.run}: the model has no dense per-frame features")
 

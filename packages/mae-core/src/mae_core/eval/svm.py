@@ -66,7 +66,7 @@ def few_shot(features: torch.Tensor, labels: torch.Tensor, way: int = 5, shot: i
 
 def probe_svm(model, train_set, test_set, args, cache) -> dict:
     """The ``svm`` CLI probe: linear SVM on the frozen ``encode`` features of the train split, scored on test."""
-    from ..cli import cached_features
+    from .probes import cached_features
 
     xtr, ytr = cached_features(model, train_set, cache, "train", args.device_obj, args.probe_batch_size)
     xte, yte = cached_features(model, test_set, cache, "test", args.device_obj, args.probe_batch_size)

@@ -96,3 +96,23 @@ class ShardedGenerator:
 
     def set_state(self, s):
         self.generator.set_state(s)
+
+
+def relaunch(domain: str, argv: list[str], nproc: int) -> int:
+    """Re-run a ``mae-<domain>`` command line under torch's elastic launcher with ``nproc`` processes on this
+    machine (``--nproc`` removed); each process runs ``python -m mae_core.launch DOMAIN ...``."""
+    from torch.distributed.run import main as torchrun
+
+    rest, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        rest.append(a)
+    torchrun(["--standalone", f"--nproc-per-node={nproc}", "-m", "mae_core.launch", domain, *rest])
+    return 0

@@ -31,6 +31,7 @@ from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_poo
 
 from mae_core.config import field
 from mae_core.masking import random_masking
+from mae_core.contract import PretrainedMixin
 from mae_core.models import ModelOutput
 
 from ..gnn import GAT, GIN, csr_rows, keep_mask, sce_loss, sce_loss_linear
@@ -70,7 +71,7 @@ class GraphMAEConfig:
     probe_seeds: int = field(20, "logreg probe: seeds averaged (mean +- std)")
 
 
-class GraphMAE(nn.Module):
+class GraphMAE(PretrainedMixin, nn.Module):
     def __init__(self, config: GraphMAEConfig):
         super().__init__()
         self.config = c = config

@@ -24,6 +24,7 @@ from mae_core.config import field
 from mae_core.layers.blocks import Block
 from mae_core.layers.pos_embed import sincos_1d
 from mae_core.masking import uniform_noise, mask_from_scores, num_keep
+from mae_core.contract import PretrainedMixin
 from mae_core.models import ModelOutput
 
 from ..data.skeleton import get_layout
@@ -50,7 +51,7 @@ class SkeletonMAEConfig:
     temporal_heads: int = field(4, "attention heads of the temporal module")
 
 
-class SkeletonMAE(nn.Module):
+class SkeletonMAE(PretrainedMixin, nn.Module):
     def __init__(self, config: SkeletonMAEConfig):
         super().__init__()
         self.config = c = config

@@ -1,0 +1,167 @@
+"""The commands every ``mae-<domain>`` has: flags -> typed configs -> the calls of :mod:`mae_core.workflows`."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Sequence
+
+from .. import registry
+from ..errors import ConfigError
+from ..eval.probes import PROBES, ProbeConfig
+from ..runconfig import resolve
+from ..workflows import FinetuneConfig, run_finetune, run_pretrain, run_probe, run_reconstruct
+from .flags import Parser, add_common_flags, add_dataclass_flags, add_run_config_flags, explicit_sections, \
+    parse_run_command, pre_parse
+
+
+def _dataclass_from_args(cls, args):
+    import dataclasses
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)})
+
+
+def cmd_pretrain(domain: str, argv: Sequence[str]) -> int:
+    sel, ch = pre_parse(argv, domain)
+    p = Parser(prog=f"mae-{domain} pretrain", allow_abbrev=False,
+               description=f"Pretrain {ch.method.name}: {ch.method.description}. With no arguments it runs on the "
+                           f"embedded dataset {ch.dataset.name!r} (no download) and writes a run directory.")
+    add_common_flags(p, domain)
+    g = p.add_argument_group("run directory")
+    g.add_argument("--out", metavar="DIR", help="run directory (default: runs/<domain>-<method>-<time>)")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    g.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    g.add_argument("--nproc", type=int, default=1, help="processes on this machine (DDP through torch's launcher)")
+    mapping = add_run_config_flags(p, ch.method, ch.dataset)
+    args = p.parse_args(argv)
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from ..train.distributed import relaunch
+        return relaunch(domain, ["pretrain", *argv], args.nproc)
+    cfg = resolve(ch, sel, explicit_sections(args, mapping))
+    run_pretrain(cfg, overwrite=args.overwrite, resume=args.resume)
+    return 0
+
+
+def probe_flags(p) -> None:
+    g = p.add_argument_group("probe")
+    defaults = ProbeConfig()
+    g.add_argument("--probe", default=defaults.probe, help=f"comma-separated probes from: {', '.join(PROBES)}")
+    g.add_argument("--probe-epochs", type=int, default=defaults.probe_epochs,
+                   help="epochs of the linear / prototypical probe")
+    g.add_argument("--probe-lr", type=float, default=defaults.probe_lr, help="learning rate of the linear probe")
+    g.add_argument("--probe-batch-size", type=int, default=defaults.probe_batch_size,
+                   help="batch size for feature extraction")
+    g.add_argument("--probe-seed", type=int, default=defaults.probe_seed, help="seed of the probe")
+    g.add_argument("--k", type=int, default=defaults.k, help="neighbours of the kNN probe")
+    g.add_argument("--knn-whiten", type=float, default=defaults.knn_whiten, metavar="SHRINK",
+                   help="PCA-whiten features (train-set statistics) before the cosine kNN, with eigenvalue "
+                        "shrinkage SHRINK x the largest; 0 = raw features (DINO protocol)")
+    g.add_argument("--label-fraction", type=float, default=defaults.label_fraction,
+                   help="fraction of training labels used")
+    g.add_argument("--random-init", action="store_true", help="probe a randomly initialised encoder instead")
+
+
+def cmd_probe(domain: str, argv: Sequence[str]) -> int:
+    cfg, args = parse_run_command(domain, argv, f"mae-{domain} probe", probe_flags,
+                                  "Frozen-feature evaluation of a pretrained run: linear probe (BatchNorm + linear, "
+                                  "as in MAE) and weighted kNN on held-out data.")
+    out = run_probe(cfg, _dataclass_from_args(ProbeConfig, args), args.run)
+    print(json.dumps(out))
+    return 0
+
+
+def finetune_flags(p) -> None:
+    g = p.add_argument_group("fine-tuning")
+    d = FinetuneConfig()
+    g.add_argument("--scratch", action="store_true", help="train the same architecture from random init")
+    g.add_argument("--layer-decay", type=float, default=d.layer_decay, help="layer-wise lr decay (1 = none)")
+    g.add_argument("--drop-path-rate", type=float, default=d.drop_path_rate, help="stochastic depth while fine-tuning")
+    g.add_argument("--label-smoothing", type=float, default=d.label_smoothing,
+                   help="label smoothing of the cross-entropy")
+    g.add_argument("--label-fraction", type=float, default=d.label_fraction, help="fraction of training labels used")
+    g.add_argument("--pool", default=d.pool, help="features fed to the head: mean, cls or cls+mean")
+    g.add_argument("--out", metavar="DIR", help="where to write the fine-tuning run")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    g.add_argument("--nproc", type=int, default=1, help="processes on this machine (DDP)")
+
+
+def cmd_finetune(domain: str, argv: Sequence[str]) -> int:
+    cfg, args = parse_run_command(domain, argv, f"mae-{domain} finetune", finetune_flags,
+                                  "Fine-tune a pretrained encoder (or one from scratch) with a linear head, "
+                                  "layer-wise lr decay and drop path; reports test accuracy.")
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from ..train.distributed import relaunch
+        return relaunch(domain, ["finetune", *argv], args.nproc)
+    summary = run_finetune(cfg, _dataclass_from_args(FinetuneConfig, args), args.run, out=args.out,
+                           overwrite=args.overwrite)
+    if "run_dir" in summary:
+        print(json.dumps({k: v for k, v in summary.items() if k != "run_dir"}))
+    return 0
+
+
+def cmd_reconstruct(domain: str, argv: Sequence[str]) -> int:
+    def flags(p):
+        g = p.add_argument_group("reconstruction picture")
+        g.add_argument("--out", metavar="PNG", help="output picture (default: <run>/pictures/reconstruction-<time>.png)")
+        g.add_argument("--num", type=int, default=8, help="number of samples shown")
+        g.add_argument("--split", default="test", choices=["train", "test"], help="which split to draw from")
+        g.add_argument("--seed", type=int, default=0, help="seed of the mask")
+
+    cfg, args = parse_run_command(domain, argv, f"mae-{domain} reconstruct", flags,
+                                  "Draw original, masked input and reconstruction for a few samples of a "
+                                  "pretrained run.")
+    if not args.run:
+        raise ConfigError("give --run DIR (a pretraining run)")
+    path = run_reconstruct(cfg, args.run, args.out, args.num, args.split, args.seed)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_info(domain: str, argv: Sequence[str]) -> int:
+    p = Parser(prog=f"mae-{domain} info", description="List the registered methods, datasets, presets and commands.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    args = p.parse_args(argv)
+    ms, ds, ps = registry.methods(domain), registry.datasets(domain), registry.presets(domain)
+    if args.json:
+        print(json.dumps({"methods": [{"name": m.name, "description": m.description, "paper": m.paper} for m in ms],
+                          "datasets": [{"name": d.name, "description": d.description} for d in ds],
+                          "presets": [{"name": q.name, "method": q.method, "description": q.description} for q in ps]},
+                         indent=1))
+        return 0
+    print(f"mae-{domain}: methods")
+    for m in ms:
+        print(f"  {m.name:<16} {m.description}" + (f"  [{m.paper}]" if m.paper else ""))
+    print("datasets")
+    for d in ds:
+        print(f"  {d.name:<16} {d.description}")
+    if ps:
+        print("presets")
+        for q in ps:
+            print(f"  {q.name:<16} ({q.method}) {q.description}")
+    extra = registry.commands(domain)
+    if extra:
+        print("extra commands")
+        for c in extra:
+            print(f"  {c.name:<16} {c.help}")
+    return 0
+
+
+def run_domain_command(domain: str, prog: str, spec: registry.CommandSpec, argv: Sequence[str]) -> int:
+    """A command a domain registered: plain (its own flags) or, with ``run_flags``, run-based (every probe-style
+    flag, resolved into a RunConfig passed to ``spec.run(args, cfg)``)."""
+    if spec.run_flags:
+        cfg, args = parse_run_command(domain, argv, f"{prog} {spec.name}", spec.add_arguments, spec.help)
+        return spec.run(args, cfg) or 0
+    p = Parser(prog=f"{prog} {spec.name}", description=spec.help, allow_abbrev=False)
+    spec.add_arguments(p)
+    return spec.run(p.parse_args(argv)) or 0
+
+
+CORE_COMMANDS = {
+    "pretrain": (cmd_pretrain, "pretrain a masked autoencoder (no arguments: embedded default data)"),
+    "probe": (cmd_probe, "linear probe and kNN on frozen features of a run"),
+    "finetune": (cmd_finetune, "fine-tune a pretrained encoder with a classification head"),
+    "reconstruct": (cmd_reconstruct, "draw reconstructions of a pretrained run"),
+    "info": (cmd_info, "list methods, datasets and presets"),
+}
+
+__all__ = ["CORE_COMMANDS", "add_dataclass_flags", "cmd_finetune", "cmd_info", "cmd_pretrain", "cmd_probe",
+           "cmd_reconstruct", "finetune_flags", "probe_flags", "run_domain_command"]

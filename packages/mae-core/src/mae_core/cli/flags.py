@@ -1,0 +1,139 @@
+"""Flags from config dataclasses, and the parse of a command line into a :class:`~mae_core.runconfig.RunConfig`.
+
+Every field of TrainConfig, the method's model config and the dataset's config is a ``--flag`` with its help
+string; the flag names are :func:`mae_core.runconfig.option_names`, the same names the Python API takes as keywords.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from typing import Any, Callable, Sequence
+
+from .. import registry
+from ..config import _strip_optional as strip_optional  # noqa: F401  (same package)
+from ..errors import ConfigError
+from ..runconfig import RESERVED, Chosen, RunConfig, Selection, choose, option_names, resolve
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one-line ConfigErrors (exit status 2 through ``run_cli``)."""
+
+    def error(self, message):
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def _flag_kind(tp):
+    base, _ = strip_optional(tp)
+    origin = typing.get_origin(base)
+    if base is bool:
+        return "bool", None
+    if origin in (list, tuple):
+        args = typing.get_args(base)
+        return "list", (args[0] if args else str)
+    return "scalar", base
+
+
+def _add_field(group, flag: str, dest: str, f: dataclasses.Field, tp, shown_default=dataclasses.MISSING):
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    if shown_default is not dataclasses.MISSING:
+        default = shown_default
+    help_ = f.metadata.get("help", "")
+    help_ = (f"{help_} (default: {default})" if help_ else f"(default: {default})").replace("%", "%%")
+    kind, item = _flag_kind(tp)
+    kw: dict[str, Any] = dict(dest=dest, default=argparse.SUPPRESS, help=help_)
+    if "choices" in f.metadata:
+        kw["choices"] = f.metadata["choices"]
+    if kind == "bool":
+        group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+    elif kind == "list":
+        group.add_argument(flag, nargs="+", metavar=getattr(item, "__name__", "V").upper(), **kw)
+    else:
+        group.add_argument(flag, type=str, metavar=getattr(item, "__name__", "V").upper(), **kw)
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls, section: str, taken: set[str], title: str,
+                        shown_defaults: dict | None = None) -> dict[str, tuple[str, str]]:
+    """Add ``--field-name`` flags for one dataclass (``--section-field-name`` when the name is already taken);
+    returns the mapping dest -> (section, field)."""
+    group = parser.add_argument_group(title)
+    hints = typing.get_type_hints(cls)
+    mapping = {}
+    for f in dataclasses.fields(cls):
+        if section == "data" and f.name == "path":
+            continue  # --data PATH is a top-level flag
+        name = f.name.replace("_", "-")
+        flag = f"--{name}" if name not in taken else f"--{section}-{name}"
+        taken.add(name)
+        dest = f"{section}__{f.name}"
+        _add_field(group, flag, dest, f, hints[f.name], (shown_defaults or {}).get(f.name, dataclasses.MISSING))
+        mapping[dest] = (section, f.name)
+    return mapping
+
+
+def add_run_config_flags(p: argparse.ArgumentParser, mspec, dspec) -> dict[str, tuple[str, str]]:
+    """The train / model / data flags of a method on a dataset; returns dest -> (section, field)."""
+    from ..train import TrainConfig
+
+    taken = set(RESERVED) | {o[2:].replace("-", "_") for o in p._option_string_actions if o.startswith("--")}
+    names = option_names(mspec, dspec, taken)
+    classes = {"train": TrainConfig, "model": mspec.config_cls, "data": dspec.config_cls}
+    titles = {"train": "training (TrainConfig)", "model": f"model: {mspec.name}", "data": f"data: {dspec.name}"}
+    groups = {s: p.add_argument_group(titles[s]) for s in classes}
+    fields = {s: {f.name: f for f in dataclasses.fields(c)} for s, c in classes.items()}
+    hints = {s: typing.get_type_hints(c) for s, c in classes.items()}
+    mapping = {}
+    for name, (section, fname) in names.items():
+        dest = f"{section}__{fname}"
+        shown = mspec.train_defaults.get(fname, dataclasses.MISSING) if section == "train" else dataclasses.MISSING
+        _add_field(groups[section], "--" + name.replace("_", "-"), dest, fields[section][fname],
+                   hints[section][fname], shown)
+        mapping[dest] = (section, fname)
+    return mapping
+
+
+def add_common_flags(p: argparse.ArgumentParser, domain: str, with_run: bool = False, run_required: bool = False):
+    g = p.add_argument_group("what to run")
+    g.add_argument("--method", help="method name (see `info`); default: " + (
+        registry.methods(domain)[0].name if registry.methods(domain) else "none"))
+    g.add_argument("--dataset", help="dataset name (see `info`); --data PATH picks the folder dataset")
+    g.add_argument("--data", metavar="PATH", help="folder (or file) with your own data")
+    g.add_argument("--preset", help="named preset of hyper-parameters (see `info`)")
+    g.add_argument("--config", metavar="YAML", help="config file (sections: method, dataset, model, data, train); "
+                                                   "flags given on the command line override it")
+    if with_run:
+        g.add_argument("--run", metavar="DIR", required=run_required, help="run directory of a pretraining run")
+
+
+def pre_parse(argv: Sequence[str], domain: str) -> tuple[Selection, Chosen]:
+    """Read the flags that decide which other flags exist (method, dataset, preset, config, data, run, out)."""
+    pre = Parser(add_help=False, allow_abbrev=False)
+    for name in ("method", "dataset", "preset", "config", "data", "run", "out"):
+        pre.add_argument(f"--{name}")
+    pre.add_argument("--resume", action="store_true")
+    known, _ = pre.parse_known_args(argv)
+    sel = Selection(**vars(known))
+    return sel, choose(sel, domain)
+
+
+def explicit_sections(args: argparse.Namespace, mapping: dict) -> dict[str, dict]:
+    out: dict[str, dict] = {"train": {}, "model": {}, "data": {}}
+    for dest, (section, name) in mapping.items():
+        if hasattr(args, dest):
+            out[section][name] = getattr(args, dest)
+    return out
+
+
+def parse_run_command(domain: str, argv: Sequence[str], prog: str, extra_flags: Callable, description: str,
+                      base: str = "run", with_run: bool = True) -> tuple[RunConfig, argparse.Namespace]:
+    """Parse a run-based command line (``--run`` plus every method / dataset / train flag, layered over the run's
+    saved config) with ``extra_flags(parser)`` added; returns ``(RunConfig, args)``."""
+    sel, ch = pre_parse(argv, domain)
+    p = Parser(prog=prog, allow_abbrev=False, description=description)
+    add_common_flags(p, domain, with_run=with_run)
+    extra_flags(p)
+    mapping = add_run_config_flags(p, ch.method, ch.dataset)
+    args = p.parse_args(argv)
+    sel.out = getattr(args, "out", None) if base == "method" else None
+    cfg = resolve(ch, sel, explicit_sections(args, mapping), base=base)
+    return cfg, args

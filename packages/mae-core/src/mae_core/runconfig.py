@@ -1,0 +1,202 @@
+"""What to run, resolved once for the Python API and the CLI alike.
+
+A run is a method, a dataset and three typed configs (model, data, train). They are layered:
+
+    method defaults (and its train defaults) < the run's saved config (probe / fine-tune of a run)
+    < preset < config file < explicit overrides (keywords in Python, flags on the command line)
+
+:func:`resolve` does the layering and returns a :class:`RunConfig`; :func:`option_names` gives the one name of every
+config field (``epochs``, ``mask_ratio``, ``data_seed`` when a name is taken by an earlier section), the same for a
+keyword of :func:`mae_core.pretrain` and a ``--flag`` of the CLI.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from . import registry
+from .config import from_dict, load_yaml, to_dict
+from .errors import ConfigError
+
+SECTIONS = ("train", "model", "data")
+TOP_KEYS = ("method", "dataset", "preset", "model", "data", "train", "out")
+# names that select what to run; a config field of the same name gets its section prefix
+RESERVED = {"method", "dataset", "data", "preset", "config", "run", "out", "overwrite", "resume", "nproc"}
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """A resolved run: the method and dataset specs and their typed configs."""
+
+    domain: str
+    method: registry.MethodSpec
+    dataset: registry.DatasetSpec
+    preset: str | None
+    model: Any
+    data: Any
+    train: Any
+    out: str | None = None
+    model_explicit: dict = dataclasses.field(default_factory=dict)  # model fields given explicitly (file / flags)
+
+    def to_dict(self) -> dict:
+        return {"domain": self.domain, "method": self.method.name, "dataset": self.dataset.name,
+                "preset": self.preset, "model": to_dict(self.model), "data": to_dict(self.data),
+                "train": to_dict(self.train)}
+
+
+@dataclasses.dataclass
+class Selection:
+    """What the user named: method, dataset, preset, config file (path or mapping), data path, source run."""
+
+    method: str | None = None
+    dataset: str | None = None
+    preset: str | None = None
+    config: str | dict | None = None
+    data: str | None = None
+    run: str | None = None
+    out: str | None = None
+    resume: bool = False
+
+
+@dataclasses.dataclass
+class Chosen:
+    """The specs picked by :func:`choose` and the config layers read on the way."""
+
+    domain: str
+    method: registry.MethodSpec
+    dataset: registry.DatasetSpec
+    preset: registry.PresetSpec | None
+    file_cfg: dict
+    run_cfg: dict
+    where: str  # the config file's name, for error messages
+
+
+def _default_method(domain: str) -> str:
+    registry.autoload(domain)
+    ms = registry.methods(domain)
+    if not ms:
+        raise ConfigError(f"no methods registered for domain {domain!r}")
+    return ms[0].name
+
+
+def choose(sel: Selection, domain: str | None = None) -> Chosen:
+    """Pick the method, dataset and preset specs and read the config file / saved run config."""
+    file_cfg: dict = {}
+    where = "flags"
+    if isinstance(sel.config, dict):
+        file_cfg, where = dict(sel.config), "config"
+    elif sel.config:
+        file_cfg, where = load_yaml(sel.config), str(sel.config)
+    saved = os.path.join(sel.out, "config.yaml") if sel.out else None
+    if sel.resume and saved and not sel.config and os.path.exists(saved):
+        # continuing a run: its resolved config is the base, explicit overrides still win
+        file_cfg = {k: v for k, v in load_yaml(saved).items() if k != "domain"}
+        where = saved
+    run_cfg: dict = {}
+    if sel.run:
+        from .rundir import RunDir
+        run_cfg = RunDir(sel.run, create=False).read_config()
+    domain = domain or run_cfg.get("domain")
+    preset = sel.preset or file_cfg.get("preset") or None
+    pspec = registry.get_preset(preset, domain) if preset else None
+    method = sel.method or file_cfg.get("method") or (pspec.method if pspec else None) or run_cfg.get("method")
+    if not method:
+        method = _default_method(domain or "core")
+    mspec = registry.get_method(method, domain)
+    domain = mspec.domain
+    dataset = sel.dataset or file_cfg.get("dataset") or (pspec.overrides.get("dataset") if pspec else None)
+    if not dataset and sel.data:
+        takes = [d for d in registry.datasets(domain) if d.takes_path]
+        if not takes:
+            raise ConfigError(f"--data given but no dataset of domain {domain!r} reads a path")
+        fits = [d for d in takes if (d.accepts(sel.data) if d.accepts else os.path.isdir(sel.data))]
+        dataset = (fits or takes)[0].name
+    dataset = dataset or run_cfg.get("dataset") or mspec.default_dataset
+    if not dataset:
+        raise ConfigError(f"method {method!r} has no default dataset; give --dataset or --data")
+    dspec = registry.get_dataset(dataset, domain)
+    return Chosen(domain, mspec, dspec, pspec, file_cfg, run_cfg, where)
+
+
+def option_names(mspec: registry.MethodSpec, dspec: registry.DatasetSpec, taken: set[str] | None = None
+                 ) -> dict[str, tuple[str, str]]:
+    """``{name: (section, field)}`` for every field of TrainConfig, the model config and the data config, in that
+    order; a name already taken gets its section as a prefix (``data_seed``). ``data.path`` is ``data=`` itself."""
+    from .train import TrainConfig
+
+    taken = set(RESERVED if taken is None else taken)
+    out = {}
+    for section, cls in (("train", TrainConfig), ("model", mspec.config_cls), ("data", dspec.config_cls)):
+        for f in dataclasses.fields(cls):
+            if section == "data" and f.name == "path":
+                continue
+            name = f.name if f.name not in taken else f"{section}_{f.name}"
+            taken.add(f.name)
+            out[name] = (section, f.name)
+    return out
+
+
+def route(ch: Chosen, overrides: dict) -> dict[str, dict]:
+    """Sort keyword overrides into sections by :func:`option_names`; an unknown keyword is a ConfigError."""
+    names = option_names(ch.method, ch.dataset)
+    out: dict[str, dict] = {s: {} for s in SECTIONS}
+    for k, v in overrides.items():
+        if k not in names:
+            raise ConfigError(f"unknown option {k!r} for method {ch.method.name!r} on dataset {ch.dataset.name!r}; "
+                              f"known: {', '.join(sorted(names))}")
+        section, fname = names[k]
+        out[section][fname] = v
+    return out
+
+
+def resolve(ch: Chosen, sel: Selection, explicit: dict[str, dict] | None = None, base: str = "method") -> RunConfig:
+    """Layer the configs: defaults < the run's saved config (``base="run"``) < preset < file < ``explicit``."""
+    from .train import TrainConfig
+
+    explicit = explicit or {}
+    mspec, dspec, pspec, file_cfg, run_cfg = ch.method, ch.dataset, ch.preset, ch.file_cfg, ch.run_cfg
+    layered: dict = {"model": {}, "data": {}, "train": dict(mspec.train_defaults)}
+    if run_cfg and base == "run":
+        for s in ("model", "data"):
+            if run_cfg.get("dataset") == dspec.name or s == "model":
+                layered[s].update(run_cfg.get(s, {}) or {})
+    if pspec:
+        for s in SECTIONS:
+            layered[s].update(pspec.overrides.get(s, {}))
+    unknown_top = set(file_cfg) - set(TOP_KEYS)
+    if unknown_top:
+        raise ConfigError(f"{ch.where}: unknown key {sorted(unknown_top)[0]!r} (known: {', '.join(TOP_KEYS)})")
+    for s in SECTIONS:
+        sect = file_cfg.get(s) or {}
+        if not isinstance(sect, dict):
+            raise ConfigError(f"{ch.where}: section {s!r} must be a mapping")
+        layered[s].update(sect)
+    for s in SECTIONS:
+        layered[s].update(explicit.get(s) or {})
+    if sel.data:
+        layered["data"]["path"] = sel.data
+    model_explicit = dict(file_cfg.get("model") or {})
+    model_explicit.update(explicit.get("model") or {})
+    train = from_dict(TrainConfig, layered["train"], f"{ch.where}: train")
+    data = from_dict(dspec.config_cls, layered["data"], f"{ch.where}: data")
+    model = from_dict(mspec.config_cls, layered["model"], f"{ch.where}: model")
+    return RunConfig(ch.domain, mspec, dspec, pspec.name if pspec else None, model, data, train,
+                     sel.out or file_cfg.get("out"), model_explicit)
+
+
+def resolve_run_config(method: str | None = None, *, domain: str | None = None, base: str = "method",
+                       overrides: dict | None = None, sections: dict[str, dict] | None = None,
+                       **selection) -> RunConfig:
+    """:func:`choose` + :func:`route` + :func:`resolve` in one call (the Python API's path).
+
+    ``selection``: the :class:`Selection` fields (dataset, preset, config, data, run, out, resume);
+    ``overrides``: keyword options by their :func:`option_names`; ``sections``: ``{"model": {...}, ...}``."""
+    sel = Selection(method=method, **selection)
+    ch = choose(sel, domain)
+    explicit = route(ch, overrides or {})
+    for s, vals in (sections or {}).items():
+        if s not in SECTIONS:
+            raise ConfigError(f"unknown config section {s!r} (known: {', '.join(SECTIONS)})")
+        explicit[s].update(vals or {})
+    return resolve(ch, sel, explicit, base=base)

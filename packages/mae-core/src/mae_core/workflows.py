@@ -1,0 +1,278 @@
+"""Pretrain, probe and fine-tune as calls: what ``mae-<domain> pretrain | probe | finetune`` run.
+
+    run = mae_core.pretrain("image-mae", epochs=5, out="runs/y")   # options by name, as the CLI's flags
+    mae_core.probe(run, kind="linear")                              # the CLI's probes
+    mae_core.finetune(run, epochs=10, layer_decay=0.75)
+
+Each takes typed configs underneath (:class:`RunConfig`, :class:`ProbeConfig`, :class:`FinetuneConfig`);
+the keyword forms route every option to its section with :func:`mae_core.runconfig.option_names`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .api import Run, build_split, from_pretrained, load_run
+from .config import field, from_dict
+from .errors import ConfigError, MaeError
+from .eval.probes import PROBES, ProbeConfig, dataset_collate, num_classes
+from .runconfig import RunConfig, resolve_run_config
+
+
+@dataclass
+class FinetuneConfig:
+    """Options of a fine-tuning run (the ``finetune`` command's flags, with the same names)."""
+
+    scratch: bool = field(False, "train the same architecture from random init")
+    layer_decay: float = field(0.75, "layer-wise lr decay (1 = none)")
+    drop_path_rate: float = field(0.1, "stochastic depth while fine-tuning")
+    label_smoothing: float = field(0.1, "label smoothing of the cross-entropy")
+    label_fraction: float = field(1.0, "fraction of training labels used")
+    pool: str = field("mean", "features fed to the head: mean, cls or cls+mean")
+
+
+def _split_options(cls, options: dict) -> tuple[Any, dict]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    mine = {k: v for k, v in options.items() if k in names}
+    return from_dict(cls, mine, where=cls.__name__), {k: v for k, v in options.items() if k not in names}
+
+
+def _teardown_distributed() -> None:
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# ---- pretrain ------------------------------------------------------------------------------------------------------
+def pretrain(method: str | None = None, *, data: str | None = None, dataset: str | None = None,
+             preset: str | None = None, config: str | dict | None = None, out: str | None = None,
+             overwrite: bool = False, resume: bool = False, domain: str | None = None, model: dict | None = None,
+             data_config: dict | None = None, train: dict | None = None, **options) -> Run:
+    """Pretrain ``method`` (default: the domain's first method) and return the loaded :class:`Run`.
+
+    ``data``: a folder or file of your own (picks the dataset that reads it); ``dataset`` / ``preset`` / ``config``
+    (YAML path or mapping) as on the command line; ``options``: any train / model / data field by its flag name
+    (``epochs=5``, ``mask_ratio=0.9``); ``model`` / ``data_config`` / ``train``: whole sections as dicts."""
+    cfg = resolve_run_config(method, domain=domain, data=data, dataset=dataset, preset=preset, config=config,
+                             out=out, resume=resume, overrides=options,
+                             sections={"model": model or {}, "data": data_config or {}, "train": train or {}})
+    path = run_pretrain(cfg, overwrite=overwrite, resume=resume)
+    return load_run(path)
+
+
+def run_pretrain(cfg: RunConfig, overwrite: bool = False, resume: bool = False) -> Path:
+    """Train ``cfg`` into its run directory; returns the directory (every process; only rank 0 writes)."""
+    from .api import adapt_config
+    from .checkpoint import save_pretrained
+    from .registry import build_model
+    from .rundir import RunDir, default_run_path
+    from .train import Trainer, resolve_device, seed_everything
+    from .train.distributed import init_distributed, world_info
+
+    if resume and not cfg.out:
+        raise ConfigError("--resume needs --out DIR (the run directory to continue)")
+    seed_everything(cfg.train.seed)  # model initialisation is part of the seeded run
+    train_set = build_split(cfg, "train")
+    cfg.model = adapt_config(cfg.method, cfg.model, train_set, cfg.data, cfg.dataset.name)
+    model = build_model(cfg.method.name, cfg.model, cfg.domain)
+    rank = world_info()[0]
+    out = Path(cfg.out) if cfg.out else default_run_path(cfg.domain, cfg.method.name)
+    if rank == 0:
+        run = RunDir(out, overwrite=overwrite, resume=resume)
+        if not resume:
+            run.write_config(cfg.to_dict())
+    if world_info()[1] > 1:
+        import torch.distributed as dist
+        init_distributed(resolve_device(cfg.train.device))
+        dist.barrier()
+    run = RunDir(out, create=False)
+    try:
+        trainer = Trainer(model, train_set, cfg.train, run_dir=run, collate_fn=dataset_collate(train_set),
+                          run_config=cfg.to_dict())
+        resume_from = None
+        if resume:
+            resume_from = run.latest_checkpoint()
+            if resume_from is None:
+                raise MaeError(f"{out}: no checkpoint to resume from")
+            if rank == 0:
+                print(f"resuming from {resume_from}")
+        summary = trainer.fit(resume_from)
+    except MaeError:
+        # a fresh run that failed before its first checkpoint leaves nothing behind
+        if rank == 0 and not resume and run.latest_checkpoint() is None:
+            import shutil
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        _teardown_distributed()
+    if rank != 0:
+        return out
+    save_pretrained(trainer.raw_model, out, extra={"run_config": cfg.to_dict()})
+    pictures = []
+    if cfg.method.visualize is not None:
+        try:
+            test_set = build_split(cfg, "test")
+        except MaeError:
+            test_set = train_set
+        pic = cfg.method.visualize(trainer.raw_model.cpu(), test_set, run.pictures / "reconstruction.png")
+        if pic:
+            pictures.append(str(pic))
+    summary.update({"method": cfg.method.name, "dataset": cfg.dataset.name, "pictures": pictures,
+                    "num_parameters": sum(p.numel() for p in model.parameters())})
+    run.write_summary(summary)
+    print(f"run directory: {out}")
+    print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, list)}, indent=1))
+    return out
+
+
+# ---- evaluation ----------------------------------------------------------------------------------------------------
+def prepare_eval(cfg: RunConfig, run: str | os.PathLike | None, fresh: bool, seed: int):
+    """Seed, build the train / test splits and the model (the run's weights through :func:`load_run`, or freshly
+    initialised with ``fresh``), and check that the model accepts the data. Returns (train, test, model)."""
+    from .api import adapt_config
+    from .registry import build_model
+    from .train import seed_everything
+
+    if not run and not fresh:
+        raise ConfigError("give --run DIR (a pretraining run), or --random-init / --scratch for a fresh model")
+    seed_everything(seed)
+    train_set = build_split(cfg, "train")
+    test_set = build_split(cfg, "test")
+    if run and not fresh:
+        model = from_pretrained(run, config_overrides=cfg.model_explicit)
+    else:
+        cfg.model = adapt_config(cfg.method, cfg.model, train_set, cfg.data, cfg.dataset.name)
+        model = build_model(cfg.method.name, cfg.model, cfg.domain)
+    check_model_accepts(model, train_set, f"{run or 'the model'}/model.safetensors",
+                        getattr(cfg.data, "path", None) or cfg.dataset.name)
+    return train_set, test_set, model
+
+
+def check_model_accepts(model, ds, source: str, data_name: str) -> None:
+    """Run one sample through ``model.encode`` so that a data / weights mismatch (channels, sizes) is a one-line
+    error naming both, before any output is written."""
+    import torch
+    try:
+        with torch.no_grad():
+            model.eval()
+            model.encode(dataset_collate(ds)([ds[0]]))
+    except MaeError as e:
+        raise MaeError(f"{source} does not accept the data in {data_name}: {e}") from None
+    except RuntimeError as e:
+        raise MaeError(f"{source} does not accept the data in {data_name}: {str(e).splitlines()[0][:160]}") from None
+
+
+def _eval_config(run, method, options: dict, cls) -> tuple[RunConfig, Any, str | None]:
+    own, rest = _split_options(cls, options)
+    path = str(run.path if isinstance(run, Run) else run) if run is not None else None
+    sel = {k: rest.pop(k) for k in ("data", "dataset", "preset", "config", "domain") if k in rest}
+    cfg = resolve_run_config(method, run=path, base="run", overrides=rest, **sel)
+    return cfg, own, path
+
+
+def probe(run: Run | str | os.PathLike | None = None, kind: str | list[str] = "linear,knn", *,
+          method: str | None = None, **options) -> dict:
+    """Frozen-feature probes of a run (``kind``: names in ``PROBES``), as ``mae-<domain> probe``. ``options``:
+    :class:`ProbeConfig` fields, ``data`` / ``dataset`` to probe on other data, and run config options by name.
+    Without a run, ``random_init=True`` probes a fresh ``method``. Returns ``{probe: metrics, ...}``."""
+    options["probe"] = ",".join(kind) if isinstance(kind, (list, tuple)) else kind
+    cfg, pc, path = _eval_config(run, method, options, ProbeConfig)
+    return run_probe(cfg, pc, path)
+
+
+def run_probe(cfg: RunConfig, pc: ProbeConfig, run: str | None) -> dict:
+    from .data.utils import subset_fraction
+    from .rundir import RunDir
+    from .train import resolve_device
+
+    names = pc.names()
+    train_set, test_set, model = prepare_eval(cfg, run, pc.random_init, pc.probe_seed)
+    pc.device = resolve_device(cfg.train.device)
+    model.to(pc.device)
+    train_set = subset_fraction(train_set, pc.label_fraction, seed=pc.probe_seed)
+    cache: dict = {}
+    results = {}
+    nc = num_classes(train_set)
+    for n in names:
+        t0 = time.time()
+        res = dict(PROBES[n](model, train_set, test_set, pc, cache))
+        res["time_s"] = round(time.time() - t0, 2)
+        results[n] = res
+        main = res.get("acc", res.get("auc"))
+        if main is not None:
+            print(f"{n:>14}: {main:.4f}" + (f"   (chance {1 / nc:.4f})" if "acc" in res else ""))
+    out = {**results, "chance": 1.0 / nc, "label_fraction": pc.label_fraction, "random_init": bool(pc.random_init)}
+    if run:
+        tag = "probe_random_init" if pc.random_init else "probe"
+        RunDir(run, create=False).write_summary({tag: out})
+    return out
+
+
+def finetune(run: Run | str | os.PathLike | None = None, *, method: str | None = None, out: str | None = None,
+             overwrite: bool = False, **options) -> dict:
+    """Fine-tune a run's encoder with a classification head (layer-wise lr decay, drop path), as
+    ``mae-<domain> finetune``; ``scratch=True`` trains the same architecture from random init. ``options``:
+    :class:`FinetuneConfig` fields and train / data options by name. Returns the summary (test accuracy, ...)."""
+    cfg, fc, path = _eval_config(run, method, options, FinetuneConfig)
+    return run_finetune(cfg, fc, path, out=out, overwrite=overwrite)
+
+
+def run_finetune(cfg: RunConfig, fc: FinetuneConfig, run: str | None, out: str | None = None,
+                 overwrite: bool = False) -> dict:
+    from safetensors.torch import save_file
+
+    from .checkpoint import atomic_write, save_pretrained
+    from .data.utils import subset_fraction
+    from .eval import finetune as train_classifier
+    from .rundir import RunDir, default_run_path
+    from .train.distributed import world_info
+
+    train_set, test_set, model = prepare_eval(cfg, run, fc.scratch, cfg.train.seed)
+    nc = num_classes(train_set)
+    train_set = subset_fraction(train_set, fc.label_fraction, seed=cfg.train.seed)
+    multilabel = getattr(train_set, "multilabel", False)
+    dest = Path(out) if out else (Path(run) / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}" if run
+                                  else default_run_path(cfg.domain, cfg.method.name + "-scratch"))
+    rdir = RunDir(dest, overwrite=overwrite) if world_info()[0] == 0 else RunDir(dest, create=False)
+    record = cfg.to_dict()
+    record["finetune"] = dataclasses.asdict(fc)
+    if world_info()[0] == 0:
+        rdir.write_config(record)
+    clf, summary = train_classifier(model, train_set, test_set, nc, cfg.train, layer_decay=fc.layer_decay,
+                                    drop_path=fc.drop_path_rate, pool=fc.pool, multilabel=multilabel,
+                                    label_smoothing=fc.label_smoothing, run_dir=rdir,
+                                    collate_fn=dataset_collate(train_set))
+    _teardown_distributed()
+    if world_info()[0] != 0:
+        return summary
+    save_pretrained(clf.backbone, dest, extra={"run_config": record, "num_classes": nc})
+    head = {f"head.{k}": v.detach().contiguous().cpu() for k, v in clf.head.state_dict().items()}
+    head.update({f"fc_norm.{k}": v.detach().contiguous().cpu() for k, v in clf.fc_norm.state_dict().items()})
+    atomic_write(dest / "head.safetensors", lambda tmp: save_file(head, tmp))
+    rdir.write_summary(summary)
+    print(f"run directory: {dest}")
+    summary = dict(summary)
+    summary["run_dir"] = str(dest)
+    return summary
+
+
+def reconstruct(run: Run | str | os.PathLike, out: str | None = None, num: int = 8, split: str = "test",
+                seed: int = 0, **options) -> str:
+    """Draw original, masked input and reconstruction for ``num`` samples of a run; returns the picture's path."""
+    path = str(run.path if isinstance(run, Run) else run)
+    cfg = resolve_run_config(run=path, base="run", overrides=options)
+    return run_reconstruct(cfg, path, out, num, split, seed)
+
+
+def run_reconstruct(cfg: RunConfig, run: str, out: str | None, num: int, split: str, seed: int) -> str:
+    if cfg.method.visualize is None:
+        raise ConfigError(f"method {cfg.method.name!r} has no reconstruction picture")
+    model = from_pretrained(run)
+    ds = build_split(cfg, split)
+    out = out or str(Path(run) / "pictures" / f"reconstruction-{time.strftime('%Y%m%d-%H%M%S')}.png")
+    return cfg.method.visualize(model, ds, out, num=num, seed=seed)
