@@ -105,3 +105,29 @@ def test_npz_dataset(tmp_path):
     assert len(ds) == 6 and ds.num_classes == 3 and ds[0]["points"].shape == (256, 3)
     assert torch.allclose(ds.points.norm(dim=-1).amax(1), torch.ones(6))
     assert len(build_point_data(PointFolderConfig(path=str(tmp_path), num_points=256), "test")) == 3
+
+
+@pytest.mark.parametrize("reader", ["cloud.npy", "points.npz", "names.npz"])
+def test_numpy_readers_refuse_object_arrays(tmp_path, reader):
+    """.npy clouds and .npz point sets are read without pickles: an object array (its unpickling would run code) is
+    a one-line error naming the file, and the payload never runs."""
+    from mae_core.testing import MarkerPayload
+
+    marker = tmp_path / "ran"
+    evil = np.empty(3, dtype=object)
+    evil[:] = [MarkerPayload(marker), "b", "c"]
+    path = tmp_path / reader
+    pts = np.random.default_rng(0).normal(size=(3, 64, 3)).astype(np.float32)
+    if reader == "cloud.npy":
+        np.save(path, evil)
+        read = lambda: read_cloud(path)  # noqa: E731
+    else:
+        arrays = dict(train_points=pts, train_labels=np.arange(3), class_names=np.array(["a", "b", "c"]))
+        arrays["train_points" if reader == "points.npz" else "class_names"] = evil
+        np.savez(path, **arrays)
+        read = lambda: build_point_data(PointFolderConfig(path=str(path), num_points=32), "train")  # noqa: E731
+    with pytest.raises(DataError, match="object array") as err:
+        read()
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    assert not marker.exists()
+

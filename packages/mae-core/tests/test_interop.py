@@ -1,5 +1,3 @@
-import pickle
-
 import pytest
 import torch
 
@@ -7,6 +5,7 @@ from mae_core.checkpoint import load_foreign
 from mae_core.errors import MaeError
 from mae_core.interop import from_hf_vitmae, from_mae_release, to_mae_release, to_timm
 from mae_core.models.image_mae import ImageMAE, ImageMAEConfig
+from mae_core.testing import MarkerPayload
 
 
 def _small(**kw):
@@ -65,17 +64,17 @@ def test_mae_release_round_trip(tmp_path):
         assert torch.allclose(model({"image": x, "mask": mask}).pred, loaded({"image": x, "mask": mask}).pred, atol=1e-6)
 
 
-class Evil:
-    def __reduce__(self):
-        import os
-        return (os.system, ("echo pwned > /tmp/mae_pwned",))
-
-
 def test_pickle_that_runs_code_is_refused(tmp_path):
+    """torch.load only with weights_only=True: a checkpoint whose unpickling runs code is a one-line refusal, the
+    code never runs; a plain state dict still loads."""
+    marker = tmp_path / "ran"
     path = tmp_path / "evil.pth"
-    with open(path, "wb") as fh:
-        pickle.dump({"model": Evil()}, fh)
-    with pytest.raises(MaeError, match="refused to load"):
+    torch.save({"model": {"w": torch.ones(2)}, "payload": MarkerPayload(marker)}, path)
+    with pytest.raises(MaeError, match="refused to load") as err:
         load_foreign(path)
-    import os
-    assert not os.path.exists("/tmp/mae_pwned")
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    assert not marker.exists()
+    torch.load(path, weights_only=False)  # the file is live: full unpickling runs the payload
+    assert marker.exists()
+    torch.save({"state_dict": {"w": torch.arange(3.0)}}, tmp_path / "ok.pth")
+    assert torch.equal(load_foreign(tmp_path / "ok.pth")["w"], torch.arange(3.0))

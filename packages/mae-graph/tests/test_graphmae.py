@@ -154,11 +154,82 @@ def test_tu_reader_degree_and_label_features(tmp_path):
         load_tu(tmp_path, "OTHER")
 
 
+def _assert_same_graph(a, b):
+    assert set(a.keys()) == set(b.keys())
+    assert all(torch.equal(a[k], b[k]) for k in b.keys())
+
+
 @pytest.mark.skipif(not (DATA / "planetoid").exists(), reason="shared Cora copy not present")
 def test_real_cora_reads():
-    d = load_planetoid(DATA / "planetoid", "cora")
+    from torch_geometric.io import read_planetoid_data
+
+    d = load_planetoid(DATA / "planetoid", "cora")  # the Python 2 pickles of the Planetoid release
     assert d.num_nodes == 2708 and d.x.shape[1] == 1433
     assert (int(d.train_mask.sum()), int(d.val_mask.sum()), int(d.test_mask.sum())) == (140, 500, 1000)
+    _assert_same_graph(d, read_planetoid_data(str(DATA / "planetoid" / "raw"), "cora"))  # PyG's (unrestricted) reader
+
+
+def write_planetoid(folder: Path, name: str, test_ids: list[int], seed: int = 0) -> Path:
+    """A small Planetoid set as the release stores it: CSR features, one-hot labels, a defaultdict graph; ``test_ids``
+    count from the first test node (after the 504 labelled + unlabelled ones: the public split's 500 validation nodes
+    follow the training nodes)."""
+    import pickle
+    from collections import defaultdict
+
+    import numpy as np
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    n_all, n_train, f, c = 504, 4, 5, 3
+    test_ids = [n_all + i for i in test_ids]
+    n = n_all + max(test_ids) - min(test_ids) + 1
+    feats = sp.csr_matrix((rng.random((n_all + len(test_ids), f)) < 0.5).astype(np.float32))
+    onehot = np.eye(c, dtype=np.int32)[rng.integers(0, c, n_all + len(test_ids))]
+    graph = defaultdict(list)
+    for i in range(n):
+        graph[i] = sorted({int(j) for j in rng.integers(0, n, 2)})
+    parts = {"x": feats[:n_train], "y": onehot[:n_train], "allx": feats[:n_all], "ally": onehot[:n_all],
+             "tx": feats[n_all:], "ty": onehot[n_all:], "graph": graph}
+    folder.mkdir(parents=True, exist_ok=True)
+    for part, obj in parts.items():
+        (folder / f"ind.{name}.{part}").write_bytes(pickle.dumps(obj, protocol=4))
+    (folder / f"ind.{name}.test.index").write_text("".join(f"{i}\n" for i in test_ids))
+    return folder
+
+
+@pytest.mark.parametrize("name,test_ids", [("cora", [2, 0, 3, 1]), ("citeseer", [1, 4, 0, 6])])
+def test_planetoid_reader_equals_pyg(tmp_path, name, test_ids):
+    """Our restricted reader assembles the same graph as PyG's read_planetoid_data (citeseer: isolated test nodes
+    without rows become zero rows)."""
+    from torch_geometric.io import read_planetoid_data
+
+    folder = write_planetoid(tmp_path / "raw", name, test_ids)
+    ours = load_planetoid(tmp_path, name)
+    _assert_same_graph(ours, read_planetoid_data(str(folder), name))
+    assert ours.num_nodes == 504 + max(test_ids) + 1 and int(ours.test_mask.sum()) == len(test_ids)
+
+
+@pytest.mark.parametrize("part", ["graph", "allx"])
+def test_planetoid_reader_refuses_code(tmp_path, part):
+    """mae-graph pretrain --dataset planetoid --data DIR with a crafted pickle: refused on one line naming the file
+    and the global, and the payload never runs."""
+    import pickle
+
+    from mae_core.testing import MarkerPayload
+
+    folder = write_planetoid(tmp_path, "cora", [2, 0, 3, 1])
+    marker = tmp_path / "ran"
+    evil = folder / f"ind.cora.{part}"
+    evil.write_bytes(pickle.dumps({0: [1], 1: [MarkerPayload(marker)]}, protocol=2))
+    with pytest.raises(DataError) as err:
+        load_planetoid(tmp_path, "cora")
+    msg = str(err.value)
+    assert "\n" not in msg and str(evil) in msg and "exec" in msg
+    assert not marker.exists()
+    with pytest.raises(DataError, match="refused to unpickle"):  # through the CLI's dataset factory too
+        from mae_graph.data.graphs import PlanetoidConfig, make_planetoid
+        make_planetoid(PlanetoidConfig(path=str(tmp_path), name="cora"), "train")
+    assert not marker.exists()
 
 
 @pytest.mark.skipif(not (DATA / "tudataset").exists(), reason="shared TU copies not present")

@@ -134,6 +134,25 @@ def test_numpy_nctvm_reader(tmp_path):
     assert (len(tr), len(te)) == (8, 2) and tr.layout.name == "coco17" and tr.x.shape == (8, 3, 8, 17)
 
 
+@pytest.mark.parametrize("evil_file", ["train_data.npy", "train_label.npy"])
+def test_numpy_skeleton_reader_refuses_object_arrays(tmp_path, evil_file):
+    """Skeleton arrays and labels are read without pickles: an object array (whose unpickling would run code) is a
+    one-line error naming the file; the payload never runs."""
+    from mae_core.testing import MarkerPayload
+
+    marker = tmp_path / "ran"
+    np.save(tmp_path / "train_data.npy", np.ones((4, 3, 6, 17, 1), np.float32))
+    np.save(tmp_path / "train_label.npy", np.arange(4) % 2)
+    evil = np.empty(4, dtype=object)
+    evil[:] = [MarkerPayload(marker), 1, 2, 3]
+    np.save(tmp_path / evil_file, evil)
+    cfg = SkeletonFilesConfig(path=str(tmp_path / "train_data.npy"), frames=4, test_fraction=0.25)
+    with pytest.raises(DataError, match="object array") as err:
+        make_skeleton_files(cfg, "train")
+    assert str(tmp_path / evil_file) in str(err.value) and "\n" not in str(err.value)
+    assert not marker.exists()
+
+
 def test_msr_reader_tiny_folder(tmp_path):
     rng = np.random.default_rng(0)
     for a, s in [(1, 1), (2, 2), (1, 3)]:

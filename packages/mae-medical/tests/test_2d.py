@@ -76,6 +76,25 @@ def test_medmnist_npz_and_image_folder(tmp_path):
         MedicalImages(MedicalImagesConfig(path=str(tmp_path / "bad.npz")), "train")
 
 
+@pytest.mark.parametrize("member", ["train_images", "train_labels"])
+def test_medmnist_npz_refuses_object_arrays(tmp_path, member):
+    """MedMNIST .npz files are read with allow_pickle=False: an object array (its unpickling would run code) is a
+    one-line error naming the file, and the payload never runs."""
+    from mae_core.errors import DataError
+    from mae_core.testing import MarkerPayload
+
+    marker = tmp_path / "ran"
+    arrays = dict(train_images=np.zeros((3, 28, 28), np.uint8), train_labels=np.zeros((3, 1), np.int64))
+    evil = np.empty(3, dtype=object)
+    evil[:] = [MarkerPayload(marker), 0, 1]
+    arrays[member] = evil
+    np.savez(tmp_path / "evil.npz", **arrays)
+    with pytest.raises(DataError, match="object array") as err:
+        MedicalImages(MedicalImagesConfig(path=str(tmp_path / "evil.npz")), "train")
+    assert str(tmp_path / "evil.npz") in str(err.value) and "\n" not in str(err.value)
+    assert not marker.exists()
+
+
 @pytest.mark.skipif(not BREAST.exists(), reason=f"real BreastMNIST not found at {BREAST}")
 def test_breastmnist_real_file():
     ds = MedicalImages(MedicalImagesConfig(path=str(BREAST), augment="none"), "test")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mae_core.data import load_npy
 from mae_core.errors import DataError
 
 from .o3d import o3d
@@ -134,11 +135,7 @@ def read_cloud(path) -> np.ndarray:
     _exists(path)
     ext = path.suffix.lower()
     if ext == ".npy":
-        try:
-            pts = np.load(path, allow_pickle=False)
-        except Exception as e:
-            raise DataError(f"{path}: cannot read .npy ({type(e).__name__})") from None
-        return check_points(pts, path)
+        return check_points(load_npy(path, ".npy point cloud"), path)
     if ext == ".txt":
         try:
             pts = np.loadtxt(path, delimiter="," if b"," in path.read_bytes()[:4096] else None, ndmin=2)

@@ -27,3 +27,15 @@ def loss_falls(model, batch: dict, steps: int = 30, lr: float = 2e-3, seed: int 
         opt.step()
         losses.append(float(out.loss))
     return sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+
+
+class MarkerPayload:
+    """Stands in for an attacker's object: unpickling it runs code that writes ``marker``. Pickle it, put it in an
+    object array (``np.save``) or a ``torch.save`` checkpoint, then check that a reader refuses the file and that
+    ``marker`` does not exist. Its pickle names only ``builtins.exec``, so loading needs no import of this module."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('ran')",))

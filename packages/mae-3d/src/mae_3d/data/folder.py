@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mae_core.config import field
+from mae_core.data import numpy_load_error
 from mae_core.errors import DataError
 
 from ..io import ALL_EXTS, check_points, read_any
@@ -139,8 +140,8 @@ class PointNpz(Dataset):
                 names = [str(n) for n in z["class_names"]] if "class_names" in z else None
         except DataError:
             raise
-        except Exception as e:
-            raise DataError(f"{path}: cannot read .npz ({type(e).__name__})") from None
+        except Exception as e:  # corrupt archive, object arrays (pickles are refused)
+            raise numpy_load_error(path, e, ".npz file") from None
         if pts.ndim != 3 or pts.shape[-1] != 3:
             raise DataError(f"{path}: {key}_points must be (N, P, 3), got {pts.shape}")
         finite = np.isfinite(pts).all(axis=(1, 2))

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from ..config import field
 from ..errors import DataError
+from .safe_pickle import numpy_load_error
 
 
 @dataclass
@@ -41,6 +42,14 @@ def _to_nchw(a: np.ndarray, path: str, key: str) -> torch.Tensor:
     return x
 
 
+def _member(data, path, key: str) -> np.ndarray:
+    """One array of an open ``.npz`` (pickles refused: object arrays are a one-line error)."""
+    try:
+        return data[key]
+    except Exception as e:
+        raise numpy_load_error(path, e, ".npz file") from None
+
+
 class ArrayImageDataset(Dataset):
     def __init__(self, config: ArrayImageConfig, split: str = "train"):
         self.config = c = config
@@ -53,13 +62,13 @@ class ArrayImageDataset(Dataset):
             data = np.load(path, allow_pickle=False)
             keys = set(data.files)
         except Exception as e:  # zipfile / value errors for corrupt files
-            raise DataError(f"{path}: not a readable .npz file ({type(e).__name__})") from None
+            raise numpy_load_error(path, e, ".npz file") from None
         want = "train" if split == "train" else ("test" if "test_images" in keys else "val")
         if f"{want}_images" in keys:
-            images, labels = data[f"{want}_images"], data[f"{want}_labels"]
             key = f"{want}_images"
+            images, labels = _member(data, path, key), _member(data, path, f"{want}_labels")
         elif "images" in keys and "labels" in keys:
-            images, labels, key = data["images"], data["labels"], "images"
+            images, labels, key = _member(data, path, "images"), _member(data, path, "labels"), "images"
             _to_nchw(images, path, key)  # checks every sample (indices of the file, before splitting)
             g = torch.Generator().manual_seed(c.seed)
             held = (torch.rand(len(images), generator=g) < c.val_fraction).numpy()

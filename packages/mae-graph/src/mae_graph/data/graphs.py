@@ -10,8 +10,9 @@
   (``MUTAG_A.txt``...), node features = one-hot node labels where present, else one-hot degree capped at 400;
   then one self loop per node (as the GraphMAE code's ``remove_self_loop().add_self_loop()``).
 
-No downloads: the readers are PyG's raw-file readers (``read_planetoid_data`` / ``read_tu_data``) pointed at the
-user's folder.
+No downloads: the readers work on the user's folder. TU files go through PyG's ``read_tu_data``; the Planetoid
+pickles are read with mae-core's ``safe_unpickle`` (numpy / scipy types only) and assembled as PyG's
+``read_planetoid_data`` does.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.utils import degree, to_undirected
 
 from mae_core.config import field
+from mae_core.data import safe_unpickle
 from mae_core.errors import DataError
 
 
@@ -159,15 +161,73 @@ def _find_folder(path: str | Path, probe: str, name: str) -> Path:
     raise DataError(f"{root}: no {probe} found here nor in raw/ or {name}/raw/")
 
 
+_PLANETOID_PICKLES = ("x", "tx", "allx", "y", "ty", "ally", "graph")
+
+
+def _planetoid_matrix(obj, path: Path) -> torch.Tensor:
+    """A feature / one-hot label matrix (scipy CSR or numpy array) as a float tensor, as PyG's ``read_file``."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    if sp.issparse(obj):
+        obj = obj.toarray()
+    if not (isinstance(obj, np.ndarray) and obj.ndim == 2 and (np.issubdtype(obj.dtype, np.number)
+                                                              or obj.dtype == np.bool_)):
+        raise DataError(f"{path}: expected a 2-D numeric matrix, found {type(obj).__name__}"
+                        f"{getattr(obj, 'shape', '')}")
+    return torch.from_numpy(np.asarray(obj, dtype=np.float32))
+
+
+def _planetoid_graph(obj, path: Path) -> dict:
+    if not (isinstance(obj, dict) and all(isinstance(k, int) and isinstance(v, list)
+                                          and all(isinstance(j, int) for j in v) for k, v in obj.items())):
+        raise DataError(f"{path}: expected a dict of node id -> list of neighbour ids, found {type(obj).__name__}")
+    return obj
+
+
 def load_planetoid(path: str | Path, name: str = "cora") -> Data:
-    from torch_geometric.io import read_planetoid_data
+    """The raw Planetoid files as one ``Data``, identical to PyG's ``read_planetoid_data`` (features, labels with the
+    test rows reordered, public split masks, coalesced edges without self loops), but the pickles are read with
+    :func:`mae_core.data.safe_pickle.safe_unpickle`: only the numpy / scipy types of the format are allowed, so a
+    crafted file is refused instead of run."""
+    from torch_geometric.io import read_txt_array
+    from torch_geometric.io.planetoid import edge_index_from_dict
+    from torch_geometric.utils import index_to_mask
 
     name = name.lower()
+    if name.startswith("nell"):
+        raise DataError(f"planetoid: {name!r} is not supported (cora, citeseer, pubmed)")
     folder = _find_folder(path, f"ind.{name}.x", name)
+    files = {part: folder / f"ind.{name}.{part}" for part in _PLANETOID_PICKLES + ("test.index",)}
+    for p in files.values():
+        if not p.is_file():
+            raise DataError(f"{p}: missing (a Planetoid folder holds ind.{name}.{{x,tx,allx,y,ty,ally,graph,"
+                            f"test.index}})")
+    x, tx, allx, y, ty, ally = (_planetoid_matrix(safe_unpickle(files[p]), files[p]) for p in _PLANETOID_PICKLES[:6])
+    graph = _planetoid_graph(safe_unpickle(files["graph"]), files["graph"])
     try:
-        data = read_planetoid_data(str(folder), name)
-    except Exception as e:  # pickles of the wrong kind, truncated files
-        raise DataError(f"{folder}: cannot read the Planetoid files of {name!r} ({type(e).__name__}: {e})") from None
+        test_index = read_txt_array(str(files["test.index"]), dtype=torch.long).reshape(-1)
+        sorted_test = test_index.sort()[0]
+        if name == "citeseer":  # isolated test nodes have no rows in tx / ty: zero rows in their place (as PyG)
+            span = int(test_index.max() - test_index.min()) + 1
+            tx_ext = tx.new_zeros(span, tx.shape[1])
+            tx_ext[sorted_test - test_index.min()] = tx
+            ty_ext = ty.new_zeros(span, ty.shape[1])
+            ty_ext[sorted_test - test_index.min()] = ty
+            tx, ty = tx_ext, ty_ext
+        feats = torch.cat([allx, tx], 0)
+        feats[test_index] = feats[sorted_test]
+        labels = torch.cat([ally, ty], 0).max(1)[1]
+        labels[test_index] = labels[sorted_test]
+        n = labels.shape[0]
+        data = Data(x=feats, edge_index=edge_index_from_dict(graph, num_nodes=n), y=labels)
+        data.train_mask = index_to_mask(torch.arange(y.shape[0]), size=n)
+        data.val_mask = index_to_mask(torch.arange(y.shape[0], y.shape[0] + 500), size=n)
+        data.test_mask = index_to_mask(test_index, size=n)
+    except (RuntimeError, IndexError, ValueError) as e:  # files that do not fit together
+        msg = " ".join(str(e).split())
+        raise DataError(f"{folder}: the Planetoid files of {name!r} do not fit together ({type(e).__name__}: "
+                        f"{msg})") from None
     return data
 
 

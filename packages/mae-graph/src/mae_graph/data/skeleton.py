@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mae_core.config import field
+from mae_core.data import load_npy
 from mae_core.errors import DataError
 
 
@@ -403,13 +404,13 @@ def make_skeleton_files(cfg: SkeletonFilesConfig, split: str) -> SkeletonDataset
 
 def _load_files(path: Path, cfg: SkeletonFilesConfig):
     if path.suffix == ".npy":
-        arr = np.load(path, allow_pickle=False)
+        arr = load_npy(path, "skeleton array")
         if arr.ndim != 5:
             raise DataError(f"{path}: expected an (N, C, T, V, M) array, got shape {tuple(arr.shape)}")
         lab = Path(cfg.labels) if cfg.labels else path.with_name(path.stem.replace("_data", "") + "_label.npy")
         if not lab.exists():
             raise DataError(f"{path}: labels not found (looked for {lab}; give --labels)")
-        labels = np.load(lab, allow_pickle=False) if lab.suffix == ".npy" else np.loadtxt(lab, dtype=np.int64)
+        labels = load_npy(lab, "label array") if lab.suffix == ".npy" else np.loadtxt(lab, dtype=np.int64)
         if len(labels) != len(arr):
             raise DataError(f"{lab}: {len(labels)} labels for {len(arr)} sequences")
         seqs = []

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from mae_core.config import field
+from mae_core.data import numpy_load_error
 from mae_core.errors import DataError
 
 FINDINGS = ["nodule", "effusion", "cardiomegaly"]
@@ -179,11 +180,13 @@ class MedicalImages(_ImageSet):
 
     def _npz(self, p: Path, split: str):
         try:
-            z = np.load(p)
+            z = np.load(p, allow_pickle=False)
             key = "train" if split == "train" else "test"
             x, y = z[f"{key}_images"], z[f"{key}_labels"]
-        except (OSError, ValueError, KeyError) as e:
+        except KeyError as e:
             raise DataError(f"{p}: not a MedMNIST-style npz with {split}_images / {split}_labels ({e})") from None
+        except Exception as e:  # corrupt archive, object arrays (pickles are refused)
+            raise numpy_load_error(p, e, "MedMNIST-style .npz file") from None
         if x.ndim == 4:  # RGB MedMNIST: to grey
             x = x.mean(-1)
         if x.ndim != 3:
