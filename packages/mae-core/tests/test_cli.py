@@ -31,6 +31,11 @@ def test_cli_pretrain_probe_finetune_reconstruct(tmp_path, capsys):
     assert from_pretrained(ft) is not None and (ft / "head.safetensors").exists()  # the fine-tuned run reloads
     assert main(["reconstruct", "--run", str(run), "--num", "2", "--out", str(tmp_path / "r.png")]) == 0
     assert (tmp_path / "r.png").exists()
+    # fewshot is a core command of every domain; the classifier is a choice
+    assert main(["fewshot", "--run", str(run), "--way", "3", "--shot", "2", "--query", "3", "--folds", "2",
+                 "--classifier", "cosine", "--no-progress"]) == 0
+    res = json.loads((run / "summary.json").read_text())["fewshot_3way_2shot_cosine"]
+    assert res["folds"] == 2 and 0.0 <= res["acc"] <= 100.0
 
 
 def test_cli_config_file_and_overrides(tmp_path):

@@ -115,6 +115,61 @@ def cmd_reconstruct(domain: str, argv: Sequence[str]) -> int:
     return 0
 
 
+def fewshot_flags(p) -> None:
+    from ..eval.fewshot import FEWSHOT_CLASSIFIERS
+
+    g = p.add_argument_group("few-shot")
+    g.add_argument("--way", type=int, default=5, help="classes per episode (N)")
+    g.add_argument("--shot", type=int, default=10, help="labelled support samples per class (K)")
+    g.add_argument("--query", type=int, default=20, help="query samples per class (from the test split)")
+    g.add_argument("--folds", type=int, default=10, help="random episodes averaged")
+    g.add_argument("--classifier", default="svm", choices=FEWSHOT_CLASSIFIERS,
+                   help="fitted on the support features: linear SVM (Point-BERT / Point-MAE protocol), logistic "
+                        "regression, nearest prototype, or nearest prototype by cosine")
+    g.add_argument("--svm-c", type=float, default=1.0, help="C of the linear SVM / logistic regression")
+    g.add_argument("--seed", type=int, default=0, help="seed of the episodes")
+    g.add_argument("--probe-batch-size", type=int, default=128, help="batch size for feature extraction")
+    g.add_argument("--random-init", action="store_true", help="evaluate a randomly initialised encoder instead")
+
+
+def cmd_fewshot(domain: str, argv: Sequence[str]) -> int:
+    import time
+
+    from ..eval.fewshot import few_shot_eval
+    from ..eval.probes import cached_features
+    from ..rundir import RunDir
+    from ..train import resolve_device
+    from ..workflows import prepare_eval
+
+    cfg, args = parse_run_command(domain, argv, f"mae-{domain} fewshot", fewshot_flags,
+                                  "N-way K-shot classification on frozen features over repeated random episodes "
+                                  "(support from the train split, queries from the test split).")
+    train_set, test_set, model = prepare_eval(cfg, args.run, args.random_init, args.seed)
+    device = resolve_device(cfg.train.device)
+    model.to(device)
+    t0 = time.time()
+    cache: dict = {}
+    xtr, ytr = cached_features(model, train_set, cache, "train", device, args.probe_batch_size)
+    xte, yte = cached_features(model, test_set, cache, "test", device, args.probe_batch_size)
+    try:
+        res = few_shot_eval(xtr, ytr, way=args.way, shot=args.shot, query=args.query, folds=args.folds,
+                            seed=args.seed, classifier=args.classifier, c=args.svm_c, test_features=xte,
+                            test_labels=yte)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    res = dict(res)
+    res["time_s"] = round(time.time() - t0, 2)
+    res["random_init"] = bool(args.random_init)
+    print(f"{args.way}-way {args.shot}-shot ({args.classifier}): {res['acc']:.2f} +- {res['std']:.2f} % over "
+          f"{args.folds} folds (chance {100 / args.way:.1f} %)")
+    if args.run:
+        tag = f"fewshot_{args.way}way_{args.shot}shot" + ("" if args.classifier == "svm" else f"_{args.classifier}") \
+            + ("_random_init" if args.random_init else "")
+        RunDir(args.run, create=False).write_summary({tag: res})
+    print(json.dumps(res))
+    return 0
+
+
 def cmd_info(domain: str, argv: Sequence[str]) -> int:
     p = Parser(prog=f"mae-{domain} info", description="List the registered methods, datasets, presets and commands.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -160,8 +215,9 @@ CORE_COMMANDS = {
     "probe": (cmd_probe, "linear probe and kNN on frozen features of a run"),
     "finetune": (cmd_finetune, "fine-tune a pretrained encoder with a classification head"),
     "reconstruct": (cmd_reconstruct, "draw reconstructions of a pretrained run"),
+    "fewshot": (cmd_fewshot, "N-way K-shot accuracy on frozen features over repeated episodes"),
     "info": (cmd_info, "list methods, datasets and presets"),
 }
 
-__all__ = ["CORE_COMMANDS", "add_dataclass_flags", "cmd_finetune", "cmd_info", "cmd_pretrain", "cmd_probe",
+__all__ = ["CORE_COMMANDS", "add_dataclass_flags", "cmd_fewshot", "cmd_finetune", "cmd_info", "cmd_pretrain", "cmd_probe",
            "cmd_reconstruct", "finetune_flags", "probe_flags", "run_domain_command"]
