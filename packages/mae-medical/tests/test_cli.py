@@ -34,6 +34,13 @@ def test_cli_pretrain_probe_finetune_impute(tmp_path, capsys):
     assert img.shape == ref.shape and np.allclose(img.affine, ref.affine)
     assert np.isfinite(img.get_fdata()).all() and (img.get_fdata() != 0).any()
     assert {"psnr", "ssim", "baseline_mean_psnr"} <= set(res) and (tmp_path / "imp.png").exists()
+    # the feature itself: a case that has no FLAIR file gets one imputed (nothing to compare with, so no PSNR)
+    (case / f"{case.name}-t2f.nii.gz").unlink()
+    out2 = tmp_path / "flair-absent.nii.gz"
+    capsys.readouterr()
+    assert main(["impute", "--run", str(run), "--case", str(case), "--missing", "flair", "--out", str(out2)]) == 0
+    res2 = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert nib.load(str(out2)).shape == ref.shape and "psnr" not in res2 and res2["inputs"] == ["t1", "t1ce", "t2"]
     # unknown modality: one-line error, nothing written
     assert main(["impute", "--run", str(run), "--case", str(case), "--missing", "pd", "--out",
                  str(tmp_path / "pd.nii.gz")]) == 2

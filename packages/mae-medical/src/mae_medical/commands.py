@@ -90,8 +90,10 @@ def impute_case(model, case_dir: str | Path, missing: str, patterns: list[str] |
     files = check_case(case_dir, inputs, pats)
     keys = list(inputs)
     real_file = None
-    if compare:
-        real = find_modality_files(case_dir, [missing], pats, allow_missing=True) if missing in pats else {}
+    if compare and missing in pats:
+        # looked up beside the inputs found above, so a case without the modality (the point of imputing it) is
+        # not an error: there is just nothing to compare with
+        real = find_modality_files(case_dir, [*inputs, missing], pats, allow_missing=True)
         if missing in real:
             real_file = check_case(case_dir, [missing, inputs[0]], pats, allow_missing=False)[missing]
             keys.append(missing)
