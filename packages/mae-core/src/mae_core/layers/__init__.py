@@ -1,5 +1,7 @@
 """Small single-purpose building blocks shared by every domain."""
-from .blocks import LayerNorm, Attention, Block, CrossAttention, CrossBlock, DropPath, LayerScale, Mlp, drop_path, init_weights
+from .blocks import (LayerNorm, Attention, Block, CrossAttention, CrossBlock, DropPath, LayerScale, Mlp, attention_probs,
+                     cls_attention, drop_path, init_weights)
+from .ema import EMA
 from .patch import PatchEmbed, PatchEmbed2d, PatchEmbed3d, grid_shape, patchify, unpatchify
 from .pos_embed import resize_pos_embed, sincos_1d, sincos_pos_embed
 from .queue import FeatureQueue
@@ -8,6 +10,7 @@ from .taps import TapCrossBlock
 __all__ = [
     "LayerNorm",
     "Attention", "Block", "CrossAttention", "CrossBlock", "DropPath", "LayerScale", "Mlp", "drop_path", "init_weights",
+    "attention_probs", "cls_attention", "EMA",
     "PatchEmbed", "PatchEmbed2d", "PatchEmbed3d", "grid_shape", "patchify", "unpatchify",
     "resize_pos_embed", "sincos_1d", "sincos_pos_embed",
     "FeatureQueue", "TapCrossBlock",

@@ -1,5 +1,5 @@
-"""Transformer layers in the timm vocabulary: Attention (fused qkv, SDPA), CrossAttention, Mlp, DropPath, LayerScale,
-pre-norm Block and CrossBlock. Norm, activation, attention and MLP layers are injectable."""
+"""Transformer layers in the timm vocabulary: Attention (fused qkv, SDPA; attention maps on request), CrossAttention,
+Mlp, DropPath, LayerScale, pre-norm Block and CrossBlock. Norm, activation, attention and MLP layers are injectable."""
 from __future__ import annotations
 
 from functools import partial
@@ -61,6 +61,29 @@ class Mlp(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
+def attention_probs(q: torch.Tensor, k: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                    scale: float | None = None) -> torch.Tensor:
+    """``softmax(q k^T * scale + mask)`` (B, heads, Lq, Lk), the probabilities ``F.scaled_dot_product_attention``
+    uses: ``scale`` defaults to ``head_dim ** -0.5``; a bool ``attn_mask`` (True = may attend) sets the other logits
+    to -inf, a float mask is added. Logits and softmax are computed in float32 (then cast back to ``q``'s dtype)."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    logits = (q @ k.transpose(-2, -1)).float() * scale
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            logits = logits.masked_fill(~attn_mask, float("-inf"))
+        else:
+            logits = logits + attn_mask
+    return logits.softmax(-1).to(q.dtype)
+
+
+def cls_attention(attn: torch.Tensor, num_prefix_tokens: int = 1) -> torch.Tensor:
+    """The attention of the first (cls) token to the patch tokens: row 0 of ``attn`` (B, heads, L, L) without the
+    ``num_prefix_tokens`` prefix columns, (B, heads, L - prefix)."""
+    if num_prefix_tokens < 1:
+        raise ValueError("cls_attention needs a prefix (cls) token, the encoder has num_prefix_tokens=0")
+    return attn[:, :, 0, num_prefix_tokens:]
+
+
 def _zero_key_bias_grad(dim: int, grad: torch.Tensor) -> torch.Tensor:
     grad = grad.clone()
     grad[dim:2 * dim] = 0
@@ -76,6 +99,10 @@ class Attention(nn.Module):
 
     ``attn_mask``: bool (True = may attend) or additive float, broadcastable to (B, heads, L, L).
     ``extra_kv``: optional (B, M, D) tokens that every query may also attend to (memory slots).
+    ``return_attention=True`` returns ``(out, attn)`` with the attention probabilities ``attn`` (B, heads, L, L [+ M]),
+    computed explicitly as ``softmax(q k^T * scale + mask)`` (see :func:`attention_probs`); the default path is
+    ``F.scaled_dot_product_attention`` alone. With attention dropout the returned maps are the probabilities before
+    dropout, and the dropout mask differs from SDPA's.
     """
 
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True, qk_norm: bool = False,
@@ -95,7 +122,7 @@ class Attention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop) if proj_drop > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                extra_kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                extra_kv: tuple[torch.Tensor, torch.Tensor] | None = None, return_attention: bool = False):
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
@@ -103,6 +130,11 @@ class Attention(nn.Module):
         if extra_kv is not None:
             ek, ev = extra_kv  # (B, heads, M, hd)
             k, v = torch.cat([k, ek], 2), torch.cat([v, ev], 2)
+        if return_attention:
+            attn = attention_probs(q, k, attn_mask)
+            w = F.dropout(attn, self.attn_drop, self.training) if self.attn_drop else attn
+            x = w.to(v.dtype) @ v
+            return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, c))), attn
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
                                            dropout_p=self.attn_drop if self.training else 0.0)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, c)))
@@ -152,7 +184,14 @@ class Block(nn.Module):
         self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, **attn_kw) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, return_attention: bool = False,
+                **attn_kw):
+        """``return_attention=True`` returns ``(x, attn)``, the attention probabilities of this block (the
+        attention layer must accept ``return_attention``, as :class:`Attention` does)."""
+        if return_attention:
+            y, attn = self.attn(self.norm1(x), attn_mask=attn_mask, return_attention=True, **attn_kw)
+            x = x + self.drop_path1(self.ls1(y))
+            return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x)))), attn
         x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_mask=attn_mask, **attn_kw)))
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
 

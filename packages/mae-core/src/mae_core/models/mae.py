@@ -17,7 +17,8 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
-from ..layers.blocks import Block, LayerNorm, init_weights
+from ..contract import PretrainedMixin
+from ..layers.blocks import Block, LayerNorm, cls_attention, init_weights
 from ..losses import masked_mse, normalize_patches
 from ..masking import MaskInfo, gather_tokens, mask_from_mask, random_masking, restore_tokens
 
@@ -78,26 +79,39 @@ class TransformerEncoder(nn.Module):
         return x, pos
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None,
-                return_hidden: bool = False, taps: Sequence[int] | None = None):
+                return_hidden: bool = False, taps: Sequence[int] | None = None,
+                attn_blocks: Sequence[int] | None = None):
         """(B, L, D) tokens (+ (1|B, L, D) positions) -> normed (B, prefix + L, D) (and every block's output).
 
         ``taps`` (block indices, negative from the end) returns ``(x, [output of each tapped block, in the order
         given])`` and keeps only those: raw block outputs (B, prefix + L, D), before the final norm, like
         ``return_hidden``; ``encoder.norm(tap)`` normalises one. Not combinable with ``return_hidden``.
+
+        ``attn_blocks`` (block indices, negative from the end) appends ``[attention probabilities (B, heads,
+        prefix + L, prefix + L) of each chosen block, in the order given]`` as the last element of the result:
+        ``(x, attns)``, ``(x, hidden, attns)`` or ``(x, taps, attns)``. Only those blocks compute their attention
+        explicitly; the others keep the SDPA path. :meth:`cls_attention` takes row 0 without the prefix columns.
         """
         tap_ids = self.tap_indices(taps) if taps is not None else None
         if tap_ids is not None and return_hidden:
             raise ValueError("TransformerEncoder: pass either return_hidden or taps, not both")
+        attn_ids = self.tap_indices(attn_blocks) if attn_blocks is not None else None
         if pos is not None and not self.pos_every_block:
             x = x + pos
             pos = None
         x, pos = self._prefix(x, pos)
         hidden = []
         tapped: dict[int, torch.Tensor] = {}
+        attns: dict[int, torch.Tensor] = {}
         for i, blk in enumerate(self.blocks):
             if pos is not None:
                 x = x + pos
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            if attn_ids is not None and i in attn_ids:
+                if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                    x, attns[i] = checkpoint(blk, x, attn_mask, True, use_reentrant=False)
+                else:
+                    x, attns[i] = blk(x, attn_mask=attn_mask, return_attention=True)
+            elif self.grad_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(blk, x, attn_mask, use_reentrant=False)
             else:
                 x = blk(x, attn_mask=attn_mask)
@@ -106,9 +120,15 @@ class TransformerEncoder(nn.Module):
             if tap_ids is not None and i in tap_ids:
                 tapped[i] = x
         x = self.norm(x)
-        if tap_ids is not None:
-            return x, [tapped[i] for i in tap_ids]
-        return (x, hidden) if return_hidden else x
+        out = (x, [tapped[i] for i in tap_ids]) if tap_ids is not None else (x, hidden) if return_hidden else (x,)
+        if attn_ids is not None:
+            out = (*out, [attns[i] for i in attn_ids])
+        return out if len(out) > 1 else x
+
+    def cls_attention(self, attn: torch.Tensor) -> torch.Tensor:
+        """Row 0 (the cls token) of ``attn`` (B, heads, prefix + L, prefix + L) without the prefix columns:
+        (B, heads, L), the attention of the cls token to every patch token."""
+        return cls_attention(attn, self.num_prefix_tokens)
 
     def tap_indices(self, taps: Sequence[int]) -> list[int]:
         """Block indices in ``[0, depth)`` for ``taps`` (negative indices count from the end); a one-line
@@ -162,7 +182,7 @@ class MAEDecoder(nn.Module):
         return self.pred(self.norm(x[:, p:]))
 
 
-class MaskedAutoencoder(nn.Module):
+class MaskedAutoencoder(PretrainedMixin, nn.Module):
     """Base class of every transformer MAE. Subclasses implement :meth:`tokenize` and :meth:`target`.
 
     Attributes a subclass sets in ``__init__`` (through :meth:`build_mae`): ``encoder``, ``decoder``,

@@ -5,6 +5,11 @@ It gets a model whose ``forward(batch, generator=...)`` returns a :class:`~mae_c
 tokens, the lr scaling rule and per-iteration warm-up + cosine schedule (times each group's ``lr_scale``),
 gradient accumulation and clipping, autocast (bf16; fp16 with a GradScaler on GPU), the non-finite loss guard,
 DDP under torchrun, progress bar, JSONL + TensorBoard metrics, periodic atomic checkpoints and exact resume.
+
+Hooks: ``trainer.progress`` (``step / total_steps``) is handed to every module of the model that defines
+``set_progress(p)`` before each forward (mask-ratio schedules, EMA teachers), and ``callbacks`` run after every
+optimizer step (:mod:`mae_core.train.callbacks`; EMA updates). Both are restored exactly on resume: the progress is
+derived from the restored step, and callbacks' ``state_dict`` tensors are saved in every checkpoint.
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -109,11 +114,14 @@ class Trainer:
 
     ``groups_fn(model) -> param groups`` overrides the default groups (fine-tuning uses layer decay).
     ``on_epoch_end(trainer, epoch)`` may return metrics to log (e.g. validation accuracy).
+    ``callbacks``: objects with ``on_step_end(trainer)`` (after every optimizer step) and optionally
+    ``on_fit_start(trainer)``, ``state_dict()`` / ``load_state_dict(state)`` (see :mod:`mae_core.train.callbacks`).
     """
 
     def __init__(self, model: torch.nn.Module, dataset: Dataset, config: TrainConfig, run_dir=None,
                  groups_fn: Callable | None = None, collate_fn: Callable = collate_dicts,
-                 on_epoch_end: Callable | None = None, run_config: dict | None = None):
+                 on_epoch_end: Callable | None = None, run_config: dict | None = None,
+                 callbacks: Sequence | None = None):
         self.config = c = config
         self.device = resolve_device(c.device)
         self.rank, self.world = init_distributed(self.device)
@@ -121,8 +129,11 @@ class Trainer:
         self.run_dir = run_dir
         self.run_config = run_config or {}
         self.on_epoch_end = on_epoch_end
+        self.callbacks = list(callbacks or [])
         seed_everything(c.seed)
         self.raw_model = model.to(self.device)
+        # modules that read the training progress, found once (set_progress is called before every forward)
+        self.progress_modules = [m for m in model.modules() if callable(getattr(m, "set_progress", None))]
         if c.grad_checkpointing and hasattr(model, "set_grad_checkpointing"):
             model.set_grad_checkpointing(True)
         groups = groups_fn(model) if groups_fn else param_groups(model, c.weight_decay)
@@ -158,6 +169,14 @@ class Trainer:
         self.last_loss = float("nan")
         self.history: list[dict] = []
 
+    @property
+    def progress(self) -> float:
+        """Training progress ``step / total_steps`` in [0, 1]; derived from ``step``, so a resume restores it."""
+        return self.step / self.total_steps if self.total_steps else 1.0
+
+    def _callbacks(self, hook: str):
+        return [(i, getattr(cb, hook)) for i, cb in enumerate(self.callbacks) if callable(getattr(cb, hook, None))]
+
     # ---- checkpoints -------------------------------------------------------------------------------------------------
     def state_dict_json(self) -> dict:
         return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
@@ -168,6 +187,8 @@ class Trainer:
         if not (self.is_main and self.run_dir is not None):
             return None
         js, tensors = _rng_state(self.mask_gen)
+        for i, state_fn in self._callbacks("state_dict"):
+            tensors.update({f"callback.{i}.{k}": v.detach().contiguous().cpu() for k, v in state_fn().items()})
         state = self.state_dict_json()
         state["rng"] = js
         path = save_checkpoint(self.run_dir.checkpoints / f"step-{self.step:08d}", self.raw_model, self.optimizer,
@@ -182,6 +203,13 @@ class Trainer:
             print(f"note: resuming a {state.get('world')}-process run with {self.world} processes; "
                   "the data order stays the same, RNG streams of the new processes restart")
         _set_rng_state(state["rng"], tensors, self.mask_gen)
+        for i, load_fn in self._callbacks("load_state_dict"):
+            prefix = f"callback.{i}."
+            saved = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            if not saved and self.callbacks[i].state_dict():
+                raise MaeError(f"{ckpt}: no saved state for callback {i} ({type(self.callbacks[i]).__name__}); "
+                               "was the run started without it?")
+            load_fn(saved)
 
     def latest_checkpoint(self) -> Path | None:
         if self.run_dir is None:
@@ -215,6 +243,8 @@ class Trainer:
 
     def fit(self, resume_from: str | Path | None = None) -> dict:
         c = self.config
+        for _, hook in self._callbacks("on_fit_start"):
+            hook(self)
         if resume_from is not None:
             self.resume(resume_from)
         if self.run_dir is not None and self.is_main:
@@ -240,6 +270,8 @@ class Trainer:
                 batch = move_to(batch, self.device)
                 sync = (self.batch_in_epoch + 1) % c.accum_steps == 0
                 ctx = self.model.no_sync() if (self.world > 1 and not sync) else _nullctx()
+                for m in self.progress_modules:
+                    m.set_progress(self.progress)
                 with ctx:
                     with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                         out = self.model(batch, generator=self.generator)
@@ -266,6 +298,8 @@ class Trainer:
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
+                for _, hook in self._callbacks("on_step_end"):
+                    hook(self)
                 if pbar is not None:
                     pbar.update(1)
                     pbar.set_postfix(loss=f"{window_loss / max(window_n, 1):.4f}", epoch=self.epoch)
