@@ -13,8 +13,10 @@ from mae_core.models.mae import ModelOutput
 
 # ---- metrics ------------------------------------------------------------------------------------------------------------
 def ndcg_at_k(ranked: Sequence[str], rels: dict[str, int], k: int = 10) -> float:
-    """nDCG@k with linear gains (the trec_eval / BEIR definition)."""
-    dcg = sum(rels.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
+    """nDCG@k with linear gains, as trec_eval's ``ndcg_cut`` (BEIR): gain = relevance grade, discount log2(rank + 1),
+    negative grades count as 0, the ideal ranking from every judged document. ``ranked`` is taken as ordered (trec_eval
+    itself would re-sort tied scores by document id, descending)."""
+    dcg = sum(max(rels.get(d, 0), 0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
     ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:k]
     idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
     return dcg / idcg if idcg > 0 else 0.0

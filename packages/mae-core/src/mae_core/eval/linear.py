@@ -26,17 +26,14 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def mean_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """Macro ROC-AUC over labels that have both classes present (rank formulation)."""
-    aucs = []
-    for j in range(labels.shape[1]):
-        y, s = labels[:, j].bool(), scores[:, j]
-        npos, nneg = int(y.sum()), int((~y).sum())
-        if npos == 0 or nneg == 0:
-            continue
-        ranks = torch.empty_like(s)
-        ranks[s.argsort()] = torch.arange(1, len(s) + 1, dtype=s.dtype)
-        aucs.append(float((ranks[y].sum() - npos * (npos + 1) / 2) / (npos * nneg)))
-    return sum(aucs) / max(len(aucs), 1)
+    """Macro ROC-AUC: scikit-learn's ``roc_auc_score`` per label column (tied scores count one half), averaged over
+    the columns that have both positives and negatives; 0.0 when no column has both."""
+    from sklearn.metrics import roc_auc_score
+
+    s = scores.detach().reshape(scores.shape[0], -1).double().cpu().numpy()
+    y = labels.detach().reshape(labels.shape[0], -1).bool().cpu().numpy()
+    aucs = [float(roc_auc_score(y[:, j], s[:, j])) for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)]
+    return sum(aucs) / len(aucs) if aucs else 0.0
 
 
 def linear_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor,
