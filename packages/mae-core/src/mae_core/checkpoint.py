@@ -42,14 +42,40 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the system allows (``/proc/self/status``); otherwise
+    set to 0 and restored at once."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0)
+    try:
+        return old
+    finally:
+        os.umask(old)
+
+
+def _default_mode(path: str | os.PathLike, directory: bool = False) -> None:
+    """Give a file or folder we wrote (``mkstemp`` / ``mkdtemp`` make 0600 / 0700, and so does safetensors'
+    ``save_file``) the mode an ordinary ``open`` / ``mkdir`` would: 0666 / 0777 minus the umask, so others on a shared
+    file system can read what the umask lets them."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)``, fsync, then rename onto ``path``; on any failure ``path`` is untouched."""
+    """Call ``write(tmp_path)``, fsync, then rename onto ``path``; on any failure ``path`` is untouched. The file
+    gets the mode of an ordinary new file (0666 minus the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
+        _default_mode(tmp)  # after writing: some writers (safetensors) create their file 0600 themselves
         with open(tmp, "rb+") as fh:
             fh.flush()
             os.fsync(fh.fileno())
@@ -221,11 +247,13 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 def save_checkpoint(directory: str | os.PathLike, model, optimizer=None, scaler=None, state: dict | None = None,
                     tensors: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write a training checkpoint directory atomically (temporary directory, fsync, rename)."""
+    """Write a training checkpoint directory atomically (temporary directory, fsync, rename); the directory gets
+    the mode of an ordinary ``mkdir`` (0777 minus the umask)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
     try:
+        _default_mode(tmp, directory=True)
         save_file(model_state(model), str(tmp / WEIGHTS))
         all_tensors = dict(tensors or {})
         meta = dict(state or {})
@@ -238,6 +266,7 @@ def save_checkpoint(directory: str | os.PathLike, model, optimizer=None, scaler=
         save_file(all_tensors, str(tmp / "train_state.safetensors"))
         (tmp / "train_state.json").write_text(json.dumps(meta, default=_json_default))
         for f in tmp.iterdir():
+            _default_mode(f)
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         _fsync_dir(tmp)
