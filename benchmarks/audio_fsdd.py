@@ -70,7 +70,7 @@ class StopStage(Exception):
 
 def model_config(args) -> AudioMAEConfig:
     return AudioMAEConfig(target_length=args.target_length, num_mel_bins=128, embed_dim=args.embed_dim,
-                          depth=args.depth, num_heads=args.num_heads, decoder_embed_dim=args.decoder_dim,
+                          depth=args.depth, num_heads=args.num_heads, decoder_embed_dim=args.decoder_embed_dim,
                           decoder_depth=args.decoder_depth, decoder_num_heads=4, decoder_mode=args.decoder_mode,
                           decoder_window=2, mask_ratio=args.mask_ratio, ft_mixup=0.5, ft_freq_mask=24,
                           ft_time_mask=12, ft_token_drop_time=0.2, ft_token_drop_freq=0.2)
@@ -103,7 +103,7 @@ def main(argv=None):
     ap.add_argument("--embed-dim", type=int, default=192)
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--num-heads", type=int, default=3)
-    ap.add_argument("--decoder-dim", type=int, default=128)
+    ap.add_argument("--decoder-embed-dim", type=int, default=128)
     ap.add_argument("--decoder-depth", type=int, default=2)
     ap.add_argument("--decoder-mode", default="plain", choices=["plain", "local"])
     ap.add_argument("--mask-ratio", type=float, default=0.8)

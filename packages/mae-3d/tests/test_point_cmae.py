@@ -5,8 +5,8 @@ from mae_3d.methods.point_cmae import PointCMAE, PointCMAEConfig, contrastive_te
 
 
 def tiny_cfg(**kw):
-    base = dict(num_groups=16, group_size=16, embed_dim=48, depth=2, num_heads=2, decoder_dim=48, decoder_depth=1,
-                decoder_heads=2, pointnet_dims=[16, 32, 64], drop_path=0.0, proj_dim=32)
+    base = dict(num_groups=16, group_size=16, embed_dim=48, depth=2, num_heads=2, decoder_embed_dim=48,
+                decoder_depth=1, decoder_num_heads=2, pointnet_dims=[16, 32, 64], drop_path=0.0, proj_dim=32)
     base.update(kw)
     return PointCMAEConfig(**base)
 

@@ -9,8 +9,8 @@ from mae_3d.methods.point_mae import PointMAE, PointMAEConfig, masked_ids
 
 
 def tiny_cfg(**kw):
-    base = dict(num_groups=16, group_size=16, embed_dim=48, depth=2, num_heads=2, decoder_dim=48, decoder_depth=1,
-                decoder_heads=2, pointnet_dims=[16, 32, 64], drop_path=0.0)
+    base = dict(num_groups=16, group_size=16, embed_dim=48, depth=2, num_heads=2, decoder_embed_dim=48,
+                decoder_depth=1, decoder_num_heads=2, pointnet_dims=[16, 32, 64], drop_path=0.0)
     base.update(kw)
     return PointMAEConfig(**base)
 
@@ -19,10 +19,10 @@ def _batch(ds, n=8):
     return {"points": torch.stack([ds[i]["points"] for i in range(0, len(ds), max(1, len(ds) // n))][:n])}
 
 
-@pytest.mark.parametrize("mask_type", ["random", "block"])
-def test_masking_counts_and_shapes(tiny_shapes, mask_type):
+@pytest.mark.parametrize("mask_strategy", ["random", "block"])
+def test_masking_counts_and_shapes(tiny_shapes, mask_strategy):
     torch.manual_seed(0)
-    model = PointMAE(tiny_cfg(mask_type=mask_type, mask_ratio=0.6))
+    model = PointMAE(tiny_cfg(mask_strategy=mask_strategy, mask_ratio=0.6))
     out = model(_batch(tiny_shapes[0]), generator=torch.Generator().manual_seed(0))
     keep = int(16 * (1 - 0.6))
     assert out.mask.shape == (8, 16)
@@ -32,7 +32,7 @@ def test_masking_counts_and_shapes(tiny_shapes, mask_type):
 
 
 def test_block_mask_hides_nearest_groups(tiny_shapes):
-    model = PointMAE(tiny_cfg(mask_type="block"))
+    model = PointMAE(tiny_cfg(mask_strategy="block"))
     pts = _batch(tiny_shapes[0])["points"]
     _, centers = model.group(pts)
     mask = model.mask_groups(centers, torch.Generator().manual_seed(3))

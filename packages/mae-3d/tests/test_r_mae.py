@@ -13,8 +13,8 @@ SMALL = dict(grid=[32, 32, 4], voxel_size=[1.6, 1.6, 1.2], grid_min=[-25.6, -25.
 
 
 def tiny_cfg(**kw):
-    base = dict(SMALL, patch=[4, 4, 4], embed_dim=32, depth=1, num_heads=2, decoder_dim=32, decoder_depth=1,
-                decoder_heads=2)
+    base = dict(SMALL, patch=[4, 4, 4], embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=32, decoder_depth=1,
+                decoder_num_heads=2)
     base.update(kw)
     return RMAEConfig(**base)
 

@@ -44,7 +44,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "missing" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
-    assert main(["pretrain", "--mask-mode", "diagonal"]) == 2
+    assert main(["pretrain", "--mask-strategy", "diagonal"]) == 2
 
 
 def test_stats_command(tmp_path, capsys):

@@ -86,7 +86,7 @@ def test_local_decoder_is_local():
     assert not isinstance(plain.decoder, LocalWindowDecoder)
 
 
-@pytest.mark.parametrize("cls,kw", [(AudioMAE, {"decoder_mode": "local"}), (AudioMAE, {"mask_mode": "time+frequency"}),
+@pytest.mark.parametrize("cls,kw", [(AudioMAE, {"decoder_mode": "local"}), (AudioMAE, {"mask_strategy": "time+frequency"}),
                                     (BirdMAE, {})])
 def test_loss_falls(cls, kw):
     m = tiny(cls, target_length=64, num_mel_bins=64, **kw)
@@ -98,7 +98,7 @@ def test_loss_falls(cls, kw):
 
 def test_bird_mae_defaults():
     c = BirdMAEConfig()
-    assert c.mask_ratio == 0.75 and c.decoder_mode == "plain" and c.mask_mode == "random"
+    assert c.mask_ratio == 0.75 and c.decoder_mode == "plain" and c.mask_strategy == "random"
     assert AudioMAEConfig().mask_ratio == 0.8
     from mae_core.registry import get_preset
     import mae_audio  # noqa: F401

@@ -57,7 +57,7 @@ def save_spectrogram_reconstruction(model, dataset, path, num: int = 4, seed: in
             axes[i, 0].set_ylabel(Path(str(names[idx[i]])).name[:24], fontsize=7)
     ratio = float(mask.mean())
     title = f"{getattr(model, 'method_name', 'audio-mae')}: {ratio:.0%} of the 16 x 16 patches masked " \
-            f"({model.config.mask_mode}); time ->, mel bins ^"
+            f"({model.config.mask_strategy}); time ->, mel bins ^"
     if getattr(model, "norm_pix_loss", False):
         title += "\n(targets normalised per patch; reconstruction de-normalised with the true patch statistics)"
     fig.suptitle(title, fontsize=9)

@@ -185,12 +185,14 @@ def read_config(directory: str | os.PathLike) -> dict:
 
 def from_pretrained(directory: str | os.PathLike, config_overrides: dict | None = None) -> torch.nn.Module:
     """Rebuild a registered model from ``config.json`` and load ``model.safetensors``."""
-    from .registry import build_model
+    from .config import canonical
+    from .registry import build_model, get_method
 
     directory = Path(directory)
     cfg = read_config(directory)
-    model_cfg = dict(cfg.get("config", {}))
-    model_cfg.update(config_overrides or {})
+    cls = get_method(cfg["method"]).config_cls  # deprecated field names (older saves) -> new names before merging
+    model_cfg = canonical(cls, cfg.get("config", {}), f"{directory / CONFIG}: config")
+    model_cfg.update(canonical(cls, config_overrides, "config_overrides"))
     model = build_model(cfg["method"], model_cfg)
     load_model_state(model, read_weights(directory / WEIGHTS), source=str(directory / WEIGHTS))
     return model

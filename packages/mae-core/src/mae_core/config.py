@@ -2,13 +2,19 @@
 
 A field is declared with :func:`field` (``field(0.75, "fraction of tokens masked")``). ``from_dict`` checks every
 key and type and names the offending key in a one-line :class:`ConfigError`.
+
+Renamed fields: a config class may declare ``__aliases__: ClassVar[dict] = {"old_name": "new_name"}`` (collected over
+its MRO). :func:`from_dict` (and every layer of :mod:`mae_core.runconfig`, the keyword options and the CLI flags) then
+reads the old name as the new one and prints one deprecation note per process and (class, old name) on stderr; giving
+both names is a ConfigError. Aliases live for one release.
 """
 from __future__ import annotations
 
 import dataclasses
+import sys
 import types
 import typing
-from typing import Any, Union, get_args, get_origin
+from typing import Any, ClassVar, Union, get_args, get_origin  # noqa: F401  (ClassVar: for __aliases__)
 
 import yaml
 
@@ -92,9 +98,51 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def from_dict(cls, data: dict | None, where: str = "config"):
-    """Build dataclass ``cls`` from a mapping, refusing unknown keys and wrong types."""
+_NOTED: set = set()
+
+
+def aliases(cls) -> dict[str, str]:
+    """``{old_name: new_name}`` of a config class, collected over its MRO (a subclass's entries win)."""
+    out: dict[str, str] = {}
+    for k in reversed(getattr(cls, "__mro__", ())):
+        out.update(vars(k).get("__aliases__") or {})
+    return out
+
+
+def deprecation_note(cls, old: str, old_label: str, new_label: str) -> None:
+    """Print ``note: <old_label> is deprecated, use <new_label> ...`` on stderr, once per process per (cls, old)."""
+    if (cls, old) in _NOTED:
+        return
+    _NOTED.add((cls, old))
+    print(f"note: {old_label} is deprecated, use {new_label} (the old name will be removed in the next release)",
+          file=sys.stderr)
+
+
+def canonical(cls, data: dict | None, where: str = "config") -> dict:
+    """``data`` with every deprecated key of ``cls`` renamed to its new name (key order kept); a note per old name,
+    and a ConfigError when the old and the new name are both given."""
     data = dict(data or {})
+    table = aliases(cls)
+    if not table or not table.keys() & data.keys():
+        return data
+    out = {}
+    for k, v in data.items():
+        new = table.get(k)
+        if new is None:
+            out[k] = v
+            continue
+        if new in data:
+            raise ConfigError(f"{where}: both {k!r} and {new!r} given ({k} is the deprecated name of {new}); "
+                              f"give only {new}")
+        deprecation_note(cls, k, f"{where}.{k}", new)
+        out[new] = v
+    return out
+
+
+def from_dict(cls, data: dict | None, where: str = "config"):
+    """Build dataclass ``cls`` from a mapping, refusing unknown keys and wrong types (deprecated names are read as
+    their new names, see :func:`canonical`)."""
+    data = canonical(cls, data, where)
     hints = _field_types(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)

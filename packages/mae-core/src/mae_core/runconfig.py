@@ -7,7 +7,9 @@ A run is a method, a dataset and three typed configs (model, data, train). They 
 
 :func:`resolve` does the layering and returns a :class:`RunConfig`; :func:`option_names` gives the one name of every
 config field (``epochs``, ``mask_ratio``, ``data_seed`` when a name is taken by an earlier section), the same for a
-keyword of :func:`mae_core.pretrain` and a ``--flag`` of the CLI.
+keyword of :func:`mae_core.pretrain` and a ``--flag`` of the CLI. A renamed field's old name (``__aliases__`` of its
+config class, :mod:`mae_core.config`) is still accepted in every layer, as a keyword and as a flag
+(:func:`alias_option_names`), with a one-line deprecation note.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import os
 from typing import Any
 
 from . import registry
-from .config import from_dict, load_yaml, to_dict
+from .config import aliases, canonical, deprecation_note, from_dict, load_yaml, to_dict
 from .errors import ConfigError
 
 SECTIONS = ("train", "model", "data")
@@ -137,11 +139,45 @@ def option_names(mspec: registry.MethodSpec, dspec: registry.DatasetSpec, taken:
     return out
 
 
+def section_classes(mspec: registry.MethodSpec, dspec: registry.DatasetSpec) -> dict[str, type]:
+    from .train import TrainConfig
+
+    return {"train": TrainConfig, "model": mspec.config_cls, "data": dspec.config_cls}
+
+
+def alias_option_names(mspec: registry.MethodSpec, dspec: registry.DatasetSpec, taken: set[str] | None = None
+                       ) -> dict[str, tuple[str, str, str]]:
+    """``{old option name: (section, new field, old field)}`` for the deprecated field names (``__aliases__``); an
+    old name that is already taken (by a field or an earlier alias) gets its section as a prefix."""
+    taken = set(RESERVED if taken is None else taken)
+    names = option_names(mspec, dspec, taken)
+    taken |= set(names) | {f for _, f in names.values()}
+    out = {}
+    for section, cls in section_classes(mspec, dspec).items():
+        for old, new in aliases(cls).items():
+            name = old if old not in taken else f"{section}_{old}"
+            taken.add(old)
+            out[name] = (section, new, old)
+    return out
+
+
 def route(ch: Chosen, overrides: dict) -> dict[str, dict]:
-    """Sort keyword overrides into sections by :func:`option_names`; an unknown keyword is a ConfigError."""
+    """Sort keyword overrides into sections by :func:`option_names` (deprecated names by
+    :func:`alias_option_names`); an unknown keyword is a ConfigError."""
     names = option_names(ch.method, ch.dataset)
+    olds = alias_option_names(ch.method, ch.dataset)
+    classes = section_classes(ch.method, ch.dataset)
     out: dict[str, dict] = {s: {} for s in SECTIONS}
     for k, v in overrides.items():
+        if k in olds and k not in names:
+            section, new, old = olds[k]
+            new_opt = next((n for n, sf in names.items() if sf == (section, new)), new)
+            if new_opt in overrides:
+                raise ConfigError(f"options {k!r} and {new_opt!r} both given ({k} is the deprecated name of "
+                                  f"{new_opt}); give only {new_opt}")
+            deprecation_note(classes[section], old, f"option {k}", new_opt)
+            out[section][new] = v
+            continue
         if k not in names:
             raise ConfigError(f"unknown option {k!r} for method {ch.method.name!r} on dataset {ch.dataset.name!r}; "
                               f"known: {', '.join(sorted(names))}")
@@ -156,28 +192,36 @@ def resolve(ch: Chosen, sel: Selection, explicit: dict[str, dict] | None = None,
 
     explicit = explicit or {}
     mspec, dspec, pspec, file_cfg, run_cfg = ch.method, ch.dataset, ch.preset, ch.file_cfg, ch.run_cfg
-    layered: dict = {"model": {}, "data": {}, "train": dict(mspec.train_defaults)}
+    classes = section_classes(mspec, dspec)
+
+    def layer(s: str, values: dict | None, where: str) -> dict:  # deprecated names -> new names, layer by layer
+        return canonical(classes[s], values, f"{where}: {s}")
+
+    layered: dict = {"model": {}, "data": {}, "train": layer("train", mspec.train_defaults, mspec.name)}
     if run_cfg and base == "run":
         for s in ("model", "data"):
             if run_cfg.get("dataset") == dspec.name or s == "model":
-                layered[s].update(run_cfg.get(s, {}) or {})
+                layered[s].update(layer(s, run_cfg.get(s, {}), "saved run config"))
     if pspec:
         for s in SECTIONS:
-            layered[s].update(pspec.overrides.get(s, {}))
+            layered[s].update(layer(s, pspec.overrides.get(s, {}), f"preset {pspec.name}"))
     unknown_top = set(file_cfg) - set(TOP_KEYS)
     if unknown_top:
         raise ConfigError(f"{ch.where}: unknown key {sorted(unknown_top)[0]!r} (known: {', '.join(TOP_KEYS)})")
+    file_sections = {}
     for s in SECTIONS:
         sect = file_cfg.get(s) or {}
         if not isinstance(sect, dict):
             raise ConfigError(f"{ch.where}: section {s!r} must be a mapping")
-        layered[s].update(sect)
+        file_sections[s] = layer(s, sect, ch.where)
+        layered[s].update(file_sections[s])
+    explicit = {s: layer(s, explicit.get(s), "options") for s in SECTIONS}
     for s in SECTIONS:
-        layered[s].update(explicit.get(s) or {})
+        layered[s].update(explicit[s])
     if sel.data:
         layered["data"]["path"] = sel.data
-    model_explicit = dict(file_cfg.get("model") or {})
-    model_explicit.update(explicit.get("model") or {})
+    model_explicit = dict(file_sections["model"])
+    model_explicit.update(explicit["model"])
     train = from_dict(TrainConfig, layered["train"], f"{ch.where}: train")
     data = from_dict(dspec.config_cls, layered["data"], f"{ch.where}: data")
     model = from_dict(mspec.config_cls, layered["model"], f"{ch.where}: model")

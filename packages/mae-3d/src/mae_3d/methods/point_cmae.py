@@ -36,9 +36,10 @@ class TwinDecoders(nn.Module):
 
     def __init__(self, c: PointCMAEConfig):
         super().__init__()
-        self.a = PointDecoder(c.embed_dim, c.decoder_dim, c.decoder_depth, c.decoder_heads, c.group_size, c.mlp_ratio)
-        self.b = PointDecoder(c.embed_dim, c.decoder_dim, c.decoder_depth, c.decoder_heads, c.group_size, c.mlp_ratio)
-        self.projector = point_mlp(c.decoder_dim, c.decoder_dim, c.proj_dim)
+        dims = (c.embed_dim, c.decoder_embed_dim, c.decoder_depth, c.decoder_num_heads, c.group_size, c.mlp_ratio)
+        self.a = PointDecoder(*dims)
+        self.b = PointDecoder(*dims)
+        self.projector = point_mlp(c.decoder_embed_dim, c.decoder_embed_dim, c.proj_dim)
         self.predictor = point_mlp(c.proj_dim, c.proj_dim, c.proj_dim)
 
     def forward(self, latent, centers, ids_restore):  # view 1 only (pictures)

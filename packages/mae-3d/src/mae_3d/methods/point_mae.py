@@ -12,6 +12,7 @@ Built from mae-core parts: ``TransformerEncoder`` (``pos_every_block=True``) for
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -19,13 +20,16 @@ import torch.nn as nn
 from mae_core.config import field
 from mae_core.errors import MaeError
 from mae_core.masking import MaskInfo, uniform_noise, gather_tokens, mask_from_mask, mask_from_scores, num_keep, random_masking, restore_tokens
+from mae_core.models import ViTConfig
 from mae_core.models.mae import MaskedAutoencoder, ModelOutput, TransformerEncoder
 
 from ..ops import chamfer_distance, group_points
 
 
 @dataclass
-class PointMAEConfig:
+class PointMAEConfig(ViTConfig):
+    __aliases__: ClassVar[dict] = {"decoder_dim": "decoder_embed_dim", "decoder_heads": "decoder_num_heads",
+                                   "mask_type": "mask_strategy"}
     num_groups: int = field(32, "number of groups G (FPS centres; paper: 64 for 1024 points)")
     group_size: int = field(32, "points per group M (kNN of each centre)")
     embed_dim: int = field(192, "encoder width (paper: 384)")
@@ -33,13 +37,12 @@ class PointMAEConfig:
     num_heads: int = field(3, "encoder attention heads (paper: 6)")
     pointnet_dims: list[int] = field([64, 128, 256], "mini-PointNet widths a, b, c: MLP 3-a-b, max-pool, concat, "
                                                     "MLP 2b-c-embed_dim, max-pool (paper: 128 256 512)")
-    decoder_dim: int = field(192, "decoder width (paper: 384)")
+    decoder_embed_dim: int = field(192, "decoder width (paper: 384)")
     decoder_depth: int = field(4, "decoder blocks")
-    decoder_heads: int = field(3, "decoder attention heads (paper: 6)")
-    mlp_ratio: float = field(4.0, "MLP hidden width / block width")
+    decoder_num_heads: int = field(3, "decoder attention heads (paper: 6)")
     mask_ratio: float = field(0.6, "fraction of groups hidden from the encoder")
-    mask_type: str = field("random", "random, or block (the groups nearest to a random centre)",
-                           choices=["random", "block"])
+    mask_strategy: str = field("random", "random, or block (the groups nearest to a random centre)",
+                               choices=["random", "block"])
     loss: str = field("l2", "Chamfer distance: l2 (squared distances) or l1", choices=["l2", "l1"])
     augment: bool = field(True, "random anisotropic scale (2/3..3/2) and translation (+-0.2) while pretraining")
     drop_path: float = field(0.1, "stochastic depth rate of the encoder")
@@ -130,8 +133,8 @@ class PointMAE(MaskedAutoencoder):
 
     def build_decoder(self) -> None:
         c = self.config
-        self.decoder = PointDecoder(c.embed_dim, c.decoder_dim, c.decoder_depth, c.decoder_heads, c.group_size,
-                                    c.mlp_ratio)
+        self.decoder = PointDecoder(c.embed_dim, c.decoder_embed_dim, c.decoder_depth, c.decoder_num_heads,
+                                    c.group_size, c.mlp_ratio)
 
     # ---- grouping and masking ------------------------------------------------------------------------------------
     def points(self, batch: dict) -> torch.Tensor:
@@ -153,7 +156,7 @@ class PointMAE(MaskedAutoencoder):
         if batch is not None and batch.get("mask") is not None:
             return mask_from_mask(batch["mask"].to(centers.device))
         b, g, _ = centers.shape
-        if self.config.mask_type == "block":
+        if self.config.mask_strategy == "block":
             start = (uniform_noise((b,), generator, centers.device) * g).long().clamp_max(g - 1)
             d = ((centers - centers[torch.arange(b, device=centers.device), start][:, None]) ** 2).sum(-1)
             return mask_from_scores(-d, num_keep(g, self.mask_ratio))  # nearest to the random centre are masked
@@ -213,12 +216,14 @@ class PointMAE(MaskedAutoencoder):
 
 
 PRESETS = {
-    "point-mae-tiny": (dict(embed_dim=96, depth=2, num_heads=3, decoder_dim=96, decoder_depth=2, decoder_heads=3,
-                            pointnet_dims=[32, 64, 128]), {}, "tiny Point-MAE for quick checks (96 wide, 2 blocks)"),
+    "point-mae-tiny": (dict(embed_dim=96, depth=2, num_heads=3, decoder_embed_dim=96, decoder_depth=2,
+                            decoder_num_heads=3, pointnet_dims=[32, 64, 128]), {},
+                       "tiny Point-MAE for quick checks (96 wide, 2 blocks)"),
     "point-mae-small": ({}, {}, "the CPU default: 32 groups x 32 points, 192 wide, 4 encoder + 4 decoder blocks"),
     "point-mae-1k": (dict(num_groups=64), dict(num_points=1024),
                      "1024 points in 64 groups of 32 (the paper's grouping) with the small CPU model"),
-    "point-mae-paper": (dict(num_groups=64, embed_dim=384, depth=12, num_heads=6, decoder_dim=384, decoder_depth=4,
-                             decoder_heads=6, pointnet_dims=[128, 256, 512]), dict(num_points=1024),
+    "point-mae-paper": (dict(num_groups=64, embed_dim=384, depth=12, num_heads=6, decoder_embed_dim=384,
+                             decoder_depth=4, decoder_num_heads=6, pointnet_dims=[128, 256, 512]),
+                        dict(num_points=1024),
                         "the paper's model: 1024 points, 64 x 32 groups, 12 x 384 x 6 encoder, 4 x 384 decoder"),
 }

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -27,11 +28,13 @@ from mae_core.config import field
 from mae_core.errors import MaeError
 from mae_core.layers import grid_shape, patchify, sincos_pos_embed, unpatchify
 from mae_core.masking import uniform_noise, gather_tokens, mask_from_scores, restore_tokens
+from mae_core.models import ViTConfig
 from mae_core.models.mae import MAEDecoder, MaskedAutoencoder, ModelOutput, TransformerEncoder
 
 
 @dataclass
-class RMAEConfig:
+class RMAEConfig(ViTConfig):
+    __aliases__: ClassVar[dict] = {"decoder_dim": "decoder_embed_dim", "decoder_heads": "decoder_num_heads"}
     grid: list[int] = field([64, 64, 8], "voxels along x, y, z (follows the data)")
     voxel_size: list[float] = field([0.8, 0.8, 0.6], "voxel size in metres (follows the data)")
     grid_min: list[float] = field([-25.6, -25.6, -2.2], "lower grid corner in the sensor frame (follows the data)")
@@ -43,16 +46,9 @@ class RMAEConfig:
     range_aware: bool = field(False, "inside kept sectors keep far voxels more often than near ones")
     near_keep: float = field(0.4, "range-aware: keep probability at the sensor, rising linearly to 1 at the "
                                   "farthest voxel of the grid")
-    embed_dim: int = field(128, "encoder width")
-    depth: int = field(4, "encoder blocks")
-    num_heads: int = field(4, "encoder heads")
-    decoder_dim: int = field(96, "decoder width")
     decoder_depth: int = field(2, "decoder blocks")
-    decoder_heads: int = field(4, "decoder heads")
-    mlp_ratio: float = field(4.0, "MLP hidden width / block width")
     pos_weight: float = field(3.0, "weight of occupied voxels in the BCE (1 = plain BCE; about 5 % of voxels are "
                                    "occupied)")
-    drop_path: float = field(0.0, "stochastic depth of the encoder")
 
 
 def voxel_centres(grid, voxel_size, grid_min, device="cpu") -> torch.Tensor:
@@ -126,8 +122,9 @@ class RMAE(MaskedAutoencoder):
         self.register_buffer("pos_embed", sincos_pos_embed(c.embed_dim, self.tokens_grid)[None], persistent=False)
         self.encoder = TransformerEncoder(c.embed_dim, c.depth, c.num_heads, mlp_ratio=c.mlp_ratio,
                                           drop_path=c.drop_path, num_prefix_tokens=0)
-        self.decoder = VoxelDecoder(c.embed_dim, c.decoder_dim, c.decoder_depth, c.decoder_heads, p,
-                                    pos_embed=sincos_pos_embed(c.decoder_dim, self.tokens_grid), num_prefix_tokens=0,
+        self.decoder = VoxelDecoder(c.embed_dim, c.decoder_embed_dim, c.decoder_depth, c.decoder_num_heads, p,
+                                    pos_embed=sincos_pos_embed(c.decoder_embed_dim, self.tokens_grid),
+                                    num_prefix_tokens=0,
                                     mlp_ratio=c.mlp_ratio)
         centres = voxel_centres(c.grid, c.voxel_size, c.grid_min)
         sectors, self.num_sectors = voxel_sectors(centres, c.sensor_origin, c.sector_deg)

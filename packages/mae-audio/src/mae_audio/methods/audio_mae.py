@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -25,31 +26,28 @@ from mae_core.errors import MaeError
 from mae_core.layers import PatchEmbed2d, grid_shape, patchify, sincos_pos_embed, unpatchify
 from mae_core.masking import (MaskInfo, mask_from_mask, mask_from_scores, num_keep, random_masking, restore_tokens,
                               uniform_noise)
-from mae_core.models import MAEDecoder, MaskedAutoencoder
+from mae_core.models import MAEDecoder, MaskedAutoencoder, ViTConfig
 
 MASK_MODES = ["random", "time", "frequency", "time+frequency"]
 
 
 @dataclass
-class AudioMAEConfig:
+class AudioMAEConfig(ViTConfig):
+    __aliases__: ClassVar[dict] = {"mask_mode": "mask_strategy"}
     target_length: int = field(128, "fbank frames per clip (time axis; follows the data)")
     num_mel_bins: int = field(128, "mel bins (frequency axis; follows the data)")
     patch_size: int = field(16, "patch side (time frames = mel bins per patch)")
     embed_dim: int = field(192, "encoder width")
-    depth: int = field(4, "encoder blocks")
     num_heads: int = field(3, "encoder attention heads")
     decoder_embed_dim: int = field(128, "decoder width")
     decoder_depth: int = field(2, "decoder blocks")
-    decoder_num_heads: int = field(4, "decoder attention heads")
     decoder_mode: str = field("local", "plain (global attention) or local (windows along time, shifted on "
                                        "every other block)", choices=["plain", "local"])
     decoder_window: int = field(4, "time tokens per local decoder window")
-    mlp_ratio: float = field(4.0, "MLP hidden width / block width")
     mask_ratio: float = field(0.8, "fraction of patches hidden from the encoder")
-    mask_mode: str = field("random", "random (unstructured), time (whole time columns), frequency (whole "
-                                     "frequency rows) or time+frequency", choices=MASK_MODES)
+    mask_strategy: str = field("random", "random (unstructured), time (whole time columns), frequency (whole "
+                                         "frequency rows) or time+frequency", choices=MASK_MODES)
     norm_pix_loss: bool = field(True, "normalise each target patch by its own mean and variance")
-    drop_path: float = field(0.0, "stochastic depth of the encoder (fine-tuning sets it)")
     ft_freq_mask: int = field(24, "fine-tuning SpecAugment: max width of the frequency mask (mel bins, 0 = off)")
     ft_time_mask: int = field(24, "fine-tuning SpecAugment: max width of the time mask (frames, 0 = off)")
     ft_mixup: float = field(0.5, "fine-tuning mixup probability of a batch (lambda ~ Beta(ft_mixup_alpha))")
@@ -94,7 +92,7 @@ def audio_mask(mode: str, batch: int, grid: tuple[int, int], ratio: float, gener
     if mode == "time+frequency":
         r = 1.0 - math.sqrt(1.0 - ratio)  # per axis, so that about `ratio` of the patches are masked overall
         return time_frequency_masking(batch, grid, r, r, generator, device)
-    raise MaeError(f"unknown mask mode {mode!r}; choose from {MASK_MODES}")
+    raise MaeError(f"unknown mask strategy {mode!r}; choose from {MASK_MODES}")
 
 
 # ---- local-window decoder --------------------------------------------------------------------------------------------------
@@ -190,7 +188,7 @@ class AudioMAE(MaskedAutoencoder):
         if batch.get("mask") is not None:
             return mask_from_mask(batch["mask"].to(tokens.device))
         grid = self._check(batch["x"])
-        return audio_mask(self.config.mask_mode, tokens.shape[0], grid, self.mask_ratio, generator, tokens.device)
+        return audio_mask(self.config.mask_strategy, tokens.shape[0], grid, self.mask_ratio, generator, tokens.device)
 
     def forward_decoder(self, latent, mask, batch):
         grid = self._check(batch["x"])

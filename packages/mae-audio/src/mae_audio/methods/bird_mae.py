@@ -20,8 +20,8 @@ from .audio_mae import AudioMAE, AudioMAEConfig, MASK_MODES
 @dataclass
 class BirdMAEConfig(AudioMAEConfig):
     mask_ratio: float = field(0.75, "fraction of patches hidden from the encoder (Bird-MAE: 0.75)")
-    mask_mode: str = field("random", "random (unstructured, Bird-MAE), time, frequency or time+frequency",
-                           choices=MASK_MODES)
+    mask_strategy: str = field("random", "random (unstructured, Bird-MAE), time, frequency or time+frequency",
+                               choices=MASK_MODES)
     decoder_mode: str = field("plain", "plain (global attention, Bird-MAE) or local", choices=["plain", "local"])
 
 

@@ -2,6 +2,7 @@
 
 Every field of TrainConfig, the method's model config and the dataset's config is a ``--flag`` with its help
 string; the flag names are :func:`mae_core.runconfig.option_names`, the same names the Python API takes as keywords.
+A renamed field's old name (``__aliases__``) stays a hidden flag that sets the new field, with a deprecation note.
 """
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from typing import Any, Callable, Sequence
 
 from .. import registry
 from ..config import _strip_optional as strip_optional  # noqa: F401  (same package)
+from ..config import deprecation_note
 from ..errors import ConfigError
-from ..runconfig import RESERVED, Chosen, RunConfig, Selection, choose, option_names, resolve
+from ..runconfig import (RESERVED, Chosen, RunConfig, Selection, alias_option_names, choose, option_names, resolve,
+                         section_classes)
 
 
 class Parser(argparse.ArgumentParser):
@@ -52,6 +55,36 @@ def _add_field(group, flag: str, dest: str, f: dataclasses.Field, tp, shown_defa
         group.add_argument(flag, type=str, metavar=getattr(item, "__name__", "V").upper(), **kw)
 
 
+def _deprecated(base):
+    """An argparse action class like ``base`` that prints the deprecation note of a renamed field's old flag."""
+
+    class Deprecated(base):
+        def __init__(self, *args, config_cls=None, old=None, new_flag=None, **kw):
+            super().__init__(*args, **kw)
+            self.config_cls, self.old, self.new_flag = config_cls, old, new_flag
+
+        def __call__(self, parser, namespace, values, option_string=None):
+            deprecation_note(self.config_cls, self.old, option_string, self.new_flag)
+            namespace.__dict__.setdefault("_deprecated_flags", {})[self.dest] = (option_string, self.new_flag)
+            super().__call__(parser, namespace, values, option_string)
+
+    return Deprecated
+
+
+def _add_alias(group, flag: str, dest: str, f: dataclasses.Field, tp, config_cls, old: str, new_flag: str):
+    """A hidden ``flag`` for the deprecated name ``old`` of field ``f``: same type and choices, its own dest."""
+    kind, item = _flag_kind(tp)
+    kw: dict[str, Any] = dict(dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, config_cls=config_cls,
+                              old=old, new_flag=new_flag)
+    if "choices" in f.metadata:
+        kw["choices"] = f.metadata["choices"]
+    if kind == "bool":
+        group.add_argument(flag, action=_deprecated(argparse.BooleanOptionalAction), **kw)
+    else:
+        group.add_argument(flag, action=_deprecated(argparse._StoreAction), nargs="+" if kind == "list" else None,
+                           type=str, metavar=getattr(item, "__name__", "V").upper(), **kw)
+
+
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls, section: str, taken: set[str], title: str,
                         shown_defaults: dict | None = None) -> dict[str, tuple[str, str]]:
     """Add ``--field-name`` flags for one dataclass (``--section-field-name`` when the name is already taken);
@@ -72,12 +105,11 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls, section: str, take
 
 
 def add_run_config_flags(p: argparse.ArgumentParser, mspec, dspec) -> dict[str, tuple[str, str]]:
-    """The train / model / data flags of a method on a dataset; returns dest -> (section, field)."""
-    from ..train import TrainConfig
-
+    """The train / model / data flags of a method on a dataset (and a hidden flag per deprecated field name); returns
+    dest -> (section, field)."""
     taken = set(RESERVED) | {o[2:].replace("-", "_") for o in p._option_string_actions if o.startswith("--")}
     names = option_names(mspec, dspec, taken)
-    classes = {"train": TrainConfig, "model": mspec.config_cls, "data": dspec.config_cls}
+    classes = section_classes(mspec, dspec)
     titles = {"train": "training (TrainConfig)", "model": f"model: {mspec.name}", "data": f"data: {dspec.name}"}
     groups = {s: p.add_argument_group(titles[s]) for s in classes}
     fields = {s: {f.name: f for f in dataclasses.fields(c)} for s, c in classes.items()}
@@ -89,6 +121,12 @@ def add_run_config_flags(p: argparse.ArgumentParser, mspec, dspec) -> dict[str, 
         _add_field(groups[section], "--" + name.replace("_", "-"), dest, fields[section][fname],
                    hints[section][fname], shown)
         mapping[dest] = (section, fname)
+    flag_of = {sf: "--" + n.replace("_", "-") for n, sf in names.items()}
+    for name, (section, new, old) in alias_option_names(mspec, dspec, taken).items():
+        dest = f"{section}__{old}"
+        _add_alias(groups[section], "--" + name.replace("_", "-"), dest, fields[section][new], hints[section][new],
+                   classes[section], old, flag_of.get((section, new), new))
+        mapping[dest] = (section, new)
     return mapping
 
 
@@ -117,9 +155,15 @@ def pre_parse(argv: Sequence[str], domain: str) -> tuple[Selection, Chosen]:
 
 
 def explicit_sections(args: argparse.Namespace, mapping: dict) -> dict[str, dict]:
+    """The flags given, by section and field; a deprecated flag given with its new flag is a ConfigError."""
     out: dict[str, dict] = {"train": {}, "model": {}, "data": {}}
+    deprecated = getattr(args, "_deprecated_flags", {})
     for dest, (section, name) in mapping.items():
         if hasattr(args, dest):
+            if dest in deprecated and hasattr(args, f"{section}__{name}"):
+                old_flag, new_flag = deprecated[dest]
+                raise ConfigError(f"{old_flag} and {new_flag} both given ({old_flag} is the deprecated name of "
+                                  f"{new_flag}); give only {new_flag}")
             out[section][name] = getattr(args, dest)
     return out
 

@@ -11,24 +11,16 @@ from ..config import field
 from ..layers import PatchEmbed2d, grid_shape, patchify, sincos_pos_embed, unpatchify
 from ..masking import make_mask, mask_from_mask
 from .mae import MaskedAutoencoder
+from .vit_config import ViTConfig
 
 
 @dataclass
-class ImageMAEConfig:
+class ImageMAEConfig(ViTConfig):
     img_size: int = field(32, "input image side in pixels (images are square after the data transforms)")
     patch_size: int = field(4, "patch side in pixels")
     in_chans: int = field(3, "number of image channels")
-    embed_dim: int = field(128, "encoder width")
-    depth: int = field(4, "encoder blocks")
-    num_heads: int = field(4, "encoder attention heads")
-    decoder_embed_dim: int = field(96, "decoder width")
-    decoder_depth: int = field(1, "decoder blocks")
-    decoder_num_heads: int = field(4, "decoder attention heads")
-    mlp_ratio: float = field(4.0, "MLP hidden width / block width")
-    mask_ratio: float = field(0.75, "fraction of patches hidden from the encoder")
     mask_strategy: str = field("random", "random or block", choices=["random", "block"])
     norm_pix_loss: bool = field(True, "normalise each target patch by its own mean and variance")
-    drop_path: float = field(0.0, "stochastic depth rate of the encoder (used when fine-tuning)")
 
 
 class ImageMAE(MaskedAutoencoder):

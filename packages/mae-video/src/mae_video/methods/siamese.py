@@ -24,25 +24,18 @@ from mae_core.errors import MaeError
 from mae_core.layers import CrossBlock, PatchEmbed2d, grid_shape, patchify, sincos_pos_embed, unpatchify
 from mae_core.losses import masked_mse, normalize_patches
 from mae_core.masking import uniform_noise, random_masking, restore_tokens
-from mae_core.models import MaskedAutoencoder, ModelOutput, TransformerEncoder
+from mae_core.models import MaskedAutoencoder, ModelOutput, TransformerEncoder, ViTConfig
 
 
 @dataclass
-class SiameseConfig:
+class SiameseConfig(ViTConfig):
     num_frames: int = field(8, "frames per clip, for the probe feature size (follows the data: --data-num-frames)")
     img_size: int = field(32, "frame side in pixels (follows the data: set it with --image-size)")
     patch_size: int = field(4, "patch side in pixels")
     in_chans: int = field(3, "colour channels")
-    embed_dim: int = field(128, "encoder width")
-    depth: int = field(4, "encoder blocks")
-    num_heads: int = field(4, "encoder attention heads")
-    decoder_embed_dim: int = field(96, "decoder width")
     decoder_depth: int = field(2, "decoder blocks (self-attention, cross-attention to the other view, MLP)")
-    decoder_num_heads: int = field(4, "decoder attention heads")
-    mlp_ratio: float = field(4.0, "MLP hidden width / block width")
     mask_ratio: float = field(0.95, "mask ratio of the second view (at least one patch stays visible)")
     norm_pix_loss: bool = field(True, "normalise each target patch by its mean and variance")
-    drop_path: float = field(0.0, "stochastic depth of the encoder (used when fine-tuning)")
 
 
 class CrossDecoder(nn.Module):

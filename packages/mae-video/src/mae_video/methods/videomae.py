@@ -30,28 +30,21 @@ from mae_core.errors import MaeError
 from mae_core.layers import PatchEmbed3d, grid_shape, patchify, sincos_pos_embed, unpatchify
 from mae_core.losses import masked_mse, normalize_patches
 from mae_core.masking import gather_tokens, mask_from_mask, running_cell_masking, tube_masking
-from mae_core.models import MaskedAutoencoder, ModelOutput
+from mae_core.models import MaskedAutoencoder, ModelOutput, ViTConfig
 
 
 @dataclass
-class VideoMAEConfig:
+class VideoMAEConfig(ViTConfig):
     num_frames: int = field(8, "frames per clip (follows the data: set it with --data-num-frames)")
     img_size: int = field(32, "frame side in pixels (follows the data: set it with --image-size)")
     tubelet_size: int = field(2, "frames per tubelet")
     patch_size: int = field(8, "tubelet side in pixels")
     in_chans: int = field(3, "colour channels")
-    embed_dim: int = field(128, "encoder width")
-    depth: int = field(4, "encoder blocks")
-    num_heads: int = field(4, "encoder attention heads")
-    decoder_embed_dim: int = field(96, "decoder width")
     decoder_depth: int = field(2, "decoder blocks")
-    decoder_num_heads: int = field(4, "decoder attention heads")
-    mlp_ratio: float = field(4.0, "MLP hidden width / block width")
     mask_ratio: float = field(0.9, "tube mask ratio of the encoder")
     decoder_mask_ratio: float = field(0.5, "running-cell ratio of tokens dropped from the decoder (VideoMAE V2 "
                                            "dual masking: 0.25, 0.5 or 0.75; 0 = plain VideoMAE)")
     norm_pix_loss: bool = field(True, "normalise each target tubelet per channel (mean, unbiased std)")
-    drop_path: float = field(0.0, "stochastic depth of the encoder (used when fine-tuning)")
 
 
 class VideoMAE(MaskedAutoencoder):
