@@ -20,12 +20,22 @@ def default_run_path(domain: str, method: str, root: str = "runs") -> Path:
 
 
 class RunDir:
-    def __init__(self, path: str | os.PathLike, overwrite: bool = False, resume: bool = False, create: bool = True):
-        self.path = Path(path)
-        if create:
-            self._prepare(overwrite, resume)
+    """A run directory. ``overwrite`` replaces an existing run: with ``keep_replaced`` the old one is moved aside
+    (``.<name>.replaced-<pid>``) and comes back with :meth:`abandon` if the new run fails before its first checkpoint;
+    :meth:`finish_replacement` deletes it once the new run stands. :meth:`lock` holds an exclusive lock for the
+    lifetime of a run, so a second run into the same directory is refused."""
 
-    def _prepare(self, overwrite: bool, resume: bool) -> None:
+    LOCK = ".lock"
+
+    def __init__(self, path: str | os.PathLike, overwrite: bool = False, resume: bool = False, create: bool = True,
+                 keep_replaced: bool = False):
+        self.path = Path(path)
+        self.replaced: Path | None = None
+        self._lock_fh = None
+        if create:
+            self._prepare(overwrite, resume, keep_replaced)
+
+    def _prepare(self, overwrite: bool, resume: bool, keep_replaced: bool = False) -> None:
         p = self.path
         if p.exists() and not p.is_dir():
             raise MaeError(f"{p}: run directory path exists and is not a directory")
@@ -33,7 +43,15 @@ class RunDir:
             if not overwrite:
                 raise MaeError(f"{p}: run directory already exists and is not empty "
                                "(use --resume to continue it or --overwrite to replace it)")
-            shutil.rmtree(p)
+            self._check_unlocked()
+            if keep_replaced:
+                aside = p.parent / f".{p.name}.replaced-{os.getpid()}"
+                if aside.exists():
+                    shutil.rmtree(aside)
+                os.rename(p, aside)
+                self.replaced = aside
+            else:
+                shutil.rmtree(p)
         if resume and not p.exists():
             raise MaeError(f"{p}: cannot resume, the run directory does not exist")
         try:
@@ -42,7 +60,77 @@ class RunDir:
             probe.write_bytes(b"ok")
             probe.unlink()
         except OSError as e:
+            self.abandon()
             raise MaeError(f"{p}: run directory is not writable ({e.strerror})") from None
+
+    # ---- the lifetime of a run -----------------------------------------------------------------------------------
+    def _check_unlocked(self) -> None:
+        """Refuse to touch a directory that a running process holds."""
+        probe = RunDir(self.path, create=False)
+        probe.lock()
+        probe.unlock()
+
+    def lock(self) -> "RunDir":
+        """Take the run's exclusive lock (``.lock``, fcntl); a second holder gets a one-line error with the PID."""
+        import fcntl
+
+        lock_path = self.path / self.LOCK
+        try:
+            fh = open(lock_path, "a+")
+        except OSError as e:
+            raise MaeError(f"{self.path}: cannot create the run lock ({e.strerror})") from None
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            pid = fh.read().strip() or "unknown"
+            fh.close()
+            raise MaeError(f"{self.path}: another run (PID {pid}) is using this run directory; wait for it or "
+                           "choose another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._lock_fh = fh
+        return self
+
+    def unlock(self) -> None:
+        if self._lock_fh is not None:
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    def finish_replacement(self) -> None:
+        """The new run stands: delete the run it replaced."""
+        if self.replaced is not None:
+            shutil.rmtree(self.replaced, ignore_errors=True)
+            self.replaced = None
+
+    def abandon(self) -> None:
+        """The new run failed before its first checkpoint: remove it, and put back the run it replaced."""
+        self.unlock()
+        shutil.rmtree(self.path, ignore_errors=True)
+        if self.replaced is not None and self.replaced.exists():
+            os.rename(self.replaced, self.path)
+            self.replaced = None
+
+    def truncate_metrics(self, step: int) -> int:
+        """Drop the metric lines logged after ``step`` (a resumed run repeats them); returns how many were dropped."""
+        if not self.metrics_path.exists():
+            return 0
+        keep, dropped = [], 0
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                rec_step = json.loads(line).get("step", 0)
+            except (json.JSONDecodeError, AttributeError):
+                dropped += 1
+                continue
+            if rec_step > step:
+                dropped += 1
+            else:
+                keep.append(line)
+        if dropped:
+            atomic_write_text(self.metrics_path, "".join(f"{x}\n" for x in keep))
+        return dropped
 
     def check_space(self, bytes_needed: int) -> None:
         free = shutil.disk_usage(self.path).free

@@ -82,10 +82,9 @@ def run_pretrain(cfg: RunConfig, overwrite: bool = False, resume: bool = False) 
     model = build_model(cfg.method.name, cfg.model, cfg.domain)
     rank = world_info()[0]
     out = Path(cfg.out) if cfg.out else default_run_path(cfg.domain, cfg.method.name)
+    owner = None  # rank 0's handle: it holds the run's lock and the replaced run until the new one stands
     if rank == 0:
-        run = RunDir(out, overwrite=overwrite, resume=resume)
-        if not resume:
-            run.write_config(cfg.to_dict())
+        owner = RunDir(out, overwrite=overwrite, resume=resume, keep_replaced=True).lock()
     if world_info()[1] > 1:
         import torch.distributed as dist
         init_distributed(resolve_device(cfg.train.device))
@@ -98,20 +97,29 @@ def run_pretrain(cfg: RunConfig, overwrite: bool = False, resume: bool = False) 
         if resume:
             resume_from = run.latest_checkpoint()
             if resume_from is None:
-                raise MaeError(f"{out}: no checkpoint to resume from")
+                raise MaeError(f"{out}: no checkpoint to resume from (the run stopped before its first "
+                               "checkpoint: start it again without --resume, with --overwrite)")
             if rank == 0:
                 print(f"resuming from {resume_from}")
+                # the lines logged after the checkpoint are logged again: keep the log equal to an uninterrupted one
+                owner.truncate_metrics(int(resume_from.name.split("-")[1]))
+        elif rank == 0:
+            owner.write_config(cfg.to_dict())
         summary = trainer.fit(resume_from)
-    except MaeError:
-        # a fresh run that failed before its first checkpoint leaves nothing behind
-        if rank == 0 and not resume and run.latest_checkpoint() is None:
-            import shutil
-            shutil.rmtree(out, ignore_errors=True)
+    except BaseException:
+        # a fresh run that failed (or was interrupted) before its first checkpoint leaves nothing behind, and the
+        # run it was to replace comes back
+        if rank == 0:
+            if not resume and run.latest_checkpoint() is None:
+                owner.abandon()
+            else:
+                owner.finish_replacement()
         raise
     finally:
         _teardown_distributed()
     if rank != 0:
         return out
+    owner.finish_replacement()
     save_pretrained(trainer.raw_model, out, extra={"run_config": cfg.to_dict()})
     pictures = []
     if cfg.method.visualize is not None:
@@ -125,6 +133,7 @@ def run_pretrain(cfg: RunConfig, overwrite: bool = False, resume: bool = False) 
     summary.update({"method": cfg.method.name, "dataset": cfg.dataset.name, "pictures": pictures,
                     "num_parameters": sum(p.numel() for p in model.parameters())})
     run.write_summary(summary)
+    owner.unlock()
     print(f"run directory: {out}")
     print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, list)}, indent=1))
     return out
@@ -238,23 +247,32 @@ def run_finetune(cfg: RunConfig, fc: FinetuneConfig, run: str | None, out: str |
     multilabel = getattr(train_set, "multilabel", False)
     dest = Path(out) if out else (Path(run) / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}" if run
                                   else default_run_path(cfg.domain, cfg.method.name + "-scratch"))
-    rdir = RunDir(dest, overwrite=overwrite) if world_info()[0] == 0 else RunDir(dest, create=False)
+    rank = world_info()[0]
+    rdir = RunDir(dest, overwrite=overwrite, keep_replaced=True).lock() if rank == 0 else RunDir(dest, create=False)
     record = cfg.to_dict()
     record["finetune"] = dataclasses.asdict(fc)
-    if world_info()[0] == 0:
-        rdir.write_config(record)
-    clf, summary = train_classifier(model, train_set, test_set, nc, cfg.train, layer_decay=fc.layer_decay,
-                                    drop_path=fc.drop_path_rate, pool=fc.pool, multilabel=multilabel,
-                                    label_smoothing=fc.label_smoothing, run_dir=rdir,
-                                    collate_fn=dataset_collate(train_set))
-    _teardown_distributed()
-    if world_info()[0] != 0:
+    try:
+        if rank == 0:
+            rdir.write_config(record)
+        clf, summary = train_classifier(model, train_set, test_set, nc, cfg.train, layer_decay=fc.layer_decay,
+                                        drop_path=fc.drop_path_rate, pool=fc.pool, multilabel=multilabel,
+                                        label_smoothing=fc.label_smoothing, run_dir=rdir,
+                                        collate_fn=dataset_collate(train_set))
+    except BaseException:
+        if rank == 0:  # nothing half-made is left (e.g. a finetune-*/config.yaml inside the source run)
+            rdir.abandon() if rdir.latest_checkpoint() is None else rdir.finish_replacement()
+        raise
+    finally:
+        _teardown_distributed()
+    if rank != 0:
         return summary
+    rdir.finish_replacement()
     save_pretrained(clf.backbone, dest, extra={"run_config": record, "num_classes": nc})
     head = {f"head.{k}": v.detach().contiguous().cpu() for k, v in clf.head.state_dict().items()}
     head.update({f"fc_norm.{k}": v.detach().contiguous().cpu() for k, v in clf.fc_norm.state_dict().items()})
     atomic_write(dest / "head.safetensors", lambda tmp: save_file(head, tmp))
     rdir.write_summary(summary)
+    rdir.unlock()
     print(f"run directory: {dest}")
     summary = dict(summary)
     summary["run_dir"] = str(dest)
