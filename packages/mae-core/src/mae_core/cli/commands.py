@@ -32,10 +32,10 @@ def cmd_pretrain(domain: str, argv: Sequence[str]) -> int:
     g.add_argument("--nproc", type=int, default=1, help="processes on this machine (DDP through torch's launcher)")
     mapping = add_run_config_flags(p, ch.method, ch.dataset)
     args = p.parse_args(argv)
+    cfg = resolve(ch, sel, explicit_sections(args, mapping))  # bad options fail here, before any relaunch
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         from ..train.distributed import relaunch
         return relaunch(domain, ["pretrain", *argv], args.nproc)
-    cfg = resolve(ch, sel, explicit_sections(args, mapping))
     run_pretrain(cfg, overwrite=args.overwrite, resume=args.resume)
     return 0
 
