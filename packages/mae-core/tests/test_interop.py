@@ -27,7 +27,7 @@ def test_export_to_timm_vit_small_same_features():
     assert (ours - theirs).abs().max().item() <= 1e-5
 
 
-def test_import_hf_vitmae_same_reconstruction():
+def _tiny_hf_vitmae():
     import transformers  # a dev dependency: never skipped
     cfg = transformers.ViTMAEConfig(image_size=32, patch_size=8, num_channels=3, hidden_size=64, num_hidden_layers=2,
                                     num_attention_heads=4, intermediate_size=256, decoder_hidden_size=32,
@@ -35,13 +35,31 @@ def test_import_hf_vitmae_same_reconstruction():
                                     decoder_intermediate_size=128, mask_ratio=0.75, layer_norm_eps=1e-6,
                                     hidden_act="gelu")
     torch.manual_seed(0)
-    hf = transformers.ViTMAEForPreTraining(cfg).eval()
-    # a released checkpoint carries the fixed sin-cos tables; a freshly built transformers 5 model may hold zeros
+    return transformers.ViTMAEForPreTraining(cfg).eval()
+
+
+def _hf_sincos(dim: int, grid: int) -> torch.Tensor:
+    """The table transformers fills in for a pretrained ViTMAE: its own 2-D builder, halves swapped as the
+    original MAE code laid them out (modeling_vit_mae.initialize_weights)."""
+    from transformers.models.vit_mae.modeling_vit_mae import build_2d_sinusoidal_position_embedding
+
+    t = build_2d_sinusoidal_position_embedding(height=grid, width=grid, embed_dim=dim, cls_token=True)
+    return torch.cat([t[..., dim // 2:], t[..., :dim // 2]], -1)[None]
+
+
+def test_import_fresh_hf_vitmae_builds_sincos_and_same_reconstruction():
+    """A freshly constructed transformers 5 ViTMAEForPreTraining holds all-zero position tables: the import builds
+    the sin-cos tables, and the model reconstructs like the HF model once HF's own tables are filled in."""
     from mae_core.layers import sincos_pos_embed
-    with torch.no_grad():
-        hf.vit.embeddings.position_embeddings.copy_(sincos_pos_embed(64, (4, 4), 1)[None])
-        hf.decoder.decoder_pos_embed.copy_(sincos_pos_embed(32, (4, 4), 1)[None])
+
+    hf = _tiny_hf_vitmae()
+    assert not hf.vit.embeddings.position_embeddings.any() and not hf.decoder.decoder_pos_embed.any()
     ours = from_hf_vitmae(hf).eval()
+    assert torch.equal(ours.pos_embed[0], sincos_pos_embed(64, (4, 4)))
+    assert torch.equal(ours.decoder.pos_embed[0], sincos_pos_embed(32, (4, 4)))
+    with torch.no_grad():  # the tables a released checkpoint carries, as transformers builds them
+        hf.vit.embeddings.position_embeddings.copy_(_hf_sincos(64, 4))
+        hf.decoder.decoder_pos_embed.copy_(_hf_sincos(32, 4))
     x = torch.randn(2, 3, 32, 32)
     noise = torch.rand(2, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -49,6 +67,15 @@ def test_import_hf_vitmae_same_reconstruction():
         out = ours({"image": x, "mask": out_hf.mask})
     assert torch.equal(out.mask, out_hf.mask)
     assert (out.pred - out_hf.logits).abs().max().item() < 1e-4
+    assert from_hf_vitmae(hf).pos_embed.equal(ours.pos_embed)  # filled tables are accepted as they are
+
+
+def test_import_hf_vitmae_refuses_a_learned_position_table():
+    hf = _tiny_hf_vitmae()
+    with torch.no_grad():
+        hf.decoder.decoder_pos_embed.normal_()
+    with pytest.raises(MaeError, match="decoder.decoder_pos_embed.*sin-cos"):
+        from_hf_vitmae(hf)
 
 
 def test_mae_release_round_trip(tmp_path):

@@ -111,8 +111,10 @@ def from_hf_vitmae(hf_model=None, state_dict: dict | None = None, hf_config=None
 
 
 def _check_fixed_pos(model: ImageMAE, pos, key: str, decoder: bool = False) -> None:
-    """Both libraries use fixed sin-cos tables; refuse weights whose table differs (learned or another grid)."""
-    if pos is None:
+    """Both libraries use fixed sin-cos tables; refuse weights whose table differs (learned or another grid). An
+    all-zero table (a freshly built transformers 5 ``ViTMAEForPreTraining`` holds zeros until it is filled) is
+    replaced by the sin-cos table of the grid: the model keeps its own ``sincos_pos_embed`` buffer."""
+    if pos is None or not bool(pos.any()):
         return
     ours = (model.decoder.pos_embed if decoder else model.pos_embed).cpu()
     theirs = pos[:, 1:] if pos.shape[1] == ours.shape[1] + 1 else pos
