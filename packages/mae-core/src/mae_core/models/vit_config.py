@@ -32,5 +32,5 @@ class ViTConfig:
     decoder_depth: int = field(1, "decoder blocks")
     decoder_num_heads: int = field(4, "decoder attention heads")
     mlp_ratio: float = field(4.0, "MLP hidden width / block width")
-    mask_ratio: float = field(0.75, "fraction of tokens hidden from the encoder")
+    mask_ratio: float = field(0.75, "fraction of patches hidden from the encoder")
     drop_path: float = field(0.0, "stochastic depth rate of the encoder (used when fine-tuning)")
