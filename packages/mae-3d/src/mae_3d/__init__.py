@@ -33,6 +33,10 @@ def adapt_points(model_cfg, data_cfg, dataset):
                                group_size=min(model_cfg.group_size, n))
 
 
+_POINT_TINY = {"model": {"num_groups": 8, "group_size": 16, "embed_dim": 32, "depth": 1, "num_heads": 2,
+                         "pointnet_dims": [16, 16, 32], "decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2,
+                         "drop_path": 0.0},
+               "data": {"num_points": 64, "num_classes": 4, "train_per_class": 1, "test_per_class": 1}}
 POINT_TRAIN = {"epochs": 6, "batch_size": 32, "lr": 1e-3, "warmup_epochs": 1, "weight_decay": 0.05,
                "log_every": 5}
 
@@ -41,7 +45,7 @@ register_method(MethodSpec(
     description="Point-MAE: mini-PointNet group tokens, 60 % of groups masked, Chamfer reconstruction",
     default_dataset="shapes3d", paper="Pang et al., Masked Autoencoders for Point Cloud Self-supervised Learning, "
                                       "ECCV 2022", visualize=draw_point_reconstruction, train_defaults=POINT_TRAIN,
-    adapt=adapt_points,
+    adapt=adapt_points, tiny=_POINT_TINY,
 ))
 
 register_method(MethodSpec(
@@ -51,6 +55,7 @@ register_method(MethodSpec(
     default_dataset="shapes3d", paper="Ren et al., Bringing Contrastive Learning to Point Cloud Masked "
                                       "Autoencoders (Point-CMAE), ACCV 2024", visualize=draw_point_reconstruction,
     train_defaults=POINT_TRAIN, adapt=adapt_points,
+    tiny={"model": {**_POINT_TINY["model"], "proj_dim": 16}, "data": _POINT_TINY["data"]},
 ))
 
 register_method(MethodSpec(
@@ -60,6 +65,10 @@ register_method(MethodSpec(
     visualize=draw_lidar_reconstruction,
     train_defaults={"epochs": 10, "batch_size": 8, "lr": 1e-3, "warmup_epochs": 1, "log_every": 4},
     adapt=adapt_grid,
+    tiny={"model": {"patch": [4, 4, 4], "embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_dim": 16,
+                    "decoder_depth": 1, "decoder_heads": 2},
+          "data": {"grid": [32, 32, 4], "voxel_size": [1.6, 1.6, 1.2], "grid_min": [-25.6, -25.6, -2.2],
+                   "beams": 16, "azimuths": 256, "num_train": 4, "num_test": 2}},
 ))
 
 register_dataset(DatasetSpec(

@@ -28,16 +28,21 @@ def adapt_audio(model_cfg, data_cfg, dataset):
                                num_mel_bins=getattr(data_cfg, "num_mel_bins", model_cfg.num_mel_bins))
 
 
+_TINY = {"model": {"patch_size": 16, "embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 16,
+                   "decoder_depth": 1, "decoder_num_heads": 2},
+         "data": {"target_length": 64, "num_mel_bins": 64, "num_train": 4, "num_test": 2}}
 _TRAIN = {"epochs": 30, "batch_size": 32, "base_lr": 4e-3, "warmup_epochs": 3, "weight_decay": 0.05}
 
 for _spec in (
     MethodSpec(name="audio-mae", domain="audio", config_cls=AudioMAEConfig, model_cls=AudioMAE,
                description="Audio-MAE: ViT MAE on log-mel fbank patches, 80 % masking, local-window decoder",
                default_dataset="birdcalls", visualize=visualize_audio, train_defaults=dict(_TRAIN), adapt=adapt_audio,
+               tiny=_TINY,
                paper="Huang et al., Masked Autoencoders that Listen, NeurIPS 2022"),
     MethodSpec(name="bird-mae", domain="audio", config_cls=BirdMAEConfig, model_cls=BirdMAE,
                description="Bird-MAE: Audio-MAE for bird sound, 75 % masking, plain decoder, prototypical probing",
                default_dataset="birdcalls", visualize=visualize_audio, train_defaults=dict(_TRAIN), adapt=adapt_audio,
+               tiny=_TINY,
                paper="Rauch et al., Can Masked Autoencoders Also Listen to Birds?, 2025"),
 ):
     register_method(_spec)

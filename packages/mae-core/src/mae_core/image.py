@@ -34,6 +34,9 @@ METHOD = register_method(MethodSpec(
     visualize=visualize_images,
     train_defaults={"epochs": 30, "batch_size": 128, "base_lr": 1.5e-3, "warmup_epochs": 3},
     adapt=adapt_image,
+    tiny={"model": {"patch_size": 4, "embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 16,
+                    "decoder_depth": 1, "decoder_num_heads": 2},
+          "data": {"image_size": 16, "num_train": 4, "num_test": 2}},
 ))
 
 register_dataset(DatasetSpec(

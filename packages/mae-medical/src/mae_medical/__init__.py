@@ -36,6 +36,9 @@ BM_MAE = register_method(MethodSpec(
     train_defaults={"epochs": 5, "batch_size": 8, "base_lr": 1.5e-4, "lr": 1e-3, "warmup_epochs": 0.5,
                     "log_every": 5},
     adapt=adapt_bm_mae,
+    tiny={"model": {"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 16,
+                    "decoder_depth": 1, "decoder_num_heads": 2},
+          "data": {"image_size": 16, "num_train": 4, "num_test": 2}},
 ))
 
 def _has_nifti(path) -> bool:
@@ -81,6 +84,9 @@ XRAY = register_method(MethodSpec(
     visualize=_visualize_2d,
     train_defaults={"epochs": 10, "batch_size": 128, "base_lr": 1.5e-4, "warmup_epochs": 1},
     adapt=adapt_2d,
+    tiny={"model": {"patch_size": 4, "embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 16,
+                    "decoder_depth": 1, "decoder_num_heads": 2},
+          "data": {"image_size": 16, "num_train": 4, "num_test": 2}},
 ))
 
 ANOMALY = register_method(MethodSpec(
@@ -92,6 +98,9 @@ ANOMALY = register_method(MethodSpec(
     visualize=_visualize_2d,
     train_defaults={"epochs": 10, "batch_size": 128, "base_lr": 1.5e-4, "lr": 1e-3, "warmup_epochs": 1},
     adapt=adapt_2d,
+    tiny={"model": {"patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2, "memory_slots": 4, "levels": 2,
+                    "decoder_embed_dim": 16, "decoder_num_heads": 2, "num_masks": 2},
+          "data": {"image_size": 16, "num_train": 4, "num_test": 2}},
 ))
 
 register_dataset(DatasetSpec(

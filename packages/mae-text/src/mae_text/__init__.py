@@ -16,19 +16,25 @@ from .viz import visualize_text
 PRETRAIN_DEFAULTS = {"epochs": 1, "batch_size": 32, "lr": 5e-4, "warmup_epochs": 0.2, "weight_decay": 0.01,
                      "betas": (0.9, 0.999), "clip_grad": 1.0}
 
+_TINY_MODEL = {"embed_dim": 32, "depth": 2, "num_heads": 2, "max_len": 32, "vocab_size": 300}
+_TINY_DATA = {"max_passages": 16}
+
 for _spec in (
     MethodSpec(name="retromae", domain="text", config_cls=RetroMAEConfig, model_cls=RetroMAE,
                description="BERT-style encoder, whole-word MLM 0.3 + one-layer enhanced decoder from [CLS]",
                default_dataset="pydocs", train_defaults=dict(PRETRAIN_DEFAULTS), adapt=adapt_text, visualize=visualize_text,
-               paper="Xiao et al., RetroMAE, EMNLP 2022"),
+               paper="Xiao et al., RetroMAE, EMNLP 2022",
+               tiny={"model": dict(_TINY_MODEL), "data": dict(_TINY_DATA)}),
     MethodSpec(name="dupmae", domain="text", config_cls=DupMAEConfig, model_cls=DupMAE,
                description="RetroMAE + bag-of-words loss; [CLS] + top-k lexical representation",
                default_dataset="pydocs", train_defaults=dict(PRETRAIN_DEFAULTS), adapt=adapt_text, visualize=visualize_text,
-               paper="Liu et al., RetroMAE v2 / DupMAE, 2023"),
+               paper="Liu et al., RetroMAE v2 / DupMAE, 2023",
+               tiny={"model": {**_TINY_MODEL, "topk": 16}, "data": dict(_TINY_DATA)}),
     MethodSpec(name="starbucks", domain="text", config_cls=StarbucksConfig, model_cls=Starbucks,
                description="RetroMAE losses on (layer, dim) truncations; 2D Matryoshka embeddings",
                default_dataset="pydocs", train_defaults=dict(PRETRAIN_DEFAULTS), adapt=adapt_text, visualize=visualize_text,
-               paper="Zhuang et al., Starbucks: 2D Matryoshka embeddings, 2024"),
+               paper="Zhuang et al., Starbucks: 2D Matryoshka embeddings, 2024",
+               tiny={"model": dict(_TINY_MODEL), "data": dict(_TINY_DATA)}),
 ):
     register_method(_spec)
 

@@ -48,10 +48,15 @@ _SPECS = [
      {"epochs": 12, "batch_size": 32, "base_lr": 4e-3, "warmup_epochs": 1}, cropmae.PRESETS),
 ]
 
+_TINY_MODEL = {"patch_size": 4, "embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 16,
+               "decoder_depth": 1, "decoder_num_heads": 2}
+_TINY_DATA = {"num_frames": 4, "image_size": 16, "num_train": 4, "num_test": 2}
+
 for _name, _cfg, _cls, _desc, _paper, _train, _presets in _SPECS:
     _spec = register_method(MethodSpec(name=_name, domain=DOMAIN, config_cls=_cfg, model_cls=_cls, description=_desc,
                                        default_dataset="moving-shapes", paper=_paper, visualize=visualize_video,
-                                       train_defaults=_train, adapt=adapt_video))
+                                       train_defaults=_train, adapt=adapt_video,
+                                       tiny={"model": dict(_TINY_MODEL), "data": dict(_TINY_DATA)}))
     for _pname, (_over, _pdesc) in _presets.items():
         # the data follows a preset's clip size (the model's num_frames / img_size follow the data)
         _data = {k: _over[m] for k, m in (("num_frames", "num_frames"), ("image_size", "img_size")) if m in _over}
