@@ -153,6 +153,27 @@ def test_numpy_skeleton_reader_refuses_object_arrays(tmp_path, evil_file):
     assert not marker.exists()
 
 
+def test_skeleton_label_pickles_are_refused(tmp_path):
+    """ST-GCN-style ``train_label.pkl`` files are pickles: refused on one line, never unpickled."""
+    import pickle
+
+    from mae_core.testing import MarkerPayload
+
+    marker = tmp_path / "ran"
+    np.save(tmp_path / "train_data.npy", np.ones((4, 3, 6, 17, 1), np.float32))
+    (tmp_path / "train_label.pkl").write_bytes(pickle.dumps((["a", "b"], [MarkerPayload(marker), 1])))
+    cfg = SkeletonFilesConfig(path=str(tmp_path / "train_data.npy"), labels=str(tmp_path / "train_label.pkl"),
+                              frames=4)
+    with pytest.raises(DataError, match="pickled labels are not read") as err:
+        make_skeleton_files(cfg, "train")
+    assert str(tmp_path / "train_label.pkl") in str(err.value) and "\n" not in str(err.value)
+    assert not marker.exists()
+    (tmp_path / "labels.txt").write_text("0\n1\nx\n1\n")  # text labels: a bad line is a one-line error too
+    with pytest.raises(DataError, match="labels must be integers"):
+        make_skeleton_files(SkeletonFilesConfig(path=str(tmp_path / "train_data.npy"),
+                                                labels=str(tmp_path / "labels.txt"), frames=4), "train")
+
+
 def test_msr_reader_tiny_folder(tmp_path):
     rng = np.random.default_rng(0)
     for a, s in [(1, 1), (2, 2), (1, 3)]:

@@ -410,7 +410,13 @@ def _load_files(path: Path, cfg: SkeletonFilesConfig):
         lab = Path(cfg.labels) if cfg.labels else path.with_name(path.stem.replace("_data", "") + "_label.npy")
         if not lab.exists():
             raise DataError(f"{path}: labels not found (looked for {lab}; give --labels)")
-        labels = load_npy(lab, "label array") if lab.suffix == ".npy" else np.loadtxt(lab, dtype=np.int64)
+        if lab.suffix in (".pkl", ".pickle"):
+            raise DataError(f"{lab}: pickled labels are not read (unpickling can run code); give them as .npy or as "
+                            f"text, one integer per line")
+        try:
+            labels = load_npy(lab, "label array") if lab.suffix == ".npy" else np.loadtxt(lab, dtype=np.int64, ndmin=1)
+        except ValueError as e:
+            raise DataError(f"{lab}: labels must be integers, one per line ({' '.join(str(e).split())[:80]})") from None
         if len(labels) != len(arr):
             raise DataError(f"{lab}: {len(labels)} labels for {len(arr)} sequences")
         seqs = []
