@@ -4,12 +4,11 @@ at 0.985, so only a handful of patches stay visible; the decoder reconstructs th
 the global one. On video data one random frame per clip is the image."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
+from mae_core.augment import crop_resize, random_boxes
 from mae_core.config import field
 
 from .siamese import SiameseConfig, SiameseMAE, uniform
@@ -21,28 +20,6 @@ class CropMAEConfig(SiameseConfig):
     global_scale: list[float] = field([0.4, 1.0], "area range of the global crop, as a fraction of the image")
     local_scale: list[float] = field([0.2, 0.5], "area range of the local crop, as a fraction of the global crop")
     aspect: list[float] = field([0.75, 1.3333], "aspect-ratio range of both crops (sampled log-uniformly)")
-
-
-def random_boxes(u: torch.Tensor, scale, aspect) -> torch.Tensor:
-    """(B, 4) uniform numbers -> boxes (cx, cy, half-width, half-height) in [-1, 1] coordinates of the parent."""
-    area = scale[0] + u[:, 0] * (scale[1] - scale[0])
-    log_r = math.log(aspect[0]) + u[:, 1] * (math.log(aspect[1]) - math.log(aspect[0]))
-    r = log_r.exp()
-    w = (area * r).sqrt().clamp_max(1.0)
-    h = (area / r).sqrt().clamp_max(1.0)
-    cx = (2 * u[:, 2] - 1) * (1 - w)
-    cy = (2 * u[:, 3] - 1) * (1 - h)
-    return torch.stack([cx, cy, w, h], dim=1)
-
-
-def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
-    """Bilinear crops of (B, C, H, W) at boxes (cx, cy, hw, hh), resized to size x size, in one batched call."""
-    b, c = images.shape[:2]
-    theta = torch.zeros(b, 2, 3, device=images.device, dtype=images.dtype)
-    theta[:, 0, 0], theta[:, 0, 2] = boxes[:, 2], boxes[:, 0]
-    theta[:, 1, 1], theta[:, 1, 2] = boxes[:, 3], boxes[:, 1]
-    grid = F.affine_grid(theta, (b, c, size, size), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 class CropMAE(SiameseMAE):
