@@ -29,10 +29,7 @@ BATCH = 4  # samples per contract batch (fewer when the tiny dataset has fewer, 
 
 # Methods that break the contract today, with the failing check. Each case is xfail(strict=True): it must fail with
 # MaeError, and the day it passes the test reports it, so the entry is removed with the fix.
-KNOWN_FAILURES = {
-    "r-mae": "encode: RMAE.encode raises MaeError on a batch without a 'label' key (its guard against probe / "
-             "finetune on unlabelled LiDAR scans), so it has no features for driving-scenes batches",
-}
+KNOWN_FAILURES: dict[str, str] = {}
 
 
 def _cases():

@@ -125,9 +125,13 @@ def test_lidar_folder_reads_kitti_bin_and_skips_bad(tmp_path, capsys):
 
 
 def test_probe_on_lidar_is_clear_error(scenes):
+    """encode works on unlabelled scans (the model contract); a probe on them is a one-line error that points to
+    `mae-3d segment`."""
     from mae_core.errors import MaeError
+    from mae_core.eval.probes import require_labels
 
     model = RMAE(tiny_cfg())
-    with pytest.raises(MaeError, match="segment"):
-        model.encode({"occupancy": scenes[0].occupancy[:1]})
+    assert model.encode({"occupancy": scenes[0].occupancy[:2]}).shape == (2, 32)
+    with pytest.raises(MaeError, match="no 'label' for probes / fine-tuning; evaluate R-MAE with `mae-3d segment"):
+        require_labels(scenes[0], model)
     assert model.forward_features({"occupancy": scenes[0].occupancy[:2]}).shape == (2, 64, 32)

@@ -34,7 +34,8 @@ def adapt_points(model_cfg, data_cfg, dataset):
 
 
 _POINT_TINY = {"model": {"num_groups": 8, "group_size": 16, "embed_dim": 32, "depth": 1, "num_heads": 2,
-                         "pointnet_dims": [16, 16, 32], "decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2,
+                         "pointnet_dims": [16, 16, 32], "decoder_embed_dim": 32, "decoder_depth": 1,
+                         "decoder_num_heads": 2,
                          "drop_path": 0.0},
                "data": {"num_points": 64, "num_classes": 4, "train_per_class": 1, "test_per_class": 1}}
 POINT_TRAIN = {"epochs": 6, "batch_size": 32, "lr": 1e-3, "warmup_epochs": 1, "weight_decay": 0.05,
@@ -65,8 +66,8 @@ register_method(MethodSpec(
     visualize=draw_lidar_reconstruction,
     train_defaults={"epochs": 10, "batch_size": 8, "lr": 1e-3, "warmup_epochs": 1, "log_every": 4},
     adapt=adapt_grid,
-    tiny={"model": {"patch": [4, 4, 4], "embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_dim": 16,
-                    "decoder_depth": 1, "decoder_heads": 2},
+    tiny={"model": {"patch": [4, 4, 4], "embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 16,
+                    "decoder_depth": 1, "decoder_num_heads": 2},
           "data": {"grid": [32, 32, 4], "voxel_size": [1.6, 1.6, 1.2], "grid_min": [-25.6, -25.6, -2.2],
                    "beams": 16, "azimuths": 256, "num_train": 4, "num_test": 2}},
 ))

@@ -185,7 +185,10 @@ def load_run(path: str | os.PathLike, model_overrides: dict | None = None, weigh
     if weights:
         model = from_pretrained(path, config_overrides=model_overrides)
     else:
-        model = registry.build_model(saved["method"], {**(saved.get("config") or {}), **(model_overrides or {})})
+        from .config import canonical
+        cls = registry.get_method(saved["method"]).config_cls
+        model = registry.build_model(saved["method"], {**canonical(cls, saved.get("config"), str(path)),
+                                                       **canonical(cls, model_overrides, "model_overrides")})
     if cfg is None and isinstance(saved.get("run_config"), dict):
         rc = saved["run_config"]
         try:

@@ -30,7 +30,8 @@ class MethodSpec:
     # adapt(model_config, data_config, dataset) -> model_config: make the model follow the data (input size,
     # channels, vocabulary...). Applied by create_model whenever a model is built for data, on every path.
     adapt: Callable | None = None
-    # model-config overrides that make the model tiny (the contract test and quick checks build it this way)
+    # {"model": {...}, "data": {...}}: overrides of the model config and of the default dataset's config that make
+    # both tiny; tests/test_contract.py builds every registered method this way
     tiny: dict = field(default_factory=dict)
 
 

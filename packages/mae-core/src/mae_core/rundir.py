@@ -159,7 +159,8 @@ class RunDir:
         p = self.path / "config.yaml"
         if not p.exists():
             raise MaeError(f"{p}: not found (is {self.path} a run directory?)")
-        return yaml.safe_load(p.read_text()) or {}
+        from .config import load_yaml
+        return load_yaml(p)
 
     def log(self, record: dict) -> None:
         with open(self.metrics_path, "a") as fh:

@@ -20,7 +20,7 @@ from typing import Any
 from .api import Run, build_split, from_pretrained, load_run
 from .config import field, from_dict
 from .errors import ConfigError, MaeError
-from .eval.probes import PROBES, ProbeConfig, dataset_collate, num_classes
+from .eval.probes import PROBES, ProbeConfig, dataset_collate, num_classes, require_labels
 from .runconfig import RunConfig, resolve_run_config
 
 
@@ -201,6 +201,7 @@ def run_probe(cfg: RunConfig, pc: ProbeConfig, run: str | None) -> dict:
 
     names = pc.names()
     train_set, test_set, model = prepare_eval(cfg, run, pc.random_init, pc.probe_seed)
+    require_labels(train_set, model)
     pc.device = resolve_device(cfg.train.device)
     model.to(pc.device)
     train_set = subset_fraction(train_set, pc.label_fraction, seed=pc.probe_seed)
@@ -242,6 +243,7 @@ def run_finetune(cfg: RunConfig, fc: FinetuneConfig, run: str | None, out: str |
     from .train.distributed import world_info
 
     train_set, test_set, model = prepare_eval(cfg, run, fc.scratch, cfg.train.seed)
+    require_labels(train_set, model)
     nc = num_classes(train_set)
     train_set = subset_fraction(train_set, fc.label_fraction, seed=cfg.train.seed)
     multilabel = getattr(train_set, "multilabel", False)

@@ -185,10 +185,10 @@ class RMAE(MaskedAutoencoder):
         inp = self._patches(self.occupancy(batch))
         return self.encoder(self.patch_embed(inp), self.pos_embed)
 
+    # probes and fine-tuning need scan-level labels, which LiDAR scans lack; mae-core names this hint then
+    unlabelled_hint = "evaluate R-MAE with `mae-3d segment --run DIR` (per-voxel segmentation)"
+
     def encode(self, batch: dict, pool: str | None = None) -> torch.Tensor:
-        if "label" not in batch:
-            raise MaeError("LiDAR scans have no scan-level labels for probe / finetune: evaluate R-MAE with "
-                           "`mae-3d segment --run DIR` (per-voxel segmentation)")
         return self.pool_features(self.forward_features(batch), pool)
 
     def pool_features(self, feats, pool=None):

@@ -136,7 +136,7 @@ def cmd_fewshot(domain: str, argv: Sequence[str]) -> int:
     import time
 
     from ..eval.fewshot import few_shot_eval
-    from ..eval.probes import cached_features
+    from ..eval.probes import cached_features, require_labels
     from ..rundir import RunDir
     from ..train import resolve_device
     from ..workflows import prepare_eval
@@ -145,6 +145,7 @@ def cmd_fewshot(domain: str, argv: Sequence[str]) -> int:
                                   "N-way K-shot classification on frozen features over repeated random episodes "
                                   "(support from the train split, queries from the test split).")
     train_set, test_set, model = prepare_eval(cfg, args.run, args.random_init, args.seed)
+    require_labels(train_set, model)
     device = resolve_device(cfg.train.device)
     model.to(device)
     t0 = time.time()

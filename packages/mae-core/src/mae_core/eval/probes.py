@@ -64,6 +64,16 @@ def num_classes(ds) -> int:
     return int(dataset_labels(ds).max()) + 1
 
 
+def require_labels(ds, model, label_key: str = "label") -> None:
+    """Probes, few-shot and fine-tuning need labelled samples: a one-line error (with the model's
+    ``unlabelled_hint``, if it has one) instead of a KeyError deep inside feature extraction."""
+    from ..errors import MaeError
+    if len(ds) and label_key not in ds[0]:
+        hint = getattr(model, "unlabelled_hint", None)
+        raise MaeError(f"{type(ds).__name__}: the samples have no {label_key!r} for probes / fine-tuning"
+                       + (f"; {hint}" if hint else ""))
+
+
 def cached_features(model, ds, cache: dict, key: str, device, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Frozen ``encode`` features and labels of ``ds``, computed once per probe run (``cache[key]``)."""
     from .features import extract_features
