@@ -8,6 +8,7 @@ import torch
 
 from mae_core.augment import color_jitter, crop_resize, grayscale, random_boxes, simclr_view
 from mae_core.data import ShapesConfig, SyntheticShapes
+from mae_core.config import from_dict
 from mae_core.errors import ConfigError
 from mae_core.eval import extract_features, knn_classify, linear_probe
 from mae_core.losses import info_nce
@@ -153,6 +154,8 @@ def test_layer_ids_and_config_errors():
         ContrastiveViT(tiny_cfg(in_chans=1))
     with pytest.raises(ConfigError, match="model.crop_scale"):
         ContrastiveViT(tiny_cfg(crop_scale=[0.5, 0.2]))
+    with pytest.raises(ConfigError, match="cfg.temperature"):  # also when read from a config file
+        from_dict(ContrastiveViTConfig, {"temperature": 0}, where="cfg")
 
 
 def test_adapt_follows_the_data():

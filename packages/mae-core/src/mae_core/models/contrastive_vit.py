@@ -57,18 +57,22 @@ class ContrastiveViTConfig:
     mean: list[float] = field([0.5, 0.5, 0.5], "per-channel mean the images were normalised with (follows the data)")
     std: list[float] = field([0.5, 0.5, 0.5], "per-channel std the images were normalised with (follows the data)")
 
+    def validate(self, where: str = "model") -> None:
+        """Relations between fields (called by ``mae_core.config.from_dict`` and by the model): one-line
+        ConfigError naming the field."""
+        sizes = {"crop_scale": 2, "crop_aspect": 2, "jitter": 4, "mean": self.in_chans, "std": self.in_chans}
+        for name, n in sizes.items():
+            if len(getattr(self, name)) != n:
+                raise ConfigError(f"{where}.{name}: expected {n} values, got {list(getattr(self, name))}")
+        if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ConfigError(f"{where}.crop_scale: expected 0 < low <= high <= 1, got {list(self.crop_scale)}")
+        if self.temperature <= 0:
+            raise ConfigError(f"{where}.temperature: must be positive, got {self.temperature}")
+        if min(self.std) <= 0:
+            raise ConfigError(f"{where}.std: every value must be positive, got {list(self.std)}")
+        if self.embed_dim % self.num_heads:
+            raise ConfigError(f"{where}.embed_dim: {self.embed_dim} is not divisible by num_heads {self.num_heads}")
 
-def _check(c: ContrastiveViTConfig) -> None:
-    sizes = {"crop_scale": 2, "crop_aspect": 2, "jitter": 4, "mean": c.in_chans, "std": c.in_chans}
-    for name, n in sizes.items():
-        if len(getattr(c, name)) != n:
-            raise ConfigError(f"model.{name}: expected {n} values, got {list(getattr(c, name))}")
-    if not 0 < c.crop_scale[0] <= c.crop_scale[1] <= 1:
-        raise ConfigError(f"model.crop_scale: expected 0 < low <= high <= 1, got {list(c.crop_scale)}")
-    if c.temperature <= 0:
-        raise ConfigError(f"model.temperature: must be positive, got {c.temperature}")
-    if min(c.std) <= 0:
-        raise ConfigError(f"model.std: every value must be positive, got {list(c.std)}")
 
 
 class ContrastiveViT(MaskedAutoencoder):
@@ -84,7 +88,7 @@ class ContrastiveViT(MaskedAutoencoder):
 
     def __init__(self, config: ContrastiveViTConfig):
         super().__init__()
-        _check(config)
+        config.validate("model")
         self.config = c = config
         self.pool = c.pool
         self.grid = grid_shape((c.img_size, c.img_size), c.patch_size)
