@@ -21,10 +21,17 @@ import yaml
 from .errors import ConfigError
 
 
-def field(default: Any, help: str = "", choices: list | None = None, **kw):  # noqa: A002
-    meta = {"help": help}
+def field(default: Any, help: str = "", choices: list | None = None, *, ge: float | None = None,  # noqa: A002
+          gt: float | None = None, le: float | None = None, lt: float | None = None, **kw):
+    """A config field: its default, help string, and optionally its choices and valid range (``ge`` / ``gt`` /
+    ``le`` / ``lt``), checked by :func:`from_dict` for every value given (a number out of range, NaN or inf is a
+    one-line ConfigError naming the field)."""
+    meta: dict[str, Any] = {"help": help}
     if choices is not None:
         meta["choices"] = list(choices)
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    if bounds:
+        meta["bounds"] = bounds
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
     return dataclasses.field(default=default, metadata=meta, **kw)
@@ -155,8 +162,32 @@ def from_dict(cls, data: dict | None, where: str = "config"):
             choices = f.metadata.get("choices")
             if choices is not None and v not in choices:
                 raise ConfigError(f"{where}.{f.name}: {v!r} is not one of {choices}")
+            check_range(v, f.metadata.get("bounds"), f"{where}.{f.name}")
             kwargs[f.name] = v
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if callable(validate):  # checks that involve several fields (e.g. heads dividing the width)
+        validate(where)
+    return obj
+
+
+_OPS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b), "le": ("<=", lambda v, b: v <= b),
+        "lt": ("<", lambda v, b: v < b)}
+
+
+def check_range(value: Any, bounds: dict | None, where: str) -> None:
+    """Raise a one-line ConfigError when a number is NaN, infinite or outside ``bounds`` ({"ge": 1, ...})."""
+    import math
+
+    if not bounds or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: must be a finite number, got {value}")
+    for key, bound in bounds.items():
+        sym, ok = _OPS[key]
+        if not ok(value, bound):
+            rule = " and ".join(f"{_OPS[k][0]} {b}" for k, b in bounds.items())
+            raise ConfigError(f"{where}: must be {rule}, got {value}")
 
 
 def to_dict(obj) -> dict:

@@ -29,11 +29,11 @@ class FinetuneConfig:
     """Options of a fine-tuning run (the ``finetune`` command's flags, with the same names)."""
 
     scratch: bool = field(False, "train the same architecture from random init")
-    layer_decay: float = field(0.75, "layer-wise lr decay (1 = none)")
-    drop_path_rate: float = field(0.1, "stochastic depth while fine-tuning")
-    label_smoothing: float = field(0.1, "label smoothing of the cross-entropy")
-    label_fraction: float = field(1.0, "fraction of training labels used")
-    pool: str = field("mean", "features fed to the head: mean, cls or cls+mean")
+    layer_decay: float = field(0.75, "layer-wise lr decay (1 = none)", gt=0, le=1)
+    drop_path_rate: float = field(0.1, "stochastic depth while fine-tuning", ge=0, lt=1)
+    label_smoothing: float = field(0.1, "label smoothing of the cross-entropy", ge=0, lt=1)
+    label_fraction: float = field(1.0, "fraction of training labels used", gt=0, le=1)
+    pool: str = field("mean", "features fed to the head: mean, cls or cls+mean (and what the method offers)")
 
 
 def _split_options(cls, options: dict) -> tuple[Any, dict]:

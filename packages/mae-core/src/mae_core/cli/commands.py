@@ -15,8 +15,12 @@ from .flags import Parser, add_common_flags, add_dataclass_flags, add_run_config
 
 
 def _dataclass_from_args(cls, args):
+    """The command's own options as a typed config, with the ranges of its fields checked (one-line errors)."""
     import dataclasses
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)})
+
+    from ..config import from_dict
+    return from_dict(cls, {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)},
+                     where="flags")
 
 
 def cmd_pretrain(domain: str, argv: Sequence[str]) -> int:

@@ -20,14 +20,14 @@ class ProbeConfig:
     """Options of a probe run (the ``probe`` command's flags, with the same names)."""
 
     probe: str = field("linear,knn", "comma-separated probes (see mae_core.eval.probes.PROBES)")
-    probe_epochs: int = field(100, "epochs of the linear / prototypical probe")
-    probe_lr: float = field(1e-2, "learning rate of the linear probe")
-    probe_batch_size: int = field(256, "batch size for feature extraction")
+    probe_epochs: int = field(100, "epochs of the linear / prototypical probe", ge=1)
+    probe_lr: float = field(1e-2, "learning rate of the linear probe", gt=0)
+    probe_batch_size: int = field(256, "batch size for feature extraction", ge=1)
     probe_seed: int = field(0, "seed of the probe")
-    k: int = field(20, "neighbours of the kNN probe")
+    k: int = field(20, "neighbours of the kNN probe", ge=1)
     knn_whiten: float = field(0.01, "PCA-whiten features before the cosine kNN with this eigenvalue shrinkage "
-                                     "(x the largest); 0 = raw features")
-    label_fraction: float = field(1.0, "fraction of training labels used")
+                                     "(x the largest); 0 = raw features", ge=0)
+    label_fraction: float = field(1.0, "fraction of training labels used", gt=0, le=1)
     random_init: bool = field(False, "probe a randomly initialised encoder instead of the run's")
     device: Any = None  # torch.device the features are computed on; set by mae_core.probe
 

@@ -34,3 +34,20 @@ class ViTConfig:
     mlp_ratio: float = field(4.0, "MLP hidden width / block width")
     mask_ratio: float = field(0.75, "fraction of patches hidden from the encoder")
     drop_path: float = field(0.0, "stochastic depth rate of the encoder (used when fine-tuning)")
+
+    def validate(self, where: str = "config") -> None:
+        """Ranges and the relations between fields (called by ``mae_core.config.from_dict``); the checks live here,
+        not in the field declarations, so that subclasses redeclaring a default keep them."""
+        from ..config import check_range
+        from ..errors import ConfigError
+
+        for name in ("embed_dim", "depth", "num_heads", "decoder_embed_dim", "decoder_num_heads"):
+            check_range(getattr(self, name), {"ge": 1}, f"{where}.{name}")
+        check_range(self.decoder_depth, {"ge": 0}, f"{where}.decoder_depth")
+        check_range(self.mlp_ratio, {"gt": 0}, f"{where}.mlp_ratio")
+        check_range(self.mask_ratio, {"ge": 0, "lt": 1}, f"{where}.mask_ratio")
+        check_range(self.drop_path, {"ge": 0, "lt": 1}, f"{where}.drop_path")
+        for width, heads in (("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads")):
+            if getattr(self, width) % getattr(self, heads):
+                raise ConfigError(f"{where}: {heads} ({getattr(self, heads)}) must divide {width} "
+                                  f"({getattr(self, width)})")

@@ -44,8 +44,9 @@ class RetroMAEConfig:
     num_heads: int = field(4, "attention heads (encoder and decoder)")
     mlp_ratio: float = field(4.0, "MLP hidden size / width")
     drop_path: float = field(0.0, "stochastic depth of the encoder")
-    mask_ratio: float = field(0.3, "fraction of words masked in the encoder input (whole-word masking)")
-    decoder_mask_ratio: float = field(0.5, "fraction of words masked in the decoder's key / value stream")
+    mask_ratio: float = field(0.3, "fraction of words masked in the encoder input (whole-word masking)", ge=0, lt=1)
+    decoder_mask_ratio: float = field(0.5, "fraction of words masked in the decoder's key / value stream", ge=0,
+                                      lt=1)
     decoder_visible: float | None = field(None, "probability that a decoder row sees another position "
                                                 "(default 1 - decoder_mask_ratio)")
     similarity: str = field("dot", "retrieval score: dot = inner product of the embeddings; cos = inner product of "
