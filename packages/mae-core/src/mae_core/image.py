@@ -1,5 +1,5 @@
-"""The image domain, mae-core's own reference: registers the image MAE, the embedded shapes dataset, the image
-folder dataset and the ViT presets."""
+"""The image domain, mae-core's own reference: registers the image MAE, the contrastive ViT (SimCLR), the embedded
+shapes dataset, the image folder and array datasets and the ViT presets."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,6 +7,7 @@ import dataclasses
 import torch
 
 from .data import ArrayImageConfig, ArrayImageDataset, ImageFolderConfig, ImageFolderDataset, ShapesConfig, SyntheticShapes
+from .models.contrastive_vit import PRESETS as SIMCLR_PRESETS, ContrastiveViT, ContrastiveViTConfig, adapt_contrastive
 from .models.image_mae import PRESETS, ImageMAE, ImageMAEConfig
 from .registry import DatasetSpec, MethodSpec, PresetSpec, register_dataset, register_method, register_preset
 from .viz import save_image_reconstruction
@@ -55,4 +56,20 @@ register_dataset(DatasetSpec(
 
 for _name, (_over, _desc) in PRESETS.items():
     register_preset(PresetSpec(name=_name, domain="core", method="image-mae", overrides={"model": _over},
+                               description=_desc))
+
+# ---- the contrastive ViT: the contrastive teacher of the distillation methods ------------------------------------------
+register_method(MethodSpec(
+    name="image-simclr", domain="core", config_cls=ContrastiveViTConfig, model_cls=ContrastiveViT,
+    description="contrastive ViT (SimCLR: two augmented views, projector, NT-Xent); the contrastive teacher of "
+                "the distillation methods", default_dataset="shapes",
+    paper="Chen et al., A Simple Framework for Contrastive Learning of Visual Representations, ICML 2020",
+    train_defaults={"epochs": 30, "batch_size": 128, "base_lr": 1e-3, "warmup_epochs": 3},
+    adapt=adapt_contrastive,
+    tiny={"model": {"patch_size": 4, "embed_dim": 32, "depth": 1, "num_heads": 2, "proj_hidden_dim": 32,
+                    "proj_dim": 16},
+          "data": {"image_size": 16, "num_train": 4, "num_test": 2}},
+))
+for _name, (_over, _desc) in SIMCLR_PRESETS.items():
+    register_preset(PresetSpec(name=_name, domain="core", method="image-simclr", overrides={"model": _over},
                                description=_desc))
