@@ -50,23 +50,23 @@ def clear_cache() -> None:
 
 @dataclass
 class FrontEndConfig:
-    sample_rate: int = field(16000, "sample rate of the features (other rates are resampled)")
-    target_length: int = field(128, "fbank frames per clip (10 ms each); clips are zero-padded or cropped")
-    num_mel_bins: int = field(128, "mel filterbank bins")
+    sample_rate: int = field(16000, "sample rate of the features (other rates are resampled)", ge=1)
+    target_length: int = field(128, "fbank frames per clip (10 ms each); clips are zero-padded or cropped", ge=1)
+    num_mel_bins: int = field(128, "mel filterbank bins", ge=1)
     norm_mean: float | None = field(None, "mean of the fbank values (none: computed on the training split)")
-    norm_std: float | None = field(None, "std of the fbank values (features become (x - mean) / (2 std))")
+    norm_std: float | None = field(None, "std of the fbank values (features become (x - mean) / (2 std))", gt=0)
     bad_files: str = field("skip", "unreadable / empty / NaN / too-short files: skip (counted, named) or error",
                            choices=["skip", "error"])
 
 
 @dataclass
 class BirdCallsConfig(FrontEndConfig):
-    sample_rate: int = field(32000, "sample rate of the generated calls")
-    num_species: int = field(6, "number of synthetic species (classes)")
-    num_train: int = field(480, "training clips")
-    num_test: int = field(180, "test clips")
-    clip_seconds: float | None = field(None, "clip length in seconds (none: exactly target_length frames)")
-    noise: float = field(0.05, "background noise level")
+    sample_rate: int = field(32000, "sample rate of the generated calls", ge=1)
+    num_species: int = field(6, "number of synthetic species (classes)", ge=1)
+    num_train: int = field(480, "training clips", ge=1)
+    num_test: int = field(180, "test clips", ge=1)
+    clip_seconds: float | None = field(None, "clip length in seconds (none: exactly target_length frames)", gt=0)
+    noise: float = field(0.05, "background noise level", ge=0)
     multilabel: bool = field(False, "about half of the clips hold a second species (multi-hot labels)")
     seed: int = field(0, "seed of the generator")
 
@@ -74,7 +74,7 @@ class BirdCallsConfig(FrontEndConfig):
 @dataclass
 class AudioFolderConfig(FrontEndConfig):
     path: str | None = field(None, "folder with class sub-folders of audio files, or a CSV (path, labels[, split])")
-    val_fraction: float = field(0.2, "held-out fraction when the data has no train / test split")
+    val_fraction: float = field(0.2, "held-out fraction when the data has no train / test split", ge=0, lt=1)
     multilabel: bool = field(False, "treat labels as multi-label (automatic when a CSV row has several labels)")
     label_sep: str = field(";", "separator of several labels in one CSV cell")
     seed: int = field(0, "seed of the deterministic train / held-out split")

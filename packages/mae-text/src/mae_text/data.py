@@ -31,10 +31,10 @@ from mae_core.errors import DataError
 class TextDataConfig:
     path: str | None = field(None, "text file (.txt / .jsonl), a folder of them, or a BEIR folder (corpus.jsonl)")
     tokenizer: str | None = field(None, "a local tokenizer.json to use instead of training a WordPiece one")
-    vocab_size: int = field(8000, "WordPiece vocabulary size when the tokenizer is trained on the corpus")
-    max_passages: int | None = field(None, "use at most this many passages (deterministic subset)")
-    passage_words: int = field(48, "split longer texts into passages of at most this many words (0 = never)")
-    test_fraction: float = field(0.05, "fraction of passages held out as the test split")
+    vocab_size: int = field(8000, "WordPiece vocabulary size when the tokenizer is trained on the corpus", ge=1)
+    max_passages: int | None = field(None, "use at most this many passages (deterministic subset)", ge=1)
+    passage_words: int = field(48, "split longer texts into passages of at most this many words (0 = never)", ge=0)
+    test_fraction: float = field(0.05, "fraction of passages held out as the test split", ge=0, lt=1)
     seed: int = field(0, "seed of the train / test split")
 
 

@@ -35,9 +35,10 @@ from .shapes import normalize_np
 @dataclass
 class PointFolderConfig:
     path: str | None = field(None, "folder of clouds / meshes in class sub-folders, or an .npz file")
-    num_points: int = field(1024, "points per cloud (subsampled at random, or repeated when a cloud has fewer)")
-    min_points: int = field(32, "clouds with fewer points are skipped")
-    val_fraction: float = field(0.2, "held-out fraction per class when the folder has no train / test split")
+    num_points: int = field(1024, "points per cloud (subsampled at random, or repeated when a cloud has fewer)", ge=1)
+    min_points: int = field(32, "clouds with fewer points are skipped", ge=1)
+    val_fraction: float = field(0.2, "held-out fraction per class when the folder has no train / test split",
+                                ge=0, lt=1)
     seed: int = field(0, "seed of the point subsampling and of the held-out split")
 
 

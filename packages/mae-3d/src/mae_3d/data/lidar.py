@@ -37,23 +37,38 @@ class VoxelGridConfig:
     voxel_size: list[float] = field([0.8, 0.8, 0.6], "voxel size in metres along x, y, z")
     grid_min: list[float] = field([-25.6, -25.6, -2.2], "lower corner of the grid in the sensor frame (metres)")
 
+    def validate(self, where: str = "data") -> None:
+        """Three positive voxel counts and sizes, three corner coordinates (called by ``from_dict``)."""
+        from mae_core.config import check_range
+        from mae_core.errors import ConfigError
+
+        for name in ("grid", "voxel_size", "grid_min"):
+            if len(getattr(self, name)) != 3:
+                raise ConfigError(f"{where}.{name}: expected 3 values (x, y, z), got {list(getattr(self, name))}")
+        for i, v in enumerate(self.grid):
+            check_range(v, {"ge": 1}, f"{where}.grid[{i}]")
+        for i, v in enumerate(self.voxel_size):
+            check_range(v, {"gt": 0}, f"{where}.voxel_size[{i}]")
+        for i, v in enumerate(self.grid_min):
+            check_range(v, {"gt": float("-inf")}, f"{where}.grid_min[{i}]")  # finite
+
 
 @dataclass
 class DrivingScenesConfig(VoxelGridConfig):
-    num_train: int = field(64, "training scans")
-    num_test: int = field(16, "test scans")
-    beams: int = field(32, "laser beams (rows)")
-    azimuths: int = field(1024, "rays per beam and revolution")
+    num_train: int = field(64, "training scans", ge=1)
+    num_test: int = field(16, "test scans", ge=1)
+    beams: int = field(32, "laser beams (rows)", ge=1)
+    azimuths: int = field(1024, "rays per beam and revolution", ge=1)
     fov_deg: list[float] = field([-25.0, 3.0], "lowest and highest beam elevation in degrees")
-    max_range: float = field(60.0, "rays beyond this range return nothing (metres)")
-    range_noise: float = field(0.02, "standard deviation of the range noise (metres)")
+    max_range: float = field(60.0, "rays beyond this range return nothing (metres)", gt=0)
+    range_noise: float = field(0.02, "standard deviation of the range noise (metres)", ge=0)
     seed: int = field(0, "seed of the scene generator")
 
 
 @dataclass
 class LidarFolderConfig(VoxelGridConfig):
     path: str | None = field(None, "folder of KITTI .bin / .pcd / .ply scans (searched recursively)")
-    val_fraction: float = field(0.2, "held-out fraction of the scans")
+    val_fraction: float = field(0.2, "held-out fraction of the scans", ge=0, lt=1)
     seed: int = field(0, "seed of the held-out split")
 
 

@@ -34,15 +34,16 @@ VARIANTS = {"primitives": CLASSES, "arrangements": ARRANGEMENTS}
 
 @dataclass
 class Shapes3DConfig:
-    num_points: int = field(512, "points sampled per shape (the paper's setting is 1024: preset point-mae-1k)")
-    train_per_class: int = field(80, "training shapes per class")
-    test_per_class: int = field(20, "test shapes per class")
+    num_points: int = field(512, "points sampled per shape (the paper's setting is 1024: preset point-mae-1k)", ge=1)
+    train_per_class: int = field(80, "training shapes per class", ge=1)
+    test_per_class: int = field(20, "test shapes per class", ge=1)
     variant: str = field("primitives", "primitives (15 classes of Open3D primitives and combinations) or "
                          "arrangements (8 classes made of the same 4 balls and 3 rods, arranged differently)",
                          choices=list(VARIANTS))
-    num_classes: int = field(15, "use the first N classes of the variant (at most 15 primitives / 8 arrangements)")
-    noise: float = field(0.01, "standard deviation of the Gaussian noise added to the points (unit-sphere units)")
-    deform: float = field(0.25, "strength of the random taper / bend / twist")
+    num_classes: int = field(15, "use the first N classes of the variant (at most 15 primitives / 8 arrangements)",
+                             ge=1, le=15)
+    noise: float = field(0.01, "standard deviation of the Gaussian noise added to the points (unit-sphere units)", ge=0)
+    deform: float = field(0.25, "strength of the random taper / bend / twist", ge=0)
     rotate: str = field("so3", "random rotation: so3 (any), z (about the up axis) or none",
                         choices=["so3", "z", "none"])
     seed: int = field(0, "seed of the generator")

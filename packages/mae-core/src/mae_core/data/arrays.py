@@ -20,8 +20,8 @@ from .safe_pickle import numpy_load_error
 @dataclass
 class ArrayImageConfig:
     path: str | None = field(None, ".npz file with train_images / train_labels (MedMNIST) or images / labels")
-    image_size: int = field(32, "images are resized to this side")
-    val_fraction: float = field(0.2, "held-out fraction when the file has no test split")
+    image_size: int = field(32, "images are resized to this side", ge=1)
+    val_fraction: float = field(0.2, "held-out fraction when the file has no test split", ge=0, lt=1)
     seed: int = field(0, "seed of the split when the file has no test split")
 
 

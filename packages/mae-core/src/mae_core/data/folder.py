@@ -22,10 +22,10 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 @dataclass
 class ImageFolderConfig:
     path: str | None = field(None, "folder of images in class sub-folders (ImageFolder layout)")
-    image_size: int = field(32, "side of the square crop fed to the model")
-    in_chans: int = field(3, "1 for grayscale, 3 for RGB")
-    val_fraction: float = field(0.2, "held-out fraction per class when the folder has no train/val split")
-    min_crop_scale: float = field(0.2, "smallest area fraction of RandomResizedCrop during pretraining")
+    image_size: int = field(32, "side of the square crop fed to the model", ge=1)
+    in_chans: int = field(3, "1 for grayscale, 3 for RGB", ge=1, le=4)
+    val_fraction: float = field(0.2, "held-out fraction per class when the folder has no train/val split", ge=0, lt=1)
+    min_crop_scale: float = field(0.2, "smallest area fraction of RandomResizedCrop during pretraining", gt=0, le=1)
     seed: int = field(0, "seed of the deterministic train / held-out split")
 
 

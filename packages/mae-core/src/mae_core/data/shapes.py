@@ -25,9 +25,9 @@ STD = (0.5, 0.5, 0.5)
 
 @dataclass
 class ShapesConfig:
-    image_size: int = field(32, "image side in pixels")
-    num_train: int = field(4096, "number of training images")
-    num_test: int = field(1024, "number of held-out test images")
+    image_size: int = field(32, "image side in pixels", ge=1)
+    num_train: int = field(4096, "number of training images", ge=1)
+    num_test: int = field(1024, "number of held-out test images", ge=1)
     seed: int = field(0, "generator seed (train and test use different streams)")
 
 

@@ -91,15 +91,16 @@ class GraphDataset(Dataset):
 # ---- embedded: stochastic block model ------------------------------------------------------------------------------
 @dataclass
 class SBMConfig:
-    num_nodes: int = field(1200, "nodes of the graph")
-    num_blocks: int = field(6, "blocks (= classes)")
-    avg_degree_in: float = field(4.0, "expected neighbours inside the node's block")
-    avg_degree_out: float = field(2.0, "expected neighbours in other blocks")
-    num_features: int = field(100, "sparse bag-of-words-like node features")
-    active_features: int = field(12, "features switched on per node")
-    feature_purity: float = field(0.15, "share of a node's active features drawn from its block's vocabulary")
-    train_per_class: int = field(20, "labelled training nodes per class (Planetoid-style split)")
-    num_val: int = field(300, "validation nodes")
+    num_nodes: int = field(1200, "nodes of the graph", ge=1)
+    num_blocks: int = field(6, "blocks (= classes)", ge=1)
+    avg_degree_in: float = field(4.0, "expected neighbours inside the node's block", ge=0)
+    avg_degree_out: float = field(2.0, "expected neighbours in other blocks", ge=0)
+    num_features: int = field(100, "sparse bag-of-words-like node features", ge=1)
+    active_features: int = field(12, "features switched on per node", ge=1)
+    feature_purity: float = field(0.15, "share of a node's active features drawn from its block's vocabulary",
+                                  ge=0, le=1)
+    train_per_class: int = field(20, "labelled training nodes per class (Planetoid-style split)", ge=1)
+    num_val: int = field(300, "validation nodes", ge=0)
     seed: int = field(0, "seed of the generated graph")
 
 
@@ -251,7 +252,7 @@ def make_planetoid(cfg: PlanetoidConfig, split: str) -> NodeGraphDataset:
 class TUConfig:
     path: str | None = field(None, "folder with the TU raw files (<NAME>_A.txt ...), or its parent")
     name: str = field("MUTAG", "dataset name = file prefix: MUTAG, PROTEINS, IMDB-MULTI, ...")
-    max_degree: int = field(400, "one-hot degree features (graphs without node labels) are capped here")
+    max_degree: int = field(400, "one-hot degree features (graphs without node labels) are capped here", ge=0)
     self_loops: bool = field(True, "one self loop per node, as the GraphMAE code (a GIN layer then sums 2 h_i + "
                                    "neighbours)")
 
@@ -329,11 +330,17 @@ def make_tu(cfg: TUConfig, split: str) -> GraphDataset:
 # ---- embedded: small synthetic graph classification -----------------------------------------------------------------
 @dataclass
 class SyntheticGraphsConfig:
-    num_graphs: int = field(200, "graphs (half per class... per class share 1 / num_classes)")
-    min_nodes: int = field(12, "smallest graph")
-    max_nodes: int = field(24, "largest graph")
-    max_degree: int = field(10, "one-hot degree features capped here")
+    num_graphs: int = field(200, "graphs (half per class... per class share 1 / num_classes)", ge=1)
+    min_nodes: int = field(12, "smallest graph", ge=1)
+    max_nodes: int = field(24, "largest graph", ge=1)
+    max_degree: int = field(10, "one-hot degree features capped here", ge=0)
     seed: int = field(0, "seed of the generated graphs")
+
+    def validate(self, where: str = "data") -> None:
+        from mae_core.errors import ConfigError
+
+        if self.min_nodes > self.max_nodes:
+            raise ConfigError(f"{where}: min_nodes ({self.min_nodes}) must be <= max_nodes ({self.max_nodes})")
 
 
 def make_synthetic_graphs(cfg: SyntheticGraphsConfig, split: str) -> GraphDataset:

@@ -259,17 +259,18 @@ def generate_action(action: int, frames: int, rng: np.random.Generator, noise: f
 
 @dataclass
 class SkeletonActionsConfig:
-    num_train: int = field(600, "generated training sequences")
-    num_test: int = field(300, "generated test sequences")
-    frames: int = field(32, "frames per sequence")
+    num_train: int = field(600, "generated training sequences", ge=1)
+    num_test: int = field(300, "generated test sequences", ge=1)
+    frames: int = field(32, "frames per sequence", ge=1)
     layout: str = field("ntu25", "joint layout of the generated skeletons: ntu25 or coco17",
                         choices=["ntu25", "coco17"])
-    noise: float = field(0.03, "joint noise (fraction of body height)")
+    noise: float = field(0.03, "joint noise (fraction of body height)", ge=0)
     style: float = field(1.0, "subject variation: per-sequence motion amplitude, posture offsets, handedness "
-                              "(0 = none)")
+                              "(0 = none)", ge=0)
     nuisance: float = field(1.0, "idle motion of random frequency on every joint angle, shared by all actions "
-                                 "(0 = none)")
-    window: float = field(0.6, "the action fills a random window of at least this share of the clip (1 = all)")
+                                 "(0 = none)", ge=0)
+    window: float = field(0.6, "the action fills a random window of at least this share of the clip (1 = all)",
+                          gt=0, le=1)
     seed: int = field(0, "seed of the generator (the test split uses seed + 1)")
 
 
@@ -359,11 +360,12 @@ class SkeletonFilesConfig:
                                    "<name>_label.npy or --labels), or an MSR Action3D folder / .tar.gz")
     labels: str | None = field(None, "labels .npy / .txt for an .npy data file")
     layout: str = field("auto", "joint layout: auto (from the joint count), ntu25, coco17 or msr20")
-    frames: int = field(32, "frames per sequence after resampling")
+    frames: int = field(32, "frames per sequence after resampling", ge=1)
     test_subjects: list[int] = field([2, 4, 6, 8, 10], "MSR Action3D / NTU: subjects of the test split "
                                                        "(cross-subject protocol)")
     exclude: list[str] = field(["a13_s09_e02", "a13_s09_e03"], "MSR Action3D sequences left out (faulty files)")
-    test_fraction: float = field(0.2, ".npy data without subjects: the last fraction of samples is the test split")
+    test_fraction: float = field(0.2, ".npy data without subjects: the last fraction of samples is the test split",
+                                 ge=0, lt=1)
 
 
 def _layout_for(v: int, name: str) -> SkeletonLayout:

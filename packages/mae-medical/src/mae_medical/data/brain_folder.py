@@ -37,16 +37,16 @@ class BrainFolderConfig:
     modalities: list[str] = field(["t1", "t1ce", "t2", "flair"], "modalities to load (names from --patterns)")
     patterns: list[str] = field(list(DEFAULT_PATTERNS), "file-name suffixes per modality, 'name=suf1|suf2|...'")
     spacing: list[float] = field([2.0, 2.0, 2.0], "voxel spacing in mm after resampling (Spacingd)")
-    image_size: int = field(32, "side of the cubic crops fed to the model")
-    crops_per_case: int = field(16, "random crops drawn from each training case per epoch")
+    image_size: int = field(32, "side of the cubic crops fed to the model", ge=1)
+    crops_per_case: int = field(16, "random crops drawn from each training case per epoch", ge=1)
     cases: list[str] = field([], "use only these case folders (default: all)")
     test_cases: list[str] = field([], "case folders held out as the test split (default: the last 20 %)")
     labels_csv: str | None = field(None, "optional CSV with columns case,label (default label 0)")
     seed: int = field(0, "seed of the random crops")
     foreground_crops: float = field(0.0, "fraction of training crops centred on a brain (non-zero) voxel, the rest "
-                                         "anywhere (RandCropByPosNegLabeld; 0 = RandSpatialCropd, uniform)")
+                                         "anywhere (RandCropByPosNegLabeld; 0 = RandSpatialCropd, uniform)", ge=0, le=1)
     flip_prob: float = field(0.0, "probability of a left-right flip of a training crop (RandFlipd on the RAS x axis, "
-                                  "the same flip for every modality)")
+                                  "the same flip for every modality)", ge=0, le=1)
 
 
 def parse_patterns(patterns: list[str]) -> dict[str, list[str]]:

@@ -34,12 +34,12 @@ RADIUS = [(0.08, 0.12), (0.15, 0.19), (0.22, 0.27)]  # tumour radius range per c
 
 @dataclass
 class SyntheticBrainConfig:
-    image_size: int = field(32, "side of the generated cubic volumes in voxels")
+    image_size: int = field(32, "side of the generated cubic volumes in voxels", ge=1)
     modalities: list[str] = field(["t1", "t1ce", "t2", "flair"], "modalities to return (subset of t1, t1ce, t2, "
                                   "flair); fine-tuning and probing work on any subset")
-    num_train: int = field(256, "number of training cases")
-    num_test: int = field(128, "number of test cases")
-    noise: float = field(0.03, "standard deviation of the additive Gaussian noise (before normalisation)")
+    num_train: int = field(256, "number of training cases", ge=1)
+    num_test: int = field(128, "number of test cases", ge=1)
+    noise: float = field(0.03, "standard deviation of the additive Gaussian noise (before normalisation)", ge=0)
     seed: int = field(0, "generator seed (train and test use different streams)")
 
 

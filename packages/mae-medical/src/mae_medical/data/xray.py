@@ -108,10 +108,10 @@ class _ImageSet(Dataset):
 
 @dataclass
 class SyntheticChestConfig:
-    image_size: int = field(32, "image side in pixels")
-    num_train: int = field(2048, "training images")
-    num_test: int = field(512, "test images")
-    prevalence: float = field(0.3, "probability of each finding")
+    image_size: int = field(32, "image side in pixels", ge=1)
+    num_train: int = field(2048, "training images", ge=1)
+    num_test: int = field(512, "test images", ge=1)
+    prevalence: float = field(0.3, "probability of each finding", ge=0, le=1)
     augment: str = field("pretrain", "pretrain (random resized crop 0.5-1), finetune (+ RandAugment m6) or none",
                          choices=["pretrain", "finetune", "none"])
     seed: int = field(0, "generator seed")
@@ -133,10 +133,11 @@ class SyntheticChest(_ImageSet):
 class MedicalImagesConfig:
     path: str | None = field(None, "MedMNIST .npz file, or a folder of PNG / JPEG / DICOM images")
     labels_csv: str | None = field(None, "CSV for a folder: file name, then label column(s)")
-    image_size: int = field(28, "images are resized to this side")
+    image_size: int = field(28, "images are resized to this side", ge=1)
     augment: str = field("pretrain", "pretrain (random resized crop 0.5-1), finetune (+ RandAugment m6) or none",
                          choices=["pretrain", "finetune", "none"])
-    test_fraction: float = field(0.2, "folder data: fraction of images held out (by a hash of the file name)")
+    test_fraction: float = field(0.2, "folder data: fraction of images held out (by a hash of the file name)",
+                                 ge=0, lt=1)
 
 
 def _read_image(path: Path, size: int) -> torch.Tensor:
@@ -230,10 +231,10 @@ class MedicalImages(_ImageSet):
 
 @dataclass
 class ChestAnomalyConfig:
-    image_size: int = field(32, "image side in pixels")
-    num_train: int = field(2048, "normal training images")
-    num_test: int = field(256, "test images (half with an inserted lesion)")
-    lesion_intensity: float = field(0.4, "largest absolute intensity change of an inserted lesion")
+    image_size: int = field(32, "image side in pixels", ge=1)
+    num_train: int = field(2048, "normal training images", ge=1)
+    num_test: int = field(256, "test images (half with an inserted lesion)", ge=1)
+    lesion_intensity: float = field(0.4, "largest absolute intensity change of an inserted lesion", ge=0)
     seed: int = field(0, "generator seed")
 
 

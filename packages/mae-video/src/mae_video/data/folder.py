@@ -25,12 +25,12 @@ from .io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_frame_folder, probe_video
 @dataclass
 class VideoFolderConfig:
     path: str = field("", "folder of class sub-folders, or a CSV file of path,label[,split]")
-    num_frames: int = field(8, "frames sampled per clip")
-    stride: int = field(2, "frame stride between sampled frames")
-    image_size: int = field(32, "crop side in pixels")
+    num_frames: int = field(8, "frames sampled per clip", ge=1)
+    stride: int = field(2, "frame stride between sampled frames", ge=1)
+    image_size: int = field(32, "crop side in pixels", ge=1)
     short_side: int = field(0, "frames are resized so their short side is this many pixels, then cropped "
-                                "(0 = 1.14 x image_size)")
-    test_fraction: float = field(0.2, "held-out fraction per class when the data has no train/test split")
+                                "(0 = 1.14 x image_size)", ge=0)
+    test_fraction: float = field(0.2, "held-out fraction per class when the data has no train/test split", ge=0, lt=1)
     seed: int = field(0, "seed of the split and of the random crops / start frames")
 
 

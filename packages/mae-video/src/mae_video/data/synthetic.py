@@ -28,11 +28,11 @@ STD = (0.5, 0.5, 0.5)
 
 @dataclass
 class MovingShapesConfig:
-    num_frames: int = field(8, "frames per clip")
-    image_size: int = field(32, "frame side in pixels")
-    num_train: int = field(1024, "number of training clips")
-    num_test: int = field(256, "number of held-out test clips")
-    speed: float = field(0.11, "mean translation speed per frame, in half-widths of the frame")
+    num_frames: int = field(8, "frames per clip", ge=1)
+    image_size: int = field(32, "frame side in pixels", ge=1)
+    num_train: int = field(1024, "number of training clips", ge=1)
+    num_test: int = field(256, "number of held-out test clips", ge=1)
+    speed: float = field(0.11, "mean translation speed per frame, in half-widths of the frame", ge=0)
     seed: int = field(0, "generator seed (train and test use different streams)")
 
 
