@@ -10,9 +10,11 @@
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -66,12 +68,61 @@ def _default_mode(path: str | os.PathLike, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
 
 
+# failures of a write that come from the file system, not from the program: one-line errors
+FS_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR,
+             errno.EFBIG, errno.ENAMETOOLONG}
+
+
+def _errno_of(exc: BaseException) -> int | None:
+    """The errno of an OSError, or of a safetensors write error (``IoError(Os { code: 28, ... })``)."""
+    if isinstance(exc, OSError):
+        return exc.errno
+    if isinstance(exc, SafetensorError):
+        m = re.search(r"code: (\d+)", str(exc))
+        return int(m.group(1)) if m else None
+    return None
+
+
+def write_error(path: str | os.PathLike, exc: BaseException, what: str = "file") -> MaeError | None:
+    """A one-line MaeError for a write of ``path`` that failed because of the file system (disk full, read-only,
+    permission, not a folder), or None for any other failure."""
+    code = _errno_of(exc)
+    if code not in FS_ERRNOS:
+        return None
+    hint = {errno.ENOSPC: " (the disk is full: free some space)", errno.EDQUOT: " (disk quota exceeded)"}.get(code, "")
+    return MaeError(f"{path}: cannot write the {what}: {os.strerror(code)}{hint}")
+
+
+def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
+    """Fail early, in one line, when the output file ``path`` cannot be written (read-only or missing permission,
+    a file where a folder should be, ``path`` itself a folder); creates nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise MaeError(f"{path}: is a folder; give a file name for the {what}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise MaeError(f"{path}: cannot write the {what}: {parent} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise MaeError(f"{path}: cannot write the {what}: {e.strerror or e}") from None
+    return path
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)``, fsync, then rename onto ``path``; on any failure ``path`` is untouched. The file
-    gets the mode of an ordinary new file (0666 minus the umask)."""
+    gets the mode of an ordinary new file (0666 minus the umask). A file-system failure (disk full, read-only,
+    permission) is a one-line MaeError naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise (write_error(path, e) or e) from None
     os.close(fd)
     try:
         write(tmp)
@@ -81,9 +132,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        err = write_error(path, e)
+        if err is not None:
+            raise err from None
         raise
 
 
@@ -252,8 +306,11 @@ def save_checkpoint(directory: str | os.PathLike, model, optimizer=None, scaler=
     """Write a training checkpoint directory atomically (temporary directory, fsync, rename); the directory gets
     the mode of an ordinary ``mkdir`` (0777 minus the umask)."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    except OSError as e:
+        raise (write_error(directory, e, "checkpoint") or e) from None
     try:
         _default_mode(tmp, directory=True)
         save_file(model_state(model), str(tmp / WEIGHTS))
@@ -276,8 +333,14 @@ def save_checkpoint(directory: str | os.PathLike, model, optimizer=None, scaler=
             shutil.rmtree(directory)
         os.rename(tmp, directory)
         _fsync_dir(directory.parent)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        err = write_error(directory, e, "checkpoint")
+        if err is not None:  # disk full, read-only...: one line, and the previous checkpoint stays as it was
+            kept = [p for p in list_checkpoints(directory.parent) if p != directory]
+            raise MaeError(f"{err}; " + (f"the last good checkpoint {kept[-1]} is kept (--resume continues from it "
+                                         "once there is space)" if kept else "no checkpoint was written yet")) \
+                from None
         raise
     return directory
 

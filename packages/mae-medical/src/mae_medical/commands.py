@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from mae_core.api import load_run
-from mae_core.checkpoint import atomic_write
+from mae_core.checkpoint import atomic_write, check_writable
 from mae_core.errors import DataError, MaeError
 from mae_core.layers import grid_shape
 from mae_core.registry import CommandSpec, register_command
@@ -161,6 +161,9 @@ def _impute_run(args) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise MaeError(f"{out}: exists (use --overwrite)")
+    check_writable(out, "imputed volume")  # a read-only --out fails now, not after the imputation
+    if args.figure:
+        check_writable(args.figure, "figure")
     run = load_method_run(args.run, "bm-mae")
     spacing = args.spacing or getattr(run.config.data if run.config else None, "spacing", None) or [2.0, 2.0, 2.0]
     res = impute_case(run.model, args.case, args.missing, args.patterns, spacing, args.inputs, args.overlap,

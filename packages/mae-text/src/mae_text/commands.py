@@ -296,12 +296,13 @@ def encode_arguments(p) -> None:
 def run_encode(args) -> int:
     from safetensors.torch import save_file
 
-    from mae_core.checkpoint import atomic_write
+    from mae_core.checkpoint import atomic_write, check_writable
 
     from .data import passage_text, read_corpus
     from .retrieval import encode_texts_with
     from .tokenizer import count_truncated
 
+    check_writable(args.out, "embeddings")  # a read-only --out fails now, not after encoding
     rows = read_corpus(args.data)
     model = load_model(args.run).to(_device(args.device))
     texts = [passage_text(r) for r in rows]

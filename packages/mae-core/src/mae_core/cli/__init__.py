@@ -8,6 +8,8 @@ User errors print one line ``error: ...`` and exit with status 2, before anythin
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from typing import Sequence
 
@@ -18,11 +20,103 @@ from .commands import CORE_COMMANDS, run_domain_command
 from .flags import Parser, add_dataclass_flags, parse_run_command  # noqa: F401
 
 
+GLOBAL_FLAGS = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose", "-V": "version",
+                "--version": "version"}
+GLOBAL_HELP = ["global options (anywhere on the command line):",
+               "  -q, --quiet    no progress bar, notes or warnings: stderr carries only errors",
+               "  -v, --verbose  also print the traceback of an error (for bug reports)",
+               "  -V, --version  print the versions of this package, mae-core, torch and Python, and exit"]
+
+
+def version_line(domain: str, prog: str) -> str:
+    """``mae-3d 0.1.0 (mae-core 0.1.0, torch 2.9.1, Python 3.12.3)``."""
+    import platform
+    from importlib import metadata
+
+    import torch
+
+    from .. import __version__
+
+    try:
+        own = metadata.version(prog if prog.startswith("mae-") else f"mae-{domain}")
+    except metadata.PackageNotFoundError:
+        own = __version__
+    return f"{prog} {own} (mae-core {__version__}, torch {torch.__version__}, Python {platform.python_version()})"
+
+
+def split_global_flags(argv: Sequence[str]) -> tuple[list[str], set[str]]:
+    """Remove ``-q/--quiet``, ``-v/--verbose``, ``-V/--version`` from ``argv`` (they may stand anywhere)."""
+    rest, found = [], set()
+    for a in argv:
+        if a in GLOBAL_FLAGS:
+            found.add(GLOBAL_FLAGS[a])
+        else:
+            rest.append(a)
+    if {"quiet", "verbose"} <= found:
+        raise ConfigError("--quiet and --verbose given together; choose one")
+    return rest, found
+
+
+@contextlib.contextmanager
+def _quiet():
+    """stderr to /dev/null and progress bars off (also in processes started from here, e.g. under --nproc)."""
+    old = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+            yield
+    finally:
+        if old is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = old
+
+
 def run_cli(domain: str, argv: Sequence[str] | None = None, prog: str | None = None,
             description: str | None = None) -> int:
-    """Entry point shared by every ``mae-<domain>`` command."""
+    """Entry point shared by every ``mae-<domain>`` command (global options: ``--quiet``, ``--verbose``,
+    ``--version``; ``MAE_VERBOSITY=quiet|verbose`` in the environment sets the default, e.g. for launched workers)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = prog or f"mae-{domain}"
+    try:
+        argv, flags = split_global_flags(argv)
+    except MaeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if "version" in flags:
+        print(version_line(domain, prog))
+        return 0
+    level = "quiet" if "quiet" in flags else "verbose" if "verbose" in flags else os.environ.get("MAE_VERBOSITY", "")
+    old_level = os.environ.get("MAE_VERBOSITY")
+    if level:
+        os.environ["MAE_VERBOSITY"] = level
+    try:
+        with _quiet() if level == "quiet" else contextlib.nullcontext():
+            return _dispatch(domain, argv, prog, description)
+    except MaeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        if level == "verbose":
+            import traceback
+            traceback.print_exc()
+        return 2
+    except OSError as e:  # a file-system failure not caught where it happened: still one line
+        from ..checkpoint import write_error
+        err = write_error(e.filename or "output", e)
+        if err is None:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if old_level is None:
+            os.environ.pop("MAE_VERBOSITY", None)
+        else:
+            os.environ["MAE_VERBOSITY"] = old_level
+
+
+def _dispatch(domain: str, argv: list[str], prog: str, description: str | None) -> int:
     extra = {c.name: c for c in registry.commands(domain)}
     if not argv or argv[0] in ("-h", "--help"):
         lines = [description or f"{prog}: masked-autoencoder pretraining for {domain}", "", "commands:"]
@@ -31,22 +125,15 @@ def run_cli(domain: str, argv: Sequence[str] | None = None, prog: str | None = N
         for name, c in extra.items():
             if name not in CORE_COMMANDS:
                 lines.append(f"  {name:<12} {c.help}")
-        lines += ["", f"`{prog} COMMAND --help` explains every option of a command."]
+        lines += ["", *GLOBAL_HELP, "", f"`{prog} COMMAND --help` explains every option of a command."]
         print("\n".join(lines))
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
-    try:
-        if cmd in CORE_COMMANDS and cmd not in extra:  # a domain may register its own version of a core command
-            return CORE_COMMANDS[cmd][0](domain, rest) or 0
-        if cmd in extra:
-            return run_domain_command(domain, prog, extra[cmd], rest)
-        raise ConfigError(f"unknown command {cmd!r}; choose from: {', '.join(dict.fromkeys([*CORE_COMMANDS, *extra]))}")
-    except MaeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    if cmd in CORE_COMMANDS and cmd not in extra:  # a domain may register its own version of a core command
+        return CORE_COMMANDS[cmd][0](domain, rest) or 0
+    if cmd in extra:
+        return run_domain_command(domain, prog, extra[cmd], rest)
+    raise ConfigError(f"unknown command {cmd!r}; choose from: {', '.join(dict.fromkeys([*CORE_COMMANDS, *extra]))}")
 
 
 def domain_main(domain: str, prog: str | None = None, description: str | None = None):

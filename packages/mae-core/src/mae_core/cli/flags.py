@@ -20,7 +20,13 @@ from ..runconfig import (RESERVED, Chosen, RunConfig, Selection, alias_option_na
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one-line ConfigErrors (exit status 2 through ``run_cli``)."""
+    """An ArgumentParser whose errors are one-line ConfigErrors (exit status 2 through ``run_cli``); its help ends
+    with the global options every ``mae-<domain>`` command line takes."""
+
+    def __init__(self, *args, **kw):
+        kw.setdefault("epilog", "global options: -q/--quiet (no progress, notes or warnings), -v/--verbose "
+                                "(tracebacks of errors), -V/--version")
+        super().__init__(*args, **kw)
 
     def error(self, message):
         raise ConfigError(f"{self.prog}: {message}")
