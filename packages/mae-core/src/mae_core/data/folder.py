@@ -1,11 +1,15 @@
 """Images from a folder in torchvision ``ImageFolder`` layout (one sub-folder per class).
 
 If the folder has ``train/`` and ``val/`` (or ``test/``) sub-folders they are the splits; otherwise a
-deterministic ``val_fraction`` of each class is held out. Unreadable images raise a one-line error naming the file.
+deterministic ``val_fraction`` of each class is held out. Every image is decoded once up front (at reduced scale,
+so it is quick): unreadable or truncated files are skipped, counted and named in one warning line; a split with no
+readable image is a one-line error. 16-bit (and 32-bit integer) grey images are scaled by their bit depth, not
+clipped to white.
 """
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -39,17 +43,58 @@ def check_dir(path: str | None, what: str = "data directory") -> str:
     return path
 
 
-def _verify_images(samples) -> None:
-    """Check every file's header and structure up front (fast, no decoding of pixels), so a corrupt image is an
-    error before the run starts rather than an hour into it."""
+def _decode_check(path: str) -> str | None:
+    """None when ``path`` decodes completely, else the reason. JPEGs are decoded at reduced scale (``draft``), which
+    still reads every byte, so a truncated file is caught."""
     from PIL import Image
 
-    for path, _ in samples:
-        try:
-            with Image.open(path) as im:
-                im.verify()
-        except Exception as e:
-            raise DataError(f"{path}: cannot read image ({type(e).__name__})") from None
+    try:
+        with Image.open(path) as im:
+            if im.format == "JPEG":
+                im.draft(im.mode, (32, 32))
+            im.load()
+            if im.width < 1 or im.height < 1:
+                return "empty image"
+    except Exception as e:  # PIL raises many types for broken files
+        return f"{type(e).__name__}: {str(e).splitlines()[0][:60]}" if str(e) else type(e).__name__
+    return None
+
+
+def verify_images(samples: list, where: str) -> list:
+    """The samples whose image decodes; the others are skipped and counted in one warning line (first few named).
+    An empty result is a one-line DataError."""
+    kept, bad = [], []
+    for s in samples:
+        why = _decode_check(s[0])
+        if why is None:
+            kept.append(s)
+        else:
+            bad.append(f"{s[0]} ({why})")
+    if bad:
+        if not kept:
+            raise DataError(f"{where}: none of the {len(samples)} images can be read (first: {bad[0]})")
+        print(f"warning: skipped {len(bad)} of {len(samples)} unreadable images in {where} (first: "
+              + "; ".join(bad[:3]) + ")", file=sys.stderr)
+    return kept
+
+
+def to_8bit(im):
+    """A PIL image with more than 8 bits per grey pixel (``I;16*`` from 16-bit PNG / TIFF, ``I``, ``F``) as an 8-bit
+    ``L`` image scaled by its bit depth (PIL's own ``convert('L')`` clips everything above 255 to white)."""
+    import numpy as np
+    from PIL import Image
+
+    if not (im.mode.startswith("I") or im.mode == "F"):
+        return im
+    a = np.asarray(im, dtype=np.float64)
+    if im.mode == "F":
+        top = 1.0 if a.size and np.nanmax(a) <= 1.0 else max(float(np.nanmax(a)) if a.size else 1.0, 1.0)
+    elif im.mode.startswith("I;16") or im.format == "PNG" or (a.size and a.max() <= 65535):
+        top = 65535.0
+    else:
+        top = 2.0 ** 32 - 1
+    a = np.clip(np.nan_to_num(a, nan=0.0) / top, 0.0, 1.0)
+    return Image.fromarray(np.round(a * 255).astype(np.uint8), "L")
 
 
 class ImageFolderDataset(Dataset):
@@ -79,8 +124,8 @@ class ImageFolderDataset(Dataset):
             samples = [s for s, h in zip(samples, held.tolist()) if h == (split != "train")]
             if not samples:
                 raise DataError(f"{base}: the {split} split is empty (too few images for val_fraction={c.val_fraction})")
+        samples = verify_images(samples, f"{base} ({split})")
         self.samples = samples
-        _verify_images(samples)
         self.classes = classes
         self.num_classes = len(classes)
         self.labels = torch.tensor([t for _, t in samples])
@@ -102,7 +147,7 @@ class ImageFolderDataset(Dataset):
         path, label = self.samples[i]
         try:
             with Image.open(path) as im:
-                im = im.convert("RGB" if self.config.in_chans == 3 else "L")
+                im = to_8bit(im).convert("RGB" if self.config.in_chans == 3 else "L")
         except Exception as e:  # PIL raises many types for broken files
             raise DataError(f"{path}: cannot read image ({type(e).__name__})") from None
         x = self.transform(im)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from mae_core.config import field
-from mae_core.data import numpy_load_error
+from mae_core.data import numpy_load_error, to_8bit
 from mae_core.errors import DataError
 
 FINDINGS = ["nodule", "effusion", "cardiomegaly"]
@@ -155,7 +155,8 @@ def _read_image(path: Path, size: int) -> torch.Tensor:
     else:
         from PIL import Image, UnidentifiedImageError
         try:
-            t = torch.from_numpy(np.asarray(Image.open(path).convert("L"), dtype=np.float32))
+            with Image.open(path) as im:  # 16-bit PNGs scaled by their bit depth, not clipped to white
+                t = torch.from_numpy(np.asarray(to_8bit(im).convert("L"), dtype=np.float32))
         except (UnidentifiedImageError, OSError) as e:
             raise DataError(f"{path}: not a readable image ({str(e)[:60]})") from None
     t = F.interpolate(t[None, None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
