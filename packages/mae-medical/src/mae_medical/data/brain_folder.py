@@ -3,8 +3,9 @@
 File names are matched by configurable suffix patterns, one entry per modality, ``name=suffix|suffix|...``; the
 defaults understand BraTS 2021 (``_t1.nii.gz``), BraTS 2023 (``-t1n.nii.gz``) and BrainLes (``_t1_bet.nii.gz``)
 names. Every case is checked when the dataset is built (before anything is written): a missing modality file,
-a corrupt or non-3-D NIfTI, modalities of different shapes, NaN / inf voxels, an unknown modality name and a case
-with no modality at all are each a one-line :class:`~mae_core.errors.DataError` naming the case and the file.
+a corrupt or non-3-D NIfTI, modalities of different shapes, NaN / inf voxels, an all-zero volume, an unknown modality name and
+a case with no modality at all are each a one-line :class:`~mae_core.errors.DataError` naming the case and the file;
+cases smaller than the crop after resampling are counted in one warning line (they are zero-padded).
 
 Pipeline (MONAI dictionary transforms): ``LoadImaged`` -> ``EnsureChannelFirstd`` -> ``Orientationd("RAS")`` ->
 ``Spacingd`` -> ``NormalizeIntensityd(nonzero=True, channel_wise=True)`` (cached once per case), then per sample
@@ -13,6 +14,7 @@ Pipeline (MONAI dictionary transforms): ``LoadImaged`` -> ``EnsureChannelFirstd`
 from __future__ import annotations
 
 import csv
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,6 +108,9 @@ def check_nifti(case: str, path: Path) -> tuple[int, ...]:
         raise DataError(f"case {case}: file {path.name} is corrupt ({str(e).splitlines()[0][:80]})") from None
     if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
         raise DataError(f"case {case}: file {path.name} contains NaN or inf voxels")
+    if not np.any(data):
+        raise DataError(f"case {case}: file {path.name} is empty (every voxel is 0): an export or conversion error? "
+                        "Replace the file, or leave the case out with --cases")
     return shape
 
 
@@ -211,6 +216,12 @@ class BrainFolder(Dataset):
                 if not torch.isfinite(v).all():
                     raise DataError(f"case {p.name}: file {files[m].name} gives NaN / inf after preprocessing")
             self.volumes.append(vols)
+        small = [(p.name, tuple(next(iter(v.values())).shape[1:])) for p, v in zip(self.cases, self.volumes)
+                 if min(next(iter(v.values())).shape[1:]) < c.image_size]
+        if small:  # zero-padded up to the crop: say so, instead of training on padding silently
+            print(f"warning: brain-folder: {len(small)} of {len(self.cases)} {split} cases are smaller than the "
+                  f"{c.image_size}^3 crop after resampling to {list(c.spacing)} mm and are zero-padded (first: case "
+                  f"{small[0][0]}, {'x'.join(map(str, small[0][1]))} voxels)", file=sys.stderr)
         if not 0.0 <= c.foreground_crops <= 1.0:
             raise DataError(f"brain-folder: foreground_crops must be in [0, 1], got {c.foreground_crops}")
         self.fg_indices = []
