@@ -16,6 +16,7 @@ pickles are read with mae-core's ``safe_unpickle`` (numpy / scipy types only) an
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -286,12 +287,17 @@ def load_tu(path: str | Path, name: str = "MUTAG", max_degree: int = 400, self_l
     for req in ("graph_indicator", "graph_labels"):
         if not (folder / f"{name}_{req}.txt").exists():
             raise DataError(f"{folder}: {name}_{req}.txt is missing")
+    if not (folder / f"{name}_A.txt").read_bytes().strip():
+        raise DataError(f"{folder / f'{name}_A.txt'}: no edges at all, so no graph structure to learn from (a TU "
+                        "edge list holds one 'source, target' line per edge)")
     try:
         data, slices, sizes = read_tu_data(str(folder), name)
     except Exception as e:
         raise DataError(f"{folder}: cannot read the TU files of {name!r} ({type(e).__name__}: {e})") from None
     n_graphs = len(slices["y"]) - 1
     ns, es = slices["x"] if "x" in slices else None, slices["edge_index"]
+    if len(es) < n_graphs + 1:  # PyG's slices end at the last graph with an edge: the rest have none
+        es = torch.cat([es, es[-1:].repeat(n_graphs + 1 - len(es))])
     if ns is None:  # no node features at all: node counts from the graph indicator
         ind = torch.tensor([int(v) for v in (folder / f"{name}_graph_indicator.txt").read_text().split()]) - 1
         ns = torch.cat([torch.zeros(1, dtype=torch.long), torch.bincount(ind, minlength=n_graphs).cumsum(0)])
@@ -308,6 +314,10 @@ def load_tu(path: str | Path, name: str = "MUTAG", max_degree: int = 400, self_l
         if n_lab:
             labels.append(data.x[n0:n1, n_att:n_att + n_lab].argmax(1))
         graphs.append(g)
+    no_edges = [i for i, g in enumerate(graphs) if g.edge_index.shape[1] == 0]
+    if no_edges:
+        print(f"warning: {folder}: {len(no_edges)} of {n_graphs} {name} graphs have no edges (isolated nodes only; "
+              f"first: graph {no_edges[0] + 1})", file=sys.stderr)
     tu_node_features(graphs, labels if n_lab else None, max_degree)
     if self_loops:
         add_self_loops_all(graphs)

@@ -32,6 +32,7 @@ from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_poo
 from mae_core.config import field
 from mae_core.masking import random_masking
 from mae_core.contract import PretrainedMixin
+from mae_core.errors import MaeError
 from mae_core.models import ModelOutput
 
 from ..gnn import GAT, GIN, csr_rows, keep_mask, sce_loss, sce_loss_linear
@@ -51,7 +52,7 @@ class GraphMAEConfig:
     attn_drop: float = field(0.1, "GAT attention dropout")
     negative_slope: float = field(0.2, "GAT leaky-relu slope")
     norm: str | None = field(None, "normalisation inside the GNN: none, batchnorm or layernorm")
-    mask_rate: float = field(0.5, "fraction of nodes masked")
+    mask_rate: float = field(0.5, "fraction of nodes masked (in (0, 1): the loss is over the masked nodes)")
     replace_rate: float = field(0.05, "share of masked nodes given a random node's features instead of [MASK]")
     loss_fn: str = field("sce", "sce (scaled cosine error) or mse", choices=["sce", "mse"])
     alpha_l: float = field(3.0, "SCE exponent alpha")
@@ -69,6 +70,16 @@ class GraphMAEConfig:
     weight_decay_f: float = field(1e-4, "logreg probe: weight decay")
     max_epoch_f: int = field(300, "logreg probe: epochs")
     probe_seeds: int = field(20, "logreg probe: seeds averaged (mean +- std)")
+
+    def validate(self, where: str = "model") -> None:
+        """A mask rate of 0 masks no node: the loss (a mean over the masked nodes) would be NaN."""
+        from mae_core.config import check_range
+        from mae_core.errors import ConfigError
+
+        if self.mask_rate <= 0 or self.mask_rate >= 1:
+            raise ConfigError(f"{where}.mask_rate: {self.mask_rate} masks {'no' if self.mask_rate <= 0 else 'every'}"
+                              " node, so there is nothing to reconstruct from; give a rate in (0, 1), e.g. 0.5")
+        check_range(self.replace_rate, {"ge": 0, "le": 1}, f"{where}.replace_rate")
 
 
 class GraphMAE(PretrainedMixin, nn.Module):
@@ -172,6 +183,9 @@ class GraphMAE(PretrainedMixin, nn.Module):
             use_x, mask, token_nodes, noise_nodes = self.mask_nodes(x, generator)
             enc = self.encoder(use_x, edge_index)
         masked = mask.nonzero().flatten()
+        if masked.numel() == 0:  # the loss is a mean over the masked nodes: say why instead of a NaN loss
+            raise MaeError(f"mask_rate={self.config.mask_rate} masks no node of this {n}-node batch, so the loss is "
+                           "undefined; raise --mask-rate (or use larger graphs / batches)")
         extra = {"token_nodes": token_nodes, "noise_nodes": noise_nodes, "masked_nodes": masked}
         metrics = {"masked_nodes": float(masked.numel())}
         if xs is not None and self.fused_decoder():
