@@ -106,3 +106,32 @@ def test_synthetic_clips_are_deterministic_and_labelled():
     m = a.masks[i].float()
     xs = [(m[t].sum(0) * torch.arange(16.0)).sum() / m[t].sum() for t in (0, 7)]
     assert xs[1] > xs[0] + 2
+
+
+def test_single_frame_video_is_skipped_and_short_clips_counted(tmp_path):
+    """A 1-frame MP4 is a still image: skipped with a warning naming it; clips shorter than a sample's span are
+    counted in one warning; a split left with no video is a one-line error."""
+    for c in ("a", "b"):
+        (tmp_path / "train" / c).mkdir(parents=True)
+        (tmp_path / "test" / c).mkdir(parents=True)
+        write_video(tmp_path / "train" / c / "long.mp4", _frames(t=16))
+        write_video(tmp_path / "train" / c / "short.mp4", _frames(t=5))
+        write_video(tmp_path / "test" / c / "long.mp4", _frames(t=16))
+    still = tmp_path / "train" / "a" / "still.mp4"
+    write_video(still, _frames(t=1))
+    assert probe_video(still) == 1
+    cfg = VideoFolderConfig(path=str(tmp_path), num_frames=4, stride=2, image_size=16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = VideoFolderDataset(cfg, "train")
+    msgs = [str(w.message) for w in caught]
+    assert any("still.mp4: a single frame (a still image, not a video)" in m for m in msgs), msgs
+    assert any("2 of 4 train clips have fewer frames than a sample spans (7 = 4 frames x stride 2; shortest 5)" in m
+               for m in msgs), msgs
+    assert len(ds) == 4 and ds.skipped == [str(still)]
+    assert ds[0]["video"].shape == (3, 4, 16, 16)
+    only = tmp_path / "only"
+    (only / "a").mkdir(parents=True)
+    write_video(only / "a" / "still.mp4", _frames(t=1))
+    with pytest.warns(UserWarning), pytest.raises(DataError, match="no readable video of two or more frames"):
+        VideoFolderDataset(VideoFolderConfig(path=str(only), test_fraction=0.0), "train")

@@ -3,7 +3,8 @@ of ``path,label`` rows (an optional third column ``split`` = train / test).
 
 A folder with ``train/`` and ``test/`` sub-folders uses them as the splits; otherwise a deterministic, class
 stratified ``test_fraction`` of the clips is held out. Every file is probed once when the dataset is built: a
-corrupt or unreadable file is skipped with a warning that names it, and counted in ``skipped``.
+corrupt or unreadable file, or a single-frame one, is skipped with a warning that names it, and counted in
+``skipped``; clips shorter than a sample's span are counted in one warning (their last frame is repeated).
 """
 from __future__ import annotations
 
@@ -118,6 +119,8 @@ class VideoFolderDataset(Dataset):
             p, lab = items[i]
             try:
                 n = probe_video(p)
+                if n < 2:  # clamped sampling would repeat it: a still picture posing as a clip
+                    raise DataError(f"{p}: a single frame (a still image, not a video)")
             except DataError as e:
                 warnings.warn(f"skipped {e}", stacklevel=2)
                 self.skipped.append(str(p))
@@ -125,7 +128,17 @@ class VideoFolderDataset(Dataset):
             self.samples.append((p, to_id[lab]))
             self.lengths.append(n)
         if self.skipped:
-            warnings.warn(f"{root}: skipped {len(self.skipped)} unreadable file(s) of the {split} split", stacklevel=2)
+            warnings.warn(f"{root}: skipped {len(self.skipped)} unreadable or single-frame file(s) of the {split} "
+                          "split", stacklevel=2)
+        if not self.samples:
+            raise DataError(f"{root}: no readable video of two or more frames in the {split} split "
+                            f"(first skipped: {self.skipped[0] if self.skipped else 'none'})")
+        span = (c.num_frames - 1) * c.stride + 1
+        short = [n for n in self.lengths if n < span]
+        if short:  # sampled with the last frame repeated: say how many
+            warnings.warn(f"{root}: {len(short)} of {len(self.lengths)} {split} clips have fewer frames than a sample "
+                          f"spans ({span} = {c.num_frames} frames x stride {c.stride}; shortest {min(short)}); their "
+                          "last frame is repeated", stacklevel=2)
         self.labels = torch.tensor([t for _, t in self.samples], dtype=torch.long)
         self._gen = torch.Generator().manual_seed(c.seed)
 
