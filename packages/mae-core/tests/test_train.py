@@ -187,6 +187,8 @@ def test_ema_run_interrupted_and_resumed_is_bit_identical(tmp_path, ema_in_model
     assert not torch.equal(ea["module.norm.weight"], full.mae.encoder.state_dict()["norm.weight"])  # lags behind
     assert any(not torch.equal(ea[f"module.{k}"], v) for k, v in initial.items())  # and did move
     saved = load_file(str(t_full.latest_checkpoint() / "train_state.safetensors"))
+    again = load_file(str(t_res.latest_checkpoint() / "train_state.safetensors"))
+    assert saved.keys() == again.keys() and all(torch.equal(saved[k], again[k]) for k in saved)  # moments, RNG
     assert any(k.startswith("callback.0.") for k in saved) != ema_in_model  # saved once, in one place
 
 
