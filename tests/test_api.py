@@ -42,6 +42,9 @@ def test_create_model_takes_overrides_and_applies_adapt():
     # adapt: the model follows its dataset (here a 16-px shapes set)
     m16 = mae_core.create_model("image-mae", data_config={"image_size": 16}, embed_dim=32, num_heads=2)
     assert m16.config.img_size == 16
+    # a built dataset: the model follows that dataset's own config
+    ds = mae_core.create_dataset("shapes", image_size=24, num_train=8, num_test=4)
+    assert mae_core.create_model("image-mae", dataset=ds, embed_dim=32, num_heads=2).config.img_size == 24
     # adapt=False builds exactly the config given
     assert mae_core.create_model("image-mae", adapt=False, img_size=24).config.img_size == 24
     with pytest.raises(ConfigError, match="unknown key 'dept'"):

@@ -17,12 +17,14 @@ from .api import Run, create_dataset, create_model, from_pretrained, list_datase
 from .contract import MAEModel, check_contract
 from .errors import ConfigError, DataError, MaeError, NonFiniteLossError
 from .eval.probes import ProbeConfig, register_probe
+from .layers.ema import EMA
 from .masking import MaskInfo
 from .models import MAEDecoder, MaskedAutoencoder, ModelOutput, TransformerEncoder
 from .registry import CommandSpec, DatasetSpec, MethodSpec, PresetSpec, register_command, register_dataset, \
     register_method, register_preset
 from .runconfig import RunConfig
-from .train import TrainConfig, Trainer
+from .teacher import FrozenTeacher, TeacherOutput
+from .train import EMACallback, TrainConfig, Trainer
 from .workflows import FinetuneConfig, finetune, pretrain, probe, reconstruct
 
 __version__ = "0.1.0"
@@ -37,5 +39,7 @@ __all__ = [
     "register_dataset", "register_preset", "register_command", "register_probe",
     # building blocks and errors
     "MaskInfo", "MAEDecoder", "MaskedAutoencoder", "ModelOutput", "TransformerEncoder", "Trainer",
+    # teachers and EMA (distillation, EMA targets)
+    "FrozenTeacher", "TeacherOutput", "EMA", "EMACallback",
     "ConfigError", "DataError", "MaeError", "NonFiniteLossError", "__version__",
 ]

@@ -67,6 +67,12 @@ def adapt_config(spec: registry.MethodSpec, model_config: Any, dataset: Any = No
     if spec.adapt is None:
         return model_config
     name = dataset_name or spec.default_dataset
+    own = getattr(dataset, "config", None)
+    if data_config is None and own is not None and dataset_name is None:
+        # a built dataset carries its own config: adapt to that one (and to its registered dataset)
+        match = [d for d in registry.datasets(spec.domain) if isinstance(own, d.config_cls)]
+        if match:
+            name, data_config = match[0].name, own
     if dataset is None and name is None:
         return model_config
     dspec = registry.get_dataset(name, spec.domain) if name else None
