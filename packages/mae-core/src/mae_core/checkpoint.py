@@ -270,8 +270,9 @@ def load_foreign(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe pickle"
         raise MaeError(f"{path}: refused to load: the file needs to run code to unpickle, which weights-only "
                        f"loading forbids ({first[:120]})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise MaeError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0][:100]})") from None
+    except Exception as e:  # torch.load raises many types on foreign or broken bytes (EOFError, IndexError, ...)
+        first = str(e).strip().splitlines()[0][:100] if str(e).strip() else type(e).__name__
+        raise MaeError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
     for key in ("model", "state_dict", "model_state"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]

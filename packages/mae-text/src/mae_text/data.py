@@ -45,16 +45,25 @@ def read_jsonl(path: Path, require: tuple[str, ...] = ("text",)) -> list[dict]:
         fh = open(path, encoding="utf-8")
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    i = 0
     with fh:
-        for i, line in enumerate(fh, 1):
+        lines = iter(fh)
+        while True:
+            try:
+                line = next(lines)
+            except StopIteration:
+                break
+            except UnicodeDecodeError:  # raised while reading the next line
+                raise DataError(f"{path}:{i + 1}: not UTF-8 text") from None
+            i += 1
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}:{i}: invalid JSON ({e.msg})") from None
-            except UnicodeDecodeError:
-                raise DataError(f"{path}:{i}: not UTF-8 text") from None
+            except RecursionError:
+                raise DataError(f"{path}:{i}: JSON nested too deeply") from None
             if not isinstance(obj, dict):
                 raise DataError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}")
             for k in require:

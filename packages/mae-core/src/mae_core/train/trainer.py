@@ -33,31 +33,47 @@ from .optim import build_optimizer, cosine_lr, param_groups, scaled_lr, set_lr
 
 @dataclass
 class TrainConfig:
-    epochs: int = field(20, "passes over the training set")
-    batch_size: int = field(128, "samples per step and process")
-    base_lr: float = field(1.5e-4, "lr = base_lr x effective batch / 256 (effective = batch x accum x processes)")
-    lr: float | None = field(None, "absolute learning rate; overrides base_lr when set")
-    min_lr: float = field(0.0, "learning rate at the end of the cosine schedule")
-    warmup_epochs: float = field(2.0, "epochs of linear warm-up")
-    weight_decay: float = field(0.05, "AdamW weight decay (none on biases, norms and tokens)")
+    epochs: int = field(20, "passes over the training set", ge=1)
+    batch_size: int = field(128, "samples per step and process", ge=1)
+    base_lr: float = field(1.5e-4, "lr = base_lr x effective batch / 256 (effective = batch x accum x processes)",
+                           gt=0)
+    lr: float | None = field(None, "absolute learning rate; overrides base_lr when set", gt=0)
+    min_lr: float = field(0.0, "learning rate at the end of the cosine schedule", ge=0)
+    warmup_epochs: float = field(2.0, "epochs of linear warm-up", ge=0)
+    weight_decay: float = field(0.05, "AdamW weight decay (none on biases, norms and tokens)", ge=0)
     betas: tuple[float, float] = field((0.9, 0.95), "AdamW betas")
     optimizer: str = field("adamw", "adamw, adam or sgd", choices=["adamw", "adam", "sgd"])
     drop_last: bool = field(True, "drop the last incomplete batch of each epoch (off: a smaller last batch with one "
                                   "process; wrap-around padding with several)")
-    accum_steps: int = field(1, "gradient accumulation steps per optimizer step")
-    clip_grad: float | None = field(None, "clip the gradient norm to this value (none = no clipping)")
+    accum_steps: int = field(1, "gradient accumulation steps per optimizer step", ge=1)
+    clip_grad: float | None = field(None, "clip the gradient norm to this value (none = no clipping)", gt=0)
     amp: str = field("none", "mixed precision: none, bf16, or fp16 (GPU only, with a GradScaler)",
                      choices=["none", "bf16", "fp16"])
     device: str = field("auto", "auto, cpu, cuda or cuda:N")
     seed: int = field(0, "seed of python, numpy, torch, the masking generator and the data order")
-    num_workers: int = field(0, "data-loader worker processes")
-    log_every: int = field(10, "optimizer steps between metric lines")
-    checkpoint_every: int = field(0, "optimizer steps between checkpoints (0 = at the end of every epoch)")
-    keep_last: int = field(2, "training checkpoints kept on disk")
-    max_steps: int | None = field(None, "stop after this many optimizer steps (for quick runs)")
+    num_workers: int = field(0, "data-loader worker processes", ge=0)
+    log_every: int = field(10, "optimizer steps between metric lines", ge=1)
+    checkpoint_every: int = field(0, "optimizer steps between checkpoints (0 = at the end of every epoch)",
+                                  ge=0)
+    keep_last: int = field(2, "training checkpoints kept on disk", ge=1)
+    max_steps: int | None = field(None, "stop after this many optimizer steps (for quick runs)", ge=0)
     grad_checkpointing: bool = field(False, "recompute encoder activations in the backward pass (saves memory)")
     compile: bool = field(False, "torch.compile the model (fuses element-wise ops; the first steps are slow)")
     progress: bool = field(True, "show a progress bar")
+
+    def validate(self, where: str = "train") -> None:
+        """A known device and AdamW betas in [0, 1) (called by ``mae_core.config.from_dict``)."""
+        import re
+
+        from ..config import check_range
+        from ..errors import ConfigError
+
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"{where}.device: {self.device!r} is not a device; use auto, cpu, cuda or cuda:N")
+        if len(self.betas) != 2:
+            raise ConfigError(f"{where}.betas: expected two numbers, got {list(self.betas)}")
+        for i, b in enumerate(self.betas):
+            check_range(b, {"ge": 0, "lt": 1}, f"{where}.betas[{i}]")
 
 
 def resolve_device(name: str) -> torch.device:

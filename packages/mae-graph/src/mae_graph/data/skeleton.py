@@ -295,11 +295,15 @@ def read_ntu_skeleton(path: str | Path, max_bodies: int = 2) -> np.ndarray:
     path = Path(path)
     try:
         tokens = path.read_text().split("\n")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a valid NTU .skeleton file (not text)") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
     lines = iter(tokens)
     try:
         t = int(next(lines))
+        if not 0 < t <= len(tokens):  # a frame count the file cannot hold (and no giant allocation)
+            raise ValueError(t)
         out = np.zeros((3, t, 25, max_bodies), dtype=np.float32)
         for f in range(t):
             bodies = int(next(lines))
