@@ -69,7 +69,7 @@ def verify_images(samples: list, where: str) -> list:
         if why is None:
             kept.append(s)
         else:
-            bad.append(f"{s[0]} ({why})")
+            bad.append(f"{s[0]}: cannot read image ({why})")
     if bad:
         if not kept:
             raise DataError(f"{where}: none of the {len(samples)} images can be read (first: {bad[0]})")
