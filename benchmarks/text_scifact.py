@@ -2,6 +2,7 @@
 (so that each locked run stays short):
 
     OMP_NUM_THREADS=1 uv run python benchmarks/text_scifact.py --pretrain retromae --steps 500
+    OMP_NUM_THREADS=1 uv run python benchmarks/text_scifact.py --pretrain mlm --steps 500
     OMP_NUM_THREADS=1 uv run python benchmarks/text_scifact.py --pretrain dupmae --steps 500
     OMP_NUM_THREADS=1 uv run python benchmarks/text_scifact.py --pretrain starbucks --steps 150 --pairs 1x16 2x32 3x64 4x128
     OMP_NUM_THREADS=1 uv run python benchmarks/text_scifact.py --finetune scratch retromae dupmae --seeds 0 1
@@ -27,8 +28,9 @@ from mae_text.cli import main as mae_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "scifact" / "beir_format"
-FINETUNED = ["scratch", "retromae", "dupmae", "dupmae-cls", "starbucks", "starbucks-scratch"]
+FINETUNED = ["scratch", "retromae", "mlm", "dupmae", "dupmae-cls", "starbucks", "starbucks-scratch"]
 LABELS = {"scratch": "same encoder, no pretraining", "retromae": "RetroMAE",
+          "mlm": "plain MLM (same encoder, whole-word 0.3, no decoder)",
           "dupmae": "DupMAE ([CLS] reduced + top-k lexical)",
           "dupmae-cls": "DupMAE pretraining, [CLS] only (finetune --pool cls)",
           "starbucks": "Starbucks (full size, 4x128)",
@@ -123,7 +125,7 @@ def report(a):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pretrain", choices=["retromae", "dupmae", "starbucks"])
+    ap.add_argument("--pretrain", choices=["retromae", "mlm", "dupmae", "starbucks"])
     ap.add_argument("--finetune", nargs="*", choices=FINETUNED, default=[])
     ap.add_argument("--seeds", nargs="*", type=int, default=[0], help="fine-tuning seeds")
     ap.add_argument("--bm25", action="store_true")

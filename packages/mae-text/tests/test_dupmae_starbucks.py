@@ -12,9 +12,9 @@ def test_bow_hand_computed():
     ids = torch.tensor([[1, 2, 1, 0]])
     ordinary = torch.tensor([[True, True, True, False]])  # the last position is padding
     assert torch.equal(bow_vector(logits, ordinary), torch.tensor([[1.0, 2, 3, 0]]))
-    assert torch.equal(bow_target(ids, ordinary, 4), torch.tensor([[0.0, 0.5, 0.5, 0]]))
+    assert torch.allclose(bow_target(ids, ordinary, 4), torch.tensor([[0.0, 1 / 3, 1 / 3, 0]]))  # 1 / n, n = 3
     lse = math.log(math.e + math.e ** 2 + math.e ** 3 + 1)
-    assert bow_loss(logits, ids, ordinary).item() == pytest.approx(lse - 2.5, rel=1e-5)
+    assert bow_loss(logits, ids, ordinary).item() == pytest.approx(2 / 3 * lse - 5 / 3, rel=1e-5)
 
 
 def test_bow_skips_texts_without_ordinary_tokens():

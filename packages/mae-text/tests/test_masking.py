@@ -1,6 +1,8 @@
 import torch
 
-from mae_text.masking import corrupt, decoder_attention_mask, whole_word_mask
+import pytest
+
+from mae_text.masking import corrupt, retromae_decoder_visibility, token_budget, word_masks
 
 
 def _word_ids():
@@ -10,33 +12,64 @@ def _word_ids():
     return torch.tensor([a, b])
 
 
-def test_whole_word_mask_counts_and_words_stay_whole():
+def _att(wid):
+    # real tokens: words plus [CLS] at 0 and [SEP] right after the last word
+    n = (wid >= 0).sum(1) + 2
+    return torch.arange(wid.shape[1])[None] < n[:, None]
+
+
+def test_token_budget_hand_computed():
+    """Reference ``num_to_predict = max(1, round(ratio x tokens))``, [CLS] / [SEP] counted, half to even."""
+    att = torch.arange(20)[None] < torch.tensor([7, 3, 17, 17])[:, None]
+    assert token_budget(att, 0.3).tolist() == [2, 1, 5, 5]  # 2.1, 0.9, 5.1
+    assert token_budget(att, 0.5).tolist() == [4, 2, 8, 8]  # 3.5 -> 4, 1.5 -> 2, 8.5 -> 8 (half to even)
+    assert token_budget(att[1:2], 0.15).tolist() == [1]  # round(0.45) = 0 -> at least 1
+
+
+def test_word_masks_reference_greedy_fill():
+    """Words are taken whole in a random order; one that would overflow the budget k is skipped, so in the end
+    every word left out is larger than the room left (k - masked)."""
     wid = _word_ids()
-    g = torch.Generator().manual_seed(0)
-    for _ in range(50):
-        m = whole_word_mask(wid, 0.3, g)
-        assert not m[wid < 0].any()  # specials and padding never masked
-        for row in range(2):
-            words = {int(w) for w in wid[row][m[row]]}
-            assert len(words) == round(0.3 * 10)  # exactly round(0.3 * n_words) words
-            for w in words:  # every piece of a chosen word is masked
-                assert m[row][wid[row] == w].all()
+    att = _att(wid)
+    k = token_budget(att, 0.3)  # row 0: 17 real tokens -> 5; row 1: 12 -> 4 (3.6)
+    assert k.tolist() == [5, 4]
+    (m,) = word_masks(wid, att, [0.3], draws=200, generator=torch.Generator().manual_seed(0))
+    assert m.shape == (2, 200, wid.shape[1])
+    assert not (m & (wid < 0)[:, None]).any()  # never specials / padding
+    for row in range(2):
+        sizes = torch.bincount(wid[row][wid[row] >= 0])
+        for d in range(200):
+            mask = m[row, d]
+            count = int(mask.sum())
+            assert count <= k[row]
+            words = set(wid[row][mask].tolist())
+            for w in range(len(sizes)):
+                if w in words:
+                    assert mask[wid[row] == w].all()  # whole word
+                else:
+                    assert count + sizes[w] > k[row]  # skipped only because it did not fit
+    assert (m[1].sum(-1) == 4).all()  # one-piece words fill the budget exactly
 
 
-def test_whole_word_mask_rate_is_uniform_over_words():
-    n = 4000
-    wid = _word_ids()[:1].expand(n, -1)
-    m = whole_word_mask(wid, 0.3, torch.Generator().manual_seed(1))
-    rate = torch.stack([m[:, wid[0] == w].any(1).float().mean() for w in range(10)])
-    assert torch.allclose(rate, torch.full_like(rate, 0.3), atol=0.04), rate
+def test_word_masks_rate_is_uniform_over_words():
+    wid = torch.tensor([[-1] + list(range(10)) + [-1]])
+    (m,) = word_masks(wid, _att(wid), [0.5], draws=4000, generator=torch.Generator().manual_seed(1))
+    rate = m[0, :, 1:11].float().mean(0)  # k = 6 of 10 words
+    assert torch.allclose(rate, torch.full_like(rate, 0.6), atol=0.04), rate
 
 
-def test_whole_word_mask_deterministic_and_high_ratio():
+def test_nested_masks_encoder_inside_decoder():
+    """Starbucks' collator: encoder 0.2 inside decoder 0.4, from one word order."""
     wid = _word_ids()
-    a = whole_word_mask(wid, 0.5, torch.Generator().manual_seed(3))
-    b = whole_word_mask(wid, 0.5, torch.Generator().manual_seed(3))
-    assert torch.equal(a, b)
-    assert len({int(w) for w in wid[1][a[1]]}) == 5
+    att = _att(wid)
+    enc, dec = word_masks(wid, att, [0.2, 0.4], draws=300, generator=torch.Generator().manual_seed(2))
+    assert not (enc & ~dec).any()
+    assert (dec[1].sum(-1) == round(12 * 0.4)).all() and (enc[1].sum(-1) == round(12 * 0.2)).all()  # 5 and 2
+    assert (enc[0].sum(-1) <= 3).all() and (dec[0].sum(-1) <= 7).all()  # 17 tokens: 3.4 -> 3, 6.8 -> 7
+    assert (enc[0].sum(-1) >= 1).all()
+    a = word_masks(wid, att, [0.2, 0.4], draws=3, generator=torch.Generator().manual_seed(3))
+    b = word_masks(wid, att, [0.2, 0.4], draws=3, generator=torch.Generator().manual_seed(3))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
 
 
 def test_corrupt_80_10_10():
@@ -53,23 +86,28 @@ def test_corrupt_80_10_10():
     assert ((m >= 5) | (m == 4)).all()  # random replacements are never special tokens
 
 
-def test_decoder_attention_mask():
-    b, length = 64, 40
-    att = torch.ones(b, length, dtype=torch.bool)
-    att[:, 30:] = False  # padding
-    m = decoder_attention_mask(att, 0.5, torch.Generator().manual_seed(0))
-    assert m.shape == (b, length, length)
-    real = torch.arange(length) < 30
-    idx = torch.arange(1, length)
-    assert not m[:, idx, idx].any()  # never itself
-    assert m[:, :, 0].all()  # [CLS] always visible
-    assert not m[:, :, 30:].any()  # padding never visible
-    # the expected fraction of the other real positions (excluding [CLS] and the row itself) is visible
-    other = real[None, :] & real[:, None] & ~torch.eye(length, dtype=torch.bool)
-    other[:, 0] = False
-    frac = m[:, other].float().mean().item()
-    assert abs(frac - 0.5) < 0.01, frac
-    m2 = decoder_attention_mask(att, 0.2, torch.Generator().manual_seed(0))
-    assert abs(m2[:, other].float().mean().item() - 0.2) < 0.01
-    # rows differ: the mask is position specific
-    assert not torch.equal(m[0, 5], m[0, 6])
+def test_retromae_decoder_visibility_per_row_counts():
+    """Row i hides one whole-word mask at 0.5 (exactly k = round(0.5 n) tokens with one-piece words) plus itself and
+    sees every other real position: n - |mask U {i}|, i.e. n - k - 1 or n - k; [CLS] always (rows >= 1), [SEP]
+    always (other rows), padding never."""
+    length, n = 24, 17  # [CLS] 15 one-piece words [SEP] + 7 pads
+    wid = torch.full((64, length), -1)
+    wid[:, 1:16] = torch.arange(15)
+    att = torch.arange(length)[None].expand(64, -1) < n
+    v = retromae_decoder_visibility(wid, att, 0.5, torch.Generator().manual_seed(0))
+    assert v.shape == (64, length, length)
+    k = 8  # round(8.5) = 8
+    idx = torch.arange(length)
+    assert not v[:, idx, idx].any()  # never itself
+    assert v[:, 1:n, 0].all()  # [CLS] visible to every real row after it
+    sep = n - 1
+    assert v[:, [i for i in range(n) if i != sep], sep].all()  # [SEP] visible to every other row
+    assert not v[:, :, n:].any()  # padding keys never
+    seen = v[:, :n, :n].sum(-1)  # (64, n) positions each real row sees
+    assert ((seen[:, 1:16] == n - k - 1) | (seen[:, 1:16] == n - k)).all(), seen
+    # rows whose own token is not in their mask hide exactly k other words; the others k - 1 (themselves counted)
+    other_hidden = (~v[:, 1:16, 1:16]).sum(-1) - 1  # hidden ordinary keys other than the row itself
+    assert ((other_hidden == k) | (other_hidden == k - 1)).all()
+    assert (other_hidden == k).float().mean().item() == pytest.approx(1 - k / 15, abs=0.05)
+    # per-row, not per-text: rows of one text differ
+    assert not all(torch.equal(v[0, 1], v[0, i]) for i in range(2, 16))

@@ -6,7 +6,7 @@ from mae_core.registry import build_model
 from mae_text.retrieval import DualEncoder
 
 
-@pytest.mark.parametrize("method", ["retromae", "dupmae", "starbucks"])
+@pytest.mark.parametrize("method", ["retromae", "dupmae", "starbucks", "mlm"])
 def test_pretraining_loss_falls(tiny_cfg, corpus_texts, method):
     torch.manual_seed(0)
     model = build_model(method, tiny_cfg(method))
@@ -27,6 +27,8 @@ def test_pretraining_loss_falls(tiny_cfg, corpus_texts, method):
         assert "bow" in out.metrics
     if method == "starbucks":
         assert len(out.metrics) == len(model.pairs)
+    if method == "mlm":
+        assert set(out.metrics) == {"mlm"}
 
 
 def test_masks_come_from_the_generator(tiny_cfg, corpus_texts):

@@ -9,6 +9,7 @@ from .commands import (adapt_text, encode_arguments, evaluate_arguments, finetun
                        run_evaluate, run_finetune_cmd)
 from .data import TextDataConfig, build_pydocs, build_text_files
 from .methods.dupmae import DupMAE, DupMAEConfig
+from .methods.mlm import MLM, MLMConfig
 from .methods.retromae import RetroMAE, RetroMAEConfig
 from .methods.starbucks import Starbucks, StarbucksConfig
 from .viz import visualize_text
@@ -30,6 +31,11 @@ for _spec in (
                default_dataset="pydocs", train_defaults=dict(PRETRAIN_DEFAULTS), adapt=adapt_text, visualize=visualize_text,
                paper="Liu et al., RetroMAE v2 / DupMAE, 2023",
                tiny={"model": {**_TINY_MODEL, "topk": 16}, "data": dict(_TINY_DATA)}),
+    MethodSpec(name="mlm", domain="text", config_cls=MLMConfig, model_cls=MLM,
+               description="baseline: plain whole-word MLM (0.3) of the same encoder, no decoder",
+               default_dataset="pydocs", train_defaults=dict(PRETRAIN_DEFAULTS), adapt=adapt_text, visualize=visualize_text,
+               paper="Devlin et al., BERT, NAACL 2019 (RetroMAE's ablation baseline)",
+               tiny={"model": dict(_TINY_MODEL), "data": dict(_TINY_DATA)}),
     MethodSpec(name="starbucks", domain="text", config_cls=StarbucksConfig, model_cls=Starbucks,
                description="RetroMAE losses on (layer, dim) truncations; 2D Matryoshka embeddings",
                default_dataset="pydocs", train_defaults=dict(PRETRAIN_DEFAULTS), adapt=adapt_text, visualize=visualize_text,
@@ -55,4 +61,4 @@ register_command(CommandSpec(
     name="encode", domain="text", add_arguments=encode_arguments, run=run_encode,
     help="write embeddings of a corpus to a safetensors file"))
 
-__all__ = ["RetroMAE", "RetroMAEConfig", "DupMAE", "DupMAEConfig", "Starbucks", "StarbucksConfig", "TextDataConfig"]
+__all__ = ["RetroMAE", "RetroMAEConfig", "DupMAE", "DupMAEConfig", "MLM", "MLMConfig", "Starbucks", "StarbucksConfig", "TextDataConfig"]

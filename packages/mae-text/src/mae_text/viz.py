@@ -1,5 +1,5 @@
 """Reconstruction picture for text MAEs: the encoder's masked input, its MLM fill-ins, and what the one-layer
-decoder rebuilds from the [CLS] embedding alone (plus its heavily masked context)."""
+decoder rebuilds from the [CLS] embedding (plus its masked context), for the methods that have a decoder."""
 from __future__ import annotations
 
 import textwrap
@@ -23,11 +23,7 @@ def save_text_reconstruction(model, dataset, path, num: int = 4, seed: int = 0):
     h = model.run_encoder(masks["enc_in"], enc.attention_mask)
     mlm = model.mlm_logits(h).argmax(-1)
     filled = torch.where(masks["enc_mask"], mlm, enc.input_ids)
-    length = enc.input_ids.shape[1]
-    kv = torch.cat([h[:, :1], model.embed(masks["dec_in"])[:, 1:]], dim=1)
-    q = h[:, :1] + model.pos_embed[:, :length]
-    dec = model.mlm_logits(model.decoder_norm(model.decoder(q, kv, context_mask=masks["dec_attn"][:, None])))
-    rebuilt = dec.argmax(-1)
+    rebuilt = model.mlm_logits(model.decode(h[:, 0], enc, masks)).argmax(-1) if model.has_decoder else None
     tok = model.tokenizer
     plt = pyplot()
     fig = plt.figure(figsize=(12, 2.3 * len(idx)))
@@ -35,7 +31,9 @@ def save_text_reconstruction(model, dataset, path, num: int = 4, seed: int = 0):
     for b in range(len(idx)):
         n = int(enc.attention_mask[b].sum())
         rows = [("original", enc.input_ids[b, 1:n - 1]), ("encoder input (masked)", masks["enc_in"][b, 1:n - 1]),
-                ("encoder MLM fill-in", filled[b, 1:n - 1]), ("decoder from [CLS]", rebuilt[b, 1:n - 1])]
+                ("encoder MLM fill-in", filled[b, 1:n - 1])]
+        if rebuilt is not None:
+            rows.append(("decoder from [CLS]", rebuilt[b, 1:n - 1]))
         for label, ids in rows:
             text = textwrap.shorten(_words(tok, ids), 190)
             fig.text(0.01, y, f"{label}:", fontsize=8, weight="bold", va="top")

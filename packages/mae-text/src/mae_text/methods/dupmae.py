@@ -1,9 +1,13 @@
 """DupMAE (RetroMAE v2, Liu et al., 2023): RetroMAE plus a bag-of-words objective on the ordinary tokens, so that the
 encoder's token outputs carry a second, lexical representation.
 
-* BoW: the encoder's MLM logits are max-pooled over the ordinary (non-special, non-padding) positions into one
-  vocabulary-sized vector, trained with cross-entropy against the uniform distribution over the input's unique
-  tokens, weight 0.1, added to RetroMAE's encoder MLM + decoder losses.
+* BoW (as the reference ``DupMAECollator`` / ``DupMAEForPretraining``): the encoder's MLM logits are max-pooled
+  over every real position after [CLS] ([SEP] included) into one vocabulary-sized vector ``r``; the target gives
+  each distinct token t of the text weight ``1 / n``, n = the text's token count with repeats (the reference
+  *assigns* ``weight[t] = 1 / n`` per occurrence, so a repeated token still gets 1 / n and the target sums to
+  distinct / n); loss ``-sum_t target_t log softmax(r)_t``, weight 0.1, added to RetroMAE's encoder MLM + decoder
+  losses. The decoder's query stream is ``LayerNorm([CLS] + position)`` (the reference passes it through BERT's
+  embedding layer; RetroMAE adds the two without the norm).
 * Representation: the [CLS] output reduced by a linear layer, concatenated with the top-k entries (kept in place,
   the rest zero) of the lexical vector ``w_v = max_i phi(z_iv)`` over the ordinary tokens i, where ``z_i`` are the
   MLM-head (LPU) logits of token i; scored by inner product.
@@ -59,20 +63,32 @@ def bow_vector(logits: torch.Tensor, ordinary: torch.Tensor) -> torch.Tensor:
 
 
 def bow_target(input_ids: torch.Tensor, ordinary: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """(B, V) uniform distribution over the unique ordinary tokens of each input."""
+    """(B, V): ``1 / n`` at every token of the text's ordinary tokens, n = their count with repeats (assigned, not
+    summed: a repeated token gets 1 / n once), 0 elsewhere."""
     b = input_ids.shape[0]
+    n = ordinary.sum(1, keepdim=True).clamp(min=1).float()
     idx = torch.where(ordinary, input_ids, torch.full_like(input_ids, vocab_size))
-    t = torch.zeros(b, vocab_size + 1, device=input_ids.device).scatter_(1, idx, 1.0)[:, :vocab_size]
-    return t / t.sum(1, keepdim=True).clamp(min=1.0)
+    t = torch.zeros(b, vocab_size + 1, device=input_ids.device)
+    t.scatter_(1, idx, (1.0 / n).expand_as(idx).contiguous())
+    return t[:, :vocab_size] * ordinary.any(1, keepdim=True)
 
 
-def bow_loss(logits: torch.Tensor, input_ids: torch.Tensor, ordinary: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy between softmax(max-pooled logits) and the uniform bag of words; texts without ordinary
-    tokens are left out."""
-    keep = ordinary.any(1)
+def bow_pool_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """The positions the BoW vector is pooled over: every real token but [CLS] (so [SEP] is included)."""
+    pool = attention_mask.clone()
+    pool[:, 0] = False
+    return pool
+
+
+def bow_loss(logits: torch.Tensor, input_ids: torch.Tensor, ordinary: torch.Tensor,
+             pool: torch.Tensor | None = None) -> torch.Tensor:
+    """``-sum_t target_t log softmax(max-pooled logits)_t`` averaged over the texts; ``pool`` (default
+    ``ordinary``) = the positions max-pooled; texts without ordinary tokens are left out."""
+    pool = ordinary if pool is None else pool
+    keep = ordinary.any(1) & pool.any(1)
     if not keep.any():
         return logits.sum() * 0.0
-    vec = bow_vector(logits[keep].float(), ordinary[keep])
+    vec = bow_vector(logits[keep].float(), pool[keep])
     target = bow_target(input_ids[keep], ordinary[keep], logits.shape[-1])
     return -(target * F.log_softmax(vec, dim=-1)).sum(1).mean()
 
@@ -100,11 +116,15 @@ class DupMAE(RetroMAE):
         m = masks["enc_mask"]
         mlm = F.cross_entropy(logits[m].float(), enc.input_ids[m]) if m.any() else logits.sum() * 0.0
         ordinary = enc.attention_mask & ~enc.special
-        bow = bow_loss(logits, enc.input_ids, ordinary)
+        bow = bow_loss(logits, enc.input_ids, ordinary, bow_pool_mask(enc.attention_mask))
         rec = self.decoder_loss(h[:, 0], enc, masks)
         loss = mlm + rec + self.config.bow_weight * bow
         return ModelOutput(loss=loss, mask=m.float(), metrics={"mlm": float(mlm.detach()), "dec": float(rec.detach()),
                                                                "bow": float(bow.detach())})
+
+    def decoder_query(self, cls: torch.Tensor, length: int) -> torch.Tensor:
+        """DupMAE's query stream: BERT's embedding layer applied to [CLS]: LayerNorm([CLS] + position)."""
+        return self.embed_norm(cls[:, None] + self.pos_embed[:, :length])
 
     def lexical(self, h: torch.Tensor, ordinary: torch.Tensor) -> torch.Tensor:
         """(B, V): the top-k term weights ``max_i phi(z_iv)`` (phi and max commute: phi is monotone), in place,

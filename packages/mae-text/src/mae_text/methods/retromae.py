@@ -3,10 +3,15 @@ decoder that must rebuild the whole text from the [CLS] embedding and a heavily 
 *enhanced decoding*:
 
 * query stream  ``h1 = [CLS] embedding + position embedding of each slot``;
-* key / value stream ``h2 = [[CLS] embedding, token embeddings of the decoder-masked input (with positions)]``;
-* a position-specific attention mask (B x L x L): row i sees a random subset of the other positions (never itself);
-  [CLS] is always visible;
+* key / value (content) stream ``h2 = [[CLS] embedding, embeddings of the *original* tokens 1..L-1 (with
+  positions)]``: the decoder's input is not corrupted; the 0.5 decoder masking acts only through
+* a position-specific attention mask (B x L x L, :func:`~mae_text.masking.retromae_decoder_visibility`): row i
+  sees the positions left visible by one whole-word mask at ``decoder_mask_ratio`` drawn as the reference collator
+  does, never itself; [CLS] and [SEP] are always visible;
+* the decoder is one post-norm BERT layer (:class:`~mae_text.methods.layers.PostNormLayer`);
 * every token except [CLS] / [SEP] / padding is reconstructed with the MLM head shared with the encoder.
+
+The encoder's whole-word mask is sampled the reference way too (:func:`~mae_text.masking.word_masks`).
 
 ``loss = encoder MLM + decoder reconstruction``. The sentence embedding is the [CLS] output of the encoder.
 Fine-tuning for retrieval is :meth:`RetroMAE.contrastive_loss` (in-batch negatives; scores = inner products of
@@ -23,11 +28,12 @@ import torch.nn.functional as F
 
 from mae_core.config import field
 from mae_core.errors import ConfigError, DataError
-from mae_core.layers.blocks import CrossBlock, init_weights
+from mae_core.layers.blocks import init_weights
 from mae_core.models.mae import MaskedAutoencoder, ModelOutput, TransformerEncoder
 
-from ..masking import corrupt, decoder_attention_mask, whole_word_mask
+from ..masking import corrupt, retromae_decoder_visibility, whole_word_mask
 from ..tokenizer import CLS, MASK, SPECIALS, Encoded, encode_texts, tokenizer_from_json
+from .layers import PostNormLayer
 
 
 SIMILARITIES = ("dot", "cos")
@@ -44,11 +50,9 @@ class RetroMAEConfig:
     num_heads: int = field(4, "attention heads (encoder and decoder)")
     mlp_ratio: float = field(4.0, "MLP hidden size / width")
     drop_path: float = field(0.0, "stochastic depth of the encoder")
-    mask_ratio: float = field(0.3, "fraction of words masked in the encoder input (whole-word masking)", ge=0, lt=1)
-    decoder_mask_ratio: float = field(0.5, "fraction of words masked in the decoder's key / value stream", ge=0,
-                                      lt=1)
-    decoder_visible: float | None = field(None, "probability that a decoder row sees another position "
-                                                "(default 1 - decoder_mask_ratio)")
+    mask_ratio: float = field(0.3, "fraction of the tokens masked in the encoder input (whole words)", ge=0, lt=1)
+    decoder_mask_ratio: float = field(0.5, "fraction of the tokens each decoder row may not attend to (whole "
+                                           "words, through the attention mask only)", ge=0, lt=1)
     similarity: str = field("dot", "retrieval score: dot = inner product of the embeddings; cos = inner product of "
                                    "L2-normalised embeddings (encode() returns unit vectors). `mae-text finetune "
                                    "--similarity` sets it (default cos) and it is saved with the fine-tuned run",
@@ -64,13 +68,18 @@ class MLMHead(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 
+    def transform(self, h: torch.Tensor) -> torch.Tensor:
+        """BERT's ``BertPredictionHeadTransform``: LayerNorm(GELU(dense(h)))."""
+        return self.norm(F.gelu(self.dense(h)))
+
     def forward(self, h: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.norm(F.gelu(self.dense(h))), embedding, self.bias)
+        return F.linear(self.transform(h), embedding, self.bias)
 
 
 class RetroMAE(MaskedAutoencoder):
     method_name = "retromae"
     pool = "cls"
+    has_decoder = True
 
     def __init__(self, cfg: RetroMAEConfig):
         nn.Module.__init__(self)
@@ -88,8 +97,8 @@ class RetroMAE(MaskedAutoencoder):
         self.encoder = TransformerEncoder(d, cfg.depth, cfg.num_heads, mlp_ratio=cfg.mlp_ratio,
                                           drop_path=cfg.drop_path, num_prefix_tokens=0)
         self.mlm_head = MLMHead(d, cfg.vocab_size)
-        self.decoder = CrossBlock(d, cfg.num_heads, mlp_ratio=cfg.mlp_ratio, self_attention=False)
-        self.decoder_norm = nn.LayerNorm(d)
+        if self.has_decoder:
+            self.decoder = PostNormLayer(d, cfg.num_heads, mlp_ratio=cfg.mlp_ratio)
         self.build_extra()
         self.apply(init_weights)
         nn.init.normal_(self.tok_embed.weight, std=0.02)
@@ -142,32 +151,37 @@ class RetroMAE(MaskedAutoencoder):
         return self.encoder.norm(hidden[layer - 1])
 
     def draw_masks(self, enc: Encoded, generator=None) -> dict:
-        """Encoder input (whole-word mask at ``mask_ratio``), decoder input (its own mask at
-        ``decoder_mask_ratio``) and the enhanced-decoding attention mask, all from ``generator``."""
+        """Encoder input (reference whole-word mask at ``mask_ratio``, 80 / 10 / 10 corruption) and the
+        enhanced-decoding attention mask (``dec_attn``, B x L x L), all from ``generator``."""
         cfg = self.config
-        v = cfg.vocab_size
-        enc_mask = whole_word_mask(enc.word_ids, cfg.mask_ratio, generator)
-        enc_in = corrupt(enc.input_ids, enc_mask, self.mask_id, v, len(SPECIALS), generator)
-        dec_mask = whole_word_mask(enc.word_ids, cfg.decoder_mask_ratio, generator)
-        dec_in = corrupt(enc.input_ids, dec_mask, self.mask_id, v, len(SPECIALS), generator)
-        visible = cfg.decoder_visible if cfg.decoder_visible is not None else 1.0 - cfg.decoder_mask_ratio
-        attn = decoder_attention_mask(enc.attention_mask, visible, generator)
-        return {"enc_mask": enc_mask, "enc_in": enc_in, "dec_mask": dec_mask, "dec_in": dec_in, "dec_attn": attn}
+        enc_mask = whole_word_mask(enc.word_ids, enc.attention_mask, cfg.mask_ratio, generator)
+        enc_in = corrupt(enc.input_ids, enc_mask, self.mask_id, cfg.vocab_size, len(SPECIALS), generator)
+        masks = {"enc_mask": enc_mask, "enc_in": enc_in}
+        if self.has_decoder:
+            masks["dec_attn"] = retromae_decoder_visibility(enc.word_ids, enc.attention_mask, cfg.decoder_mask_ratio,
+                                                            generator)
+        return masks
 
     def mlm_loss(self, h: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if not mask.any():
             return h.sum() * 0.0
         return F.cross_entropy(self.mlm_logits(h[mask]).float(), targets[mask])
 
-    def decoder_loss(self, cls: torch.Tensor, enc: Encoded, masks: dict) -> torch.Tensor:
-        """Enhanced decoding: rebuild every ordinary token from ``cls`` (B, D) and the decoder-masked input."""
+    def decoder_query(self, cls: torch.Tensor, length: int) -> torch.Tensor:
+        """RetroMAE's query stream: the [CLS] embedding plus each slot's position embedding."""
+        return cls[:, None] + self.pos_embed[:, :length]
+
+    def decode(self, cls: torch.Tensor, enc: Encoded, masks: dict) -> torch.Tensor:
+        """Enhanced decoding (B, L, D): queries from ``cls`` (B, D), keys / values = [cls, embeddings of the
+        original tokens], each row restricted by ``masks["dec_attn"]``."""
         length = enc.input_ids.shape[1]
-        kv = self.embed(masks["dec_in"])
-        kv = torch.cat([cls[:, None], kv[:, 1:]], dim=1)
-        q = cls[:, None] + self.pos_embed[:, :length]
-        h = self.decoder(q, kv, context_mask=masks["dec_attn"][:, None])
+        kv = torch.cat([cls[:, None], self.embed(enc.input_ids)[:, 1:]], dim=1)
+        return self.decoder(self.decoder_query(cls, length), kv, attn_mask=masks["dec_attn"][:, None])
+
+    def decoder_loss(self, cls: torch.Tensor, enc: Encoded, masks: dict) -> torch.Tensor:
+        """Rebuild every ordinary token (not [CLS] / [SEP] / padding) from the enhanced decoder's output."""
         targets = enc.attention_mask & ~enc.special
-        return self.mlm_loss(self.decoder_norm(h), enc.input_ids, targets)
+        return self.mlm_loss(self.decode(cls, enc, masks), enc.input_ids, targets)
 
     # ---- the model contract ------------------------------------------------------------------------------------------------
     def forward(self, batch: dict, generator=None) -> ModelOutput:

@@ -1,10 +1,15 @@
 """Starbucks (Zhuang et al., 2024): one model, many sizes. A fixed list of (layer, dimension) pairs, by default
 (2, 32), (4, 64), (6, 128), (8, 256), (10, 512), (12, 768) scaled to the model's depth and width.
 
-* Pretraining (Starbucks masked autoencoding): RetroMAE's losses (encoder MLM + enhanced-decoding reconstruction)
-  computed on the hidden states of each pair's layer truncated to the pair's first dimensions, averaged over the
-  pairs. A truncated state is zero-padded to the full width before the shared MLM head / decoder, which is the same
-  as using only the first ``dim`` input columns of their weights.
+* Pretraining (Starbucks masked autoencoding, the reference ``BertFor2DMaekMatryoshkaMaskedLM``): nested
+  whole-word masks, encoder ``mask_ratio`` 0.2 inside decoder ``decoder_mask_ratio`` 0.4
+  (:func:`~mae_text.masking.word_masks`), each input corrupted 80 / 10 / 10. For each pair (L, D), with ``h`` =
+  layer L's states truncated to their first D features: the encoder MLM loss on ``h`` (masked tokens), and the MAE
+  loss of a vanilla one-layer post-norm BERT self-attention decoder over ``[transform(h)[CLS]; embeddings of the
+  decoder-masked input 1..L-1]`` (``transform`` = the MLM head's dense + GELU + LayerNorm), predicting the
+  decoder-masked tokens only with the shared MLM head. Loss = mean over pairs of (MLM + MAE) / 2. A truncated
+  state is zero-padded to the full width before the shared head, the same as using only the first D input columns
+  of its dense weight (the reference slices that weight).
 * Fine-tuning (:meth:`Starbucks.contrastive_loss`): the in-batch contrastive loss summed over every pair, plus
   ``kl_weight`` x KL(full model's score distribution || the pair's) for each smaller pair.
 * Encoding at a pair (``pool="LxD"``, e.g. ``"2x32"``): the [CLS] output of layer L truncated to its first D dims
@@ -21,6 +26,8 @@ from mae_core.config import field
 from mae_core.errors import ConfigError
 from mae_core.models.mae import ModelOutput
 
+from ..masking import corrupt, word_masks
+from ..tokenizer import SPECIALS, Encoded
 from .retromae import RetroMAE, RetroMAEConfig, duplicate_mask, info_nce
 
 PAPER_PAIRS = ((2, 32), (4, 64), (6, 128), (8, 256), (10, 512), (12, 768))
@@ -28,6 +35,10 @@ PAPER_PAIRS = ((2, 32), (4, 64), (6, 128), (8, 256), (10, 512), (12, 768))
 
 @dataclass
 class StarbucksConfig(RetroMAEConfig):
+    mask_ratio: float = field(0.2, "fraction of the tokens masked in the encoder input (whole words, inside the "
+                                   "decoder's mask)", ge=0, lt=1)
+    decoder_mask_ratio: float = field(0.4, "fraction of the tokens masked in the decoder input (whole words)",
+                                      ge=0, lt=1)
     pairs: list[str] = field([], "(layer)x(dim) pairs such as 2x32 4x64; empty = the paper's six pairs scaled to "
                                  "the model's depth and width")
     kl_weight: float = field(1.0, "fine-tuning: weight of the KL term toward the full model's scores")
@@ -77,6 +88,28 @@ class Starbucks(RetroMAE):
         self.pairs = (parse_pairs(cfg.pairs, cfg.depth, cfg.embed_dim) if cfg.pairs
                       else scaled_pairs(cfg.depth, cfg.embed_dim))
         self.full = (cfg.depth, cfg.embed_dim)
+        if cfg.mask_ratio > cfg.decoder_mask_ratio:
+            raise ConfigError(f"model.mask_ratio {cfg.mask_ratio} must not exceed model.decoder_mask_ratio "
+                              f"{cfg.decoder_mask_ratio} (the encoder mask lies inside the decoder's)")
+
+    def draw_masks(self, enc: Encoded, generator=None) -> dict:
+        """Nested masks (encoder inside decoder) and both corrupted inputs, from ``generator``."""
+        cfg = self.config
+        enc_mask, dec_mask = (m[:, 0] for m in word_masks(enc.word_ids, enc.attention_mask,
+                                                           [cfg.mask_ratio, cfg.decoder_mask_ratio], 1, generator))
+        enc_in = corrupt(enc.input_ids, enc_mask, self.mask_id, cfg.vocab_size, len(SPECIALS), generator)
+        dec_in = corrupt(enc.input_ids, dec_mask, self.mask_id, cfg.vocab_size, len(SPECIALS), generator)
+        return {"enc_mask": enc_mask, "enc_in": enc_in, "dec_mask": dec_mask, "dec_in": dec_in}
+
+    def decode(self, cls: torch.Tensor, enc: Encoded, masks: dict) -> torch.Tensor:
+        """The one-layer self-attention decoder over [transform(cls); embeddings of the decoder input]."""
+        x = self.embed(masks["dec_in"])
+        x = torch.cat([self.mlm_head.transform(cls)[:, None], x[:, 1:]], dim=1)
+        return self.decoder(x, attn_mask=enc.attention_mask[:, None, None, :])
+
+    def decoder_loss(self, cls: torch.Tensor, enc: Encoded, masks: dict) -> torch.Tensor:
+        """MAE loss on the decoder-masked tokens only."""
+        return self.mlm_loss(self.decode(cls, enc, masks), enc.input_ids, masks["dec_mask"])
 
     def pair_states(self, hidden: list[torch.Tensor], pair: tuple[int, int]) -> torch.Tensor:
         return truncate(self.layer_states(hidden, pair[0]), pair[1])
@@ -90,8 +123,8 @@ class Starbucks(RetroMAE):
             h = self.pair_states(hidden, pair)
             mlm = self.mlm_loss(h, enc.input_ids, masks["enc_mask"])
             rec = self.decoder_loss(h[:, 0], enc, masks)
-            losses.append(mlm + rec)
-            metrics[f"loss_{pair_name(pair)}"] = float((mlm + rec).detach())
+            losses.append((mlm + rec) / 2)
+            metrics[f"loss_{pair_name(pair)}"] = float(((mlm + rec) / 2).detach())
         loss = torch.stack(losses).mean()
         return ModelOutput(loss=loss, mask=masks["enc_mask"].float(), metrics=metrics)
 
