@@ -64,3 +64,21 @@ def test_cli_help_of_every_command_and_method_renders(capsys):
             main(argv)
         assert e.value.code == 0, argv
         assert "usage" in capsys.readouterr().out
+
+
+def test_skeletonmae_trains_with_two_processes(tmp_path):
+    """Its fine-tuning head gets no gradient in pretraining: DDP must be told (ddp_find_unused_parameters), or the
+    second step fails with 'Expected to have finished reduction in the prior iteration'."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = tmp_path / "ddp"
+    proc = subprocess.run([sys.executable, "-m", "mae_graph.cli", "pretrain", "--method", "skeletonmae", "--nproc",
+                           "2", "--num-hidden", "16", "--num-layers", "1", "--temporal-dim", "16", "--temporal-depth",
+                           "1", "--temporal-heads", "2", "--frames", "8", "--num-train", "16", "--num-test", "4",
+                           "--batch-size", "4", "--epochs", "1", "--max-steps", "3", "--no-progress", "--out",
+                           str(run)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert json.loads((run / "summary.json").read_text())["steps"] == 2  # 16 clips, 4 per step and process

@@ -164,7 +164,10 @@ class Trainer:
         self.model = torch.compile(model) if c.compile else model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
-            self.model = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            # a model whose pretraining loss leaves some parameters unused (a fine-tuning head, a part only
+            # ``encode`` uses) says so with ``ddp_find_unused_parameters = True``
+            self.model = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                             find_unused_parameters=bool(getattr(model, "ddp_find_unused_parameters", False)))
         self.dataset = dataset
         self.sampler = GlobalBatchSampler(len(dataset), c.batch_size, self.rank, self.world, shuffle=True,
                                           seed=c.seed, drop_last=c.drop_last)

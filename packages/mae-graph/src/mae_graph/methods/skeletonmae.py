@@ -52,6 +52,9 @@ class SkeletonMAEConfig:
 
 
 class SkeletonMAE(PretrainedMixin, nn.Module):
+    # frame_proj / temporal are the fine-tuning path: pretraining leaves them without gradients (DDP must know)
+    ddp_find_unused_parameters = True
+
     def __init__(self, config: SkeletonMAEConfig):
         super().__init__()
         self.config = c = config
