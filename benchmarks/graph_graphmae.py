@@ -51,7 +51,7 @@ def run_one(name: str, data_root: Path, out: Path, seed: int, epochs: int | None
     return {"seed": seed, "acc": 100 * res["acc"], "std": 100 * res.get("std", 0.0), "pretrain_wall_s": wall,
             "final_acc": 100 * res.get("final_acc", float("nan")), "probe_seeds": res.get("seeds"),
             "threads": torch.get_num_threads(),
-            "train_time_s": summary["train_time_s"], "epochs": summary["epochs"] + 1, "steps": summary["steps"],
+            "train_time_s": summary["train_time_s"], "epochs": summary["epochs"], "steps": summary["steps"],
             "final_loss": summary["final_loss"]}
 
 

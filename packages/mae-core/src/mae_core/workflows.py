@@ -10,7 +10,6 @@ the keyword forms route every option to its section with :func:`mae_core.runconf
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -105,6 +104,9 @@ def run_pretrain(cfg: RunConfig, overwrite: bool = False, resume: bool = False) 
                 owner.truncate_metrics(int(resume_from.name.split("-")[1]))
         elif rank == 0:
             owner.write_config(cfg.to_dict())
+        if rank == 0:
+            print(f"run directory: {out}  ({cfg.method.name} on {cfg.dataset.name}, {trainer.total_steps} steps)",
+                  flush=True)
         summary = trainer.fit(resume_from)
     except BaseException:
         # a fresh run that failed (or was interrupted) before its first checkpoint leaves nothing behind, and the
@@ -134,9 +136,18 @@ def run_pretrain(cfg: RunConfig, overwrite: bool = False, resume: bool = False) 
                     "num_parameters": sum(p.numel() for p in model.parameters())})
     run.write_summary(summary)
     owner.unlock()
-    print(f"run directory: {out}")
-    print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, list)}, indent=1))
+    print(pretrain_report(out, summary, cfg.domain))
     return out
+
+
+def pretrain_report(out: Path, summary: dict, domain: str) -> str:
+    """The few lines a person reads at the end of a run (everything else is in ``summary.json``)."""
+    lines = [f"done: {summary['steps']} steps ({summary['epochs']} epochs) in {summary['train_time_s']:.1f} s, "
+             f"final loss {summary['final_loss']:.4f}",
+             f"  weights  {out / 'model.safetensors'}"]
+    lines += [f"  picture  {p}" for p in summary.get("pictures", [])]
+    lines += [f"  summary  {out / 'summary.json'}", f"next: mae-{domain} probe --run {out}"]
+    return "\n".join(lines)
 
 
 # ---- evaluation ----------------------------------------------------------------------------------------------------

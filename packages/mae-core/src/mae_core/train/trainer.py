@@ -356,7 +356,7 @@ class Trainer:
         latest = self.latest_checkpoint()
         if latest is None or int(latest.name.split("-")[1]) != self.step:
             self.save()
-        return {"steps": self.step, "epochs": self.epoch, "final_loss": self.last_loss,
+        return {"steps": self.step, "epochs": self.step // self.steps_per_epoch, "final_loss": self.last_loss,
                 "train_time_s": time.time() - t0, "effective_batch": self.effective_batch, "lr": self.lr}
 
 
