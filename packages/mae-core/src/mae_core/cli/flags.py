@@ -26,10 +26,27 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kw):
         kw.setdefault("epilog", "global options: -q/--quiet (no progress, notes or warnings), -v/--verbose "
                                 "(tracebacks of errors), -V/--version")
+        kw.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)  # each option shows its default
         super().__init__(*args, **kw)
 
     def error(self, message):
-        raise ConfigError(f"{self.prog}: {message}")
+        raise ConfigError(f"{self.prog}: {message}{self.suggestion(message)}")
+
+    def suggestion(self, message: str) -> str:
+        """``(did you mean --epochs?)`` for a mistyped option."""
+        import difflib
+
+        prefix = "unrecognized arguments: "
+        if not message.startswith(prefix):
+            return ""
+        known = [o for o in self._option_string_actions if o.startswith("--")]
+        hints = []
+        for word in message[len(prefix):].split():
+            if word.startswith("--"):
+                close = difflib.get_close_matches(word.split("=")[0], known, n=1, cutoff=0.75)
+                if close:
+                    hints.append(f"{word.split('=')[0]} -> {close[0]}")
+        return f" (did you mean: {', '.join(hints)}?)" if hints else ""
 
 
 def _flag_kind(tp):
