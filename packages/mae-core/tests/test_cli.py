@@ -57,6 +57,7 @@ def test_cli_config_file_and_overrides(tmp_path):
     (["pretrain", "--epochs", "many"], "expected an integer"),
     (["pretrain", "--method", "nope"], "unknown method 'nope'"),
     (["pretrain", "--bogus-flag", "1"], "unrecognized arguments"),
+    (["pretrain", "--epoch", "3"], "(did you mean: --epoch -> --epochs?)"),
     (["frobnicate"], "unknown command"),
 ])
 def test_cli_user_errors_are_one_line(args, needle, capsys, tmp_path):
