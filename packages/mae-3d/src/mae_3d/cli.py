@@ -5,7 +5,8 @@ import sys
 
 from mae_core.cli import domain_main
 
-main = domain_main("3d", "mae-3d")
+main = domain_main("3d", "mae-3d",
+                   "mae-3d: masked autoencoders for point clouds (Point-MAE, Point-CMAE) and LiDAR (R-MAE) on Open3D")
 
 if __name__ == "__main__":
     sys.exit(main())
