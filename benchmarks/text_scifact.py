@@ -92,6 +92,23 @@ def finetune(a, name, seed):
         record(out, f"evaluate-pairs-{name}-s{seed}", s)
 
 
+def cls_cosine(a, runs, n=128):
+    """Mean cosine between the [CLS] embeddings of the first ``n`` corpus documents, before fine-tuning (random init
+    of the first run's architecture, then each run's pretrained weights)."""
+    import torch
+    import torch.nn.functional as F
+
+    from mae_core.api import load_run
+    with open(Path(a.data) / "corpus.jsonl") as f:
+        texts = [json.loads(line)["text"] for _, line in zip(range(n), f)]
+    for path, weights in [(runs[0], False)] + [(r, True) for r in runs]:
+        model = load_run(path, weights=weights).model.eval()
+        with torch.no_grad():
+            e = F.normalize(model.encode({"text": texts}, pool="cls"), dim=-1)
+        off = (e @ e.T)[~torch.eye(len(texts), dtype=torch.bool)]
+        print(f"{path} ({'pretrained' if weights else 'random init'}): mean [CLS] cosine {off.mean():.3f}")
+
+
 def report(a):
     out = Path(a.out)
     metrics = ("ndcg@10", "mrr@10", "recall@100")
@@ -130,6 +147,7 @@ if __name__ == "__main__":
     ap.add_argument("--seeds", nargs="*", type=int, default=[0], help="fine-tuning seeds")
     ap.add_argument("--bm25", action="store_true")
     ap.add_argument("--report", action="store_true")
+    ap.add_argument("--cls-cosine", nargs="*", default=[], help="runs: mean cosine between documents' [CLS]")
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench-text-scifact"))
     ap.add_argument("--dim", type=int, default=128)
@@ -162,3 +180,5 @@ if __name__ == "__main__":
         record(Path(a.out), "bm25", s)
     if a.report:
         report(a)
+    if a.cls_cosine:
+        cls_cosine(a, a.cls_cosine)
