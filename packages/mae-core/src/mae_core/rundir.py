@@ -65,7 +65,10 @@ class RunDir:
 
     # ---- the lifetime of a run -----------------------------------------------------------------------------------
     def _check_unlocked(self) -> None:
-        """Refuse to touch a directory that a running process holds."""
+        """Refuse to touch a directory that a running process holds (a holder always has the lock file, so
+        without one there is nothing to check, and none is created: a refused command leaves the run as it was)."""
+        if not (self.path / self.LOCK).exists():
+            return
         probe = RunDir(self.path, create=False)
         probe.lock()
         probe.unlock()

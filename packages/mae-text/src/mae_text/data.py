@@ -53,8 +53,15 @@ def read_jsonl(path: Path, require: tuple[str, ...] = ("text",)) -> list[dict]:
                 line = next(lines)
             except StopIteration:
                 break
-            except UnicodeDecodeError:  # raised while reading the next line
-                raise DataError(f"{path}:{i + 1}: not UTF-8 text") from None
+            except UnicodeDecodeError:  # raised while decoding a chunk ahead: find the line from the bytes
+                raw = Path(path).read_bytes()
+                try:
+                    raw.decode("utf-8")
+                    at = len(raw)
+                except UnicodeDecodeError as e:
+                    at = e.start
+                line_no = raw[:at].count(b"\n") + 1
+                raise DataError(f"{path}:{line_no}: not UTF-8 text (byte {at})") from None
             i += 1
             if not line.strip():
                 continue

@@ -34,22 +34,22 @@ MASK_MODES = ["random", "time", "frequency", "time+frequency"]
 @dataclass
 class AudioMAEConfig(ViTConfig):
     __aliases__: ClassVar[dict] = {"mask_mode": "mask_strategy"}
-    target_length: int = field(128, "fbank frames per clip (time axis; follows the data)")
-    num_mel_bins: int = field(128, "mel bins (frequency axis; follows the data)")
-    patch_size: int = field(16, "patch side (time frames = mel bins per patch)")
+    target_length: int = field(128, "fbank frames per clip (time axis; follows the data)", ge=1)
+    num_mel_bins: int = field(128, "mel bins (frequency axis; follows the data)", ge=1)
+    patch_size: int = field(16, "patch side (time frames = mel bins per patch)", ge=1)
     embed_dim: int = field(192, "encoder width")
     num_heads: int = field(3, "encoder attention heads")
     decoder_embed_dim: int = field(128, "decoder width")
     decoder_depth: int = field(2, "decoder blocks")
     decoder_mode: str = field("local", "plain (global attention) or local (windows along time, shifted on "
                                        "every other block)", choices=["plain", "local"])
-    decoder_window: int = field(4, "time tokens per local decoder window")
+    decoder_window: int = field(4, "time tokens per local decoder window", ge=1)
     mask_ratio: float = field(0.8, "fraction of patches hidden from the encoder")
     mask_strategy: str = field("random", "random (unstructured), time (whole time columns), frequency (whole "
                                          "frequency rows) or time+frequency", choices=MASK_MODES)
     norm_pix_loss: bool = field(True, "normalise each target patch by its own mean and variance")
-    ft_freq_mask: int = field(24, "fine-tuning SpecAugment: max width of the frequency mask (mel bins, 0 = off)")
-    ft_time_mask: int = field(24, "fine-tuning SpecAugment: max width of the time mask (frames, 0 = off)")
+    ft_freq_mask: int = field(24, "fine-tuning SpecAugment: max width of the frequency mask (mel bins, 0 = off)", ge=0)
+    ft_time_mask: int = field(24, "fine-tuning SpecAugment: max width of the time mask (frames, 0 = off)", ge=0)
     ft_mixup: float = field(0.5, "fine-tuning mixup probability of a batch (lambda ~ Beta(ft_mixup_alpha))")
     ft_mixup_alpha: float = field(10.0, "fine-tuning mixup Beta parameter")
     ft_token_drop_time: float = field(0.2, "fine-tuning token dropping: fraction of time columns dropped")

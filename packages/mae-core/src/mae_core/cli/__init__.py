@@ -72,6 +72,23 @@ def _quiet():
             os.environ["TQDM_DISABLE"] = old
 
 
+@contextlib.contextmanager
+def _one_line_warnings():
+    """Python warnings as one ``warning: ...`` line each (not the file, line number and source line)."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = " ".join(str(message).split())
+        print(f"warning: {text}", file=file or sys.stderr)
+
+    old = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = old
+
+
 def run_cli(domain: str, argv: Sequence[str] | None = None, prog: str | None = None,
             description: str | None = None) -> int:
     """Entry point shared by every ``mae-<domain>`` command (global options: ``--quiet``, ``--verbose``,
@@ -91,7 +108,7 @@ def run_cli(domain: str, argv: Sequence[str] | None = None, prog: str | None = N
     if level:
         os.environ["MAE_VERBOSITY"] = level
     try:
-        with _quiet() if level == "quiet" else contextlib.nullcontext():
+        with _quiet() if level == "quiet" else contextlib.nullcontext(), _one_line_warnings():
             return _dispatch(domain, argv, prog, description)
     except MaeError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -29,10 +29,11 @@ from mae_core.models import MaskedAutoencoder, ModelOutput, TransformerEncoder, 
 
 @dataclass
 class SiameseConfig(ViTConfig):
-    num_frames: int = field(8, "frames per clip, for the probe feature size (follows the data: --data-num-frames)")
-    img_size: int = field(32, "frame side in pixels (follows the data: set it with --image-size)")
-    patch_size: int = field(4, "patch side in pixels")
-    in_chans: int = field(3, "colour channels")
+    num_frames: int = field(8, "frames per clip, for the probe feature size (follows the data: --data-num-frames)",
+                            ge=1)
+    img_size: int = field(32, "frame side in pixels (follows the data: set it with --image-size)", ge=1)
+    patch_size: int = field(4, "patch side in pixels", ge=1)
+    in_chans: int = field(3, "colour channels", ge=1)
     decoder_depth: int = field(2, "decoder blocks (self-attention, cross-attention to the other view, MLP)")
     mask_ratio: float = field(0.95, "mask ratio of the second view (at least one patch stays visible)")
     norm_pix_loss: bool = field(True, "normalise each target patch by its mean and variance")

@@ -16,8 +16,8 @@ from .siamese import SiameseConfig, SiameseMAE, uniform
 @dataclass
 class SiamMAEConfig(SiameseConfig):
     mask_ratio: float = field(0.95, "mask ratio of the later frame (at least one patch stays visible)")
-    frame_gap_min: int = field(1, "smallest gap between the two frames, in frames of the clip")
-    frame_gap_max: int = field(4, "largest gap between the two frames (capped at clip length - 1)")
+    frame_gap_min: int = field(1, "smallest gap between the two frames, in frames of the clip", ge=1)
+    frame_gap_max: int = field(4, "largest gap between the two frames (capped at clip length - 1)", ge=1)
 
 
 class SiamMAE(SiameseMAE):

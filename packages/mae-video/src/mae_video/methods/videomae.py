@@ -35,11 +35,11 @@ from mae_core.models import MaskedAutoencoder, ModelOutput, ViTConfig
 
 @dataclass
 class VideoMAEConfig(ViTConfig):
-    num_frames: int = field(8, "frames per clip (follows the data: set it with --data-num-frames)")
-    img_size: int = field(32, "frame side in pixels (follows the data: set it with --image-size)")
-    tubelet_size: int = field(2, "frames per tubelet")
-    patch_size: int = field(8, "tubelet side in pixels")
-    in_chans: int = field(3, "colour channels")
+    num_frames: int = field(8, "frames per clip (follows the data: set it with --data-num-frames)", ge=1)
+    img_size: int = field(32, "frame side in pixels (follows the data: set it with --image-size)", ge=1)
+    tubelet_size: int = field(2, "frames per tubelet", ge=1)
+    patch_size: int = field(8, "tubelet side in pixels", ge=1)
+    in_chans: int = field(3, "colour channels", ge=1)
     decoder_depth: int = field(2, "decoder blocks")
     mask_ratio: float = field(0.9, "tube mask ratio of the encoder")
     decoder_mask_ratio: float = field(0.5, "running-cell ratio of tokens dropped from the decoder (VideoMAE V2 "
