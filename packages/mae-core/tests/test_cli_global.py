@@ -182,3 +182,20 @@ def test_read_only_output_is_refused_before_work(tmp_path, monkeypatch):
     with pytest.raises(MaeError, match="cannot write the output: Permission denied"):
         check_writable(tmp_path / "new" / "out.safetensors")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_python_warnings_print_as_one_line():
+    """A library warning raised under a command is one ``warning: ...`` line (not file, line number and source);
+    run in a fresh interpreter, as a user's shell sees it (pytest records warnings itself)."""
+    import subprocess
+    import sys
+
+    code = ("import warnings\n"
+            "from mae_core.cli import commands, main\n"
+            "def warns(domain, argv):\n"
+            "    warnings.warn('something odd\\n  in two lines', UserWarning)\n"
+            "    return 0\n"
+            "commands.CORE_COMMANDS['info'] = (warns, 'list')\n"
+            "raise SystemExit(main(['info']))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stderr == "warning: something odd in two lines\n", p.stderr

@@ -74,19 +74,19 @@ def _quiet():
 
 @contextlib.contextmanager
 def _one_line_warnings():
-    """Python warnings as one ``warning: ...`` line each (not the file, line number and source line)."""
+    """Python warnings as one ``warning: ...`` line each (not the file, line number and source line). Only the
+    format changes, so code that records warnings (``warnings.catch_warnings(record=True)``) still gets them."""
     import warnings
 
-    def show(message, category, filename, lineno, file=None, line=None):
-        text = " ".join(str(message).split())
-        print(f"warning: {text}", file=file or sys.stderr)
+    def fmt(message, category, filename, lineno, line=None):
+        return "warning: " + " ".join(str(message).split()) + "\n"
 
-    old = warnings.showwarning
-    warnings.showwarning = show
+    old = warnings.formatwarning
+    warnings.formatwarning = fmt
     try:
         yield
     finally:
-        warnings.showwarning = old
+        warnings.formatwarning = old
 
 
 def run_cli(domain: str, argv: Sequence[str] | None = None, prog: str | None = None,
