@@ -141,7 +141,8 @@ def _readers():
 
     return [("yaml", "c.yaml", load_yaml), ("safetensors", "w.safetensors", read_weights),
             ("torch", "w.pth", load_foreign), ("pickle", "ind.cora.x", safe_unpickle), ("npy", "a.npy", load_npy),
-            ("png", "i.png", image), ("jpeg", "i.jpg", image), ("nifti", "v.nii.gz", nifti), ("nifti-raw", "v.nii", nifti),
+            ("png", "i.png", image), ("jpeg", "i.jpg", image), ("nifti", "v.nii.gz", nifti),
+            ("nifti-raw", "v.nii", nifti),
             ("ply", "c.ply", cloud), ("pcd", "c.pcd", cloud), ("off", "m.off", cloud), ("xyz-npy", "c.npy", cloud),
             ("kitti-bin", "s.bin", scan), ("mp4", "v.mp4", video), ("wav", "a.wav", audio), ("flac", "a.flac", audio),
             ("jsonl", "t.jsonl", text), ("txt", "t.txt", text), ("ntu", "S001C001P001R001A001.skeleton", ntu),

@@ -3,8 +3,8 @@
 File names are matched by configurable suffix patterns, one entry per modality, ``name=suffix|suffix|...``; the
 defaults understand BraTS 2021 (``_t1.nii.gz``), BraTS 2023 (``-t1n.nii.gz``) and BrainLes (``_t1_bet.nii.gz``)
 names. Every case is checked when the dataset is built (before anything is written): a missing modality file,
-a corrupt or non-3-D NIfTI, modalities of different shapes, NaN / inf voxels, an all-zero volume, an unknown modality name and
-a case with no modality at all are each a one-line :class:`~mae_core.errors.DataError` naming the case and the file;
+a corrupt or non-3-D NIfTI, modalities of different shapes, NaN / inf voxels, an all-zero volume, an unknown
+modality name and a case with no modality at all are each a one-line :class:`~mae_core.errors.DataError` naming the case and the file;
 cases smaller than the crop after resampling are counted in one warning line (they are zero-padded).
 
 Pipeline (MONAI dictionary transforms): ``LoadImaged`` -> ``EnsureChannelFirstd`` -> ``Orientationd("RAS")`` ->
