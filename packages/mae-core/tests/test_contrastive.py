@@ -18,6 +18,15 @@ from mae_core.testing import loss_falls, tiny_image_cfg
 from mae_core.train.distributed import ShardedGenerator
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread is fastest, and on a loaded machine far faster than two (OpenMP waits)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny_cfg(**kw) -> ContrastiveViTConfig:
     base = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, proj_hidden_dim=64, proj_dim=32)
     base.update(kw)
