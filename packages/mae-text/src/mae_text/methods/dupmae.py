@@ -95,6 +95,7 @@ def bow_loss(logits: torch.Tensor, input_ids: torch.Tensor, ordinary: torch.Tens
 
 class DupMAE(RetroMAE):
     method_name = "dupmae"
+    ddp_find_unused_parameters = True  # `reduce` serves encode only: pretraining gives it no gradient
     pool = "dup"
 
     def build_extra(self) -> None:
