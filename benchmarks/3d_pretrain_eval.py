@@ -87,8 +87,8 @@ def features(run_dir: str, random_init: bool, extra: list[str]):
     import mae_3d  # noqa: F401  (registers the domain)
     from mae_core.cli.flags import parse_run_command
     from mae_core.eval import extract_features
-
-    from mae_3d.commands import _model_and_data
+    from mae_core.train import resolve_device
+    from mae_core.workflows import prepare_eval
 
     def flags(p):
         p.add_argument("--random-init", action="store_true")
@@ -96,9 +96,11 @@ def features(run_dir: str, random_init: bool, extra: list[str]):
 
     argv = ["--run", run_dir, *extra] + (["--random-init"] if random_init else [])
     r, args = parse_run_command("3d", argv, "bench", flags, "")
-    model, train_set, test_set = _model_and_data(r, args)
-    xtr, ytr = extract_features(model, train_set, batch_size=128, device=args.device_obj)
-    xte, yte = extract_features(model, test_set, batch_size=128, device=args.device_obj)
+    train_set, test_set, model = prepare_eval(r, args.run, args.random_init, args.seed)
+    device = resolve_device(r.train.device)
+    model.to(device)
+    xtr, ytr = extract_features(model, train_set, batch_size=128, device=device)
+    xte, yte = extract_features(model, test_set, batch_size=128, device=device)
     return xtr, ytr, xte, yte
 
 

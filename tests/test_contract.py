@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 
 import pytest
+
+from mae_core.testing import single_thread
 import torch
 
 import mae_core
@@ -48,11 +50,9 @@ CASES = list(_cases())
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    """Tiny models run fastest on one intra-op thread (and far faster than several on a shared machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    """Tiny models: one intra-op thread (mae_core.testing.single_thread)."""
+    with single_thread():
+        yield
 
 
 def tiny_settings(spec: registry.MethodSpec) -> dict:

@@ -14,17 +14,15 @@ from mae_core.eval import extract_features, knn_classify, linear_probe
 from mae_core.losses import info_nce
 from mae_core.models.contrastive_vit import ContrastiveViT, ContrastiveViTConfig, adapt_contrastive
 from mae_core.models.image_mae import ImageMAE
-from mae_core.testing import loss_falls, tiny_image_cfg
+from mae_core.testing import loss_falls, tiny_image_cfg, single_thread
 from mae_core.train.distributed import ShardedGenerator
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    """Tiny models: one intra-op thread is fastest, and on a loaded machine far faster than two (OpenMP waits)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    """Tiny models: one intra-op thread (mae_core.testing.single_thread)."""
+    with single_thread():
+        yield
 
 
 def tiny_cfg(**kw) -> ContrastiveViTConfig:

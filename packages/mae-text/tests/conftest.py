@@ -2,6 +2,8 @@ import json
 
 import pytest
 
+from mae_core.testing import single_thread
+
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog near the river bank.",
     "Masked autoencoders reconstruct missing tokens from the visible context.",
@@ -66,9 +68,6 @@ def beir_dir(tmp_path):
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    """Tiny models: one intra-op thread is fastest, and on a shared machine far faster than several."""
-    import torch
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    """Tiny models: one intra-op thread (mae_core.testing.single_thread)."""
+    with single_thread():
+        yield

@@ -1,11 +1,11 @@
 import pytest
+
+from mae_core.testing import single_thread
 import torch
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    """Tiny models run fastest on one thread, and far faster than two on a loaded machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    """Tiny models: one intra-op thread (mae_core.testing.single_thread)."""
+    with single_thread():
+        yield

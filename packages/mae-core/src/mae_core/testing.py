@@ -1,6 +1,8 @@
 """Small helpers for tests of mae-core and the domain packages (tiny configs, quick checks)."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from .models.image_mae import ImageMAEConfig
@@ -39,3 +41,15 @@ class MarkerPayload:
 
     def __reduce__(self):
         return (exec, (f"open({self.marker!r}, 'w').write('ran')",))
+
+
+@contextlib.contextmanager
+def single_thread():
+    """One intra-op thread while the block runs: tiny models run fastest that way, and on a loaded machine far
+    faster than with several (OpenMP threads wait for each other). Test fixtures wrap their tests in it."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)

@@ -43,7 +43,7 @@ class Parser(argparse.ArgumentParser):
         hints = []
         for word in message[len(prefix):].split():
             if word.startswith("--"):
-                close = difflib.get_close_matches(word.split("=")[0], known, n=1, cutoff=0.75)
+                close = difflib.get_close_matches(word.split("=")[0], known, n=1, cutoff=0.85)
                 if close:
                     hints.append(f"{word.split('=')[0]} -> {close[0]}")
         return f" (did you mean: {', '.join(hints)}?)" if hints else ""

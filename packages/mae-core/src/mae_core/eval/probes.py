@@ -31,10 +31,6 @@ class ProbeConfig:
     random_init: bool = field(False, "probe a randomly initialised encoder instead of the run's")
     device: Any = None  # torch.device the features are computed on; set by mae_core.probe
 
-    @property
-    def device_obj(self):  # the name probes used before ProbeConfig existed
-        return self.device
-
     def names(self) -> list[str]:
         names = [n.strip() for n in self.probe.split(",") if n.strip()]
         for n in names:

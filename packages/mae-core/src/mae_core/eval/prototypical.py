@@ -157,7 +157,7 @@ def prototypical_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_test: tor
 
 def probe_prototypical(model, train_set, test_set, args, cache) -> dict:
     """The ``prototypical`` probe of the CLI (``fn(model, train_set, test_set, args, cache)``)."""
-    device = getattr(args, "device_obj", "cpu")
+    device = getattr(args, "device", None) or "cpu"
     bs = min(getattr(args, "probe_batch_size", 64), 64)
     collate = getattr(train_set, "collate_fn", None)
     if "tokens_train" not in cache:

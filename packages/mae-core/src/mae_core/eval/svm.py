@@ -68,8 +68,8 @@ def probe_svm(model, train_set, test_set, args, cache) -> dict:
     """The ``svm`` CLI probe: linear SVM on the frozen ``encode`` features of the train split, scored on test."""
     from .probes import cached_features
 
-    xtr, ytr = cached_features(model, train_set, cache, "train", args.device_obj, args.probe_batch_size)
-    xte, yte = cached_features(model, test_set, cache, "test", args.device_obj, args.probe_batch_size)
+    xtr, ytr = cached_features(model, train_set, cache, "train", args.device, args.probe_batch_size)
+    xte, yte = cached_features(model, test_set, cache, "test", args.device, args.probe_batch_size)
     if ytr.ndim == 2:
         return {}
     return linear_svm(xtr, ytr, xte, yte, seed=getattr(args, "probe_seed", 0))
