@@ -41,9 +41,17 @@ def _split_options(cls, options: dict) -> tuple[Any, dict]:
     return from_dict(cls, mine, where=cls.__name__), {k: v for k, v in options.items() if k not in names}
 
 
-def _teardown_distributed() -> None:
+def _teardown_distributed(clean: bool) -> None:
+    """Leave the process group. After a clean run every rank meets at a barrier and gives gloo's worker threads a
+    moment (GIL released) to drop the last collective's tensors: the process group's destructor joins those threads
+    while holding the GIL, and a thread still freeing a Python-owned tensor would wait for it forever."""
+    import time
+
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
+        if clean:
+            dist.barrier()
+            time.sleep(0.05)
         dist.destroy_process_group()
 
 
@@ -89,6 +97,7 @@ def run_pretrain(cfg: RunConfig, overwrite: bool = False, resume: bool = False) 
         init_distributed(resolve_device(cfg.train.device))
         dist.barrier()
     run = RunDir(out, create=False)
+    clean = False
     try:
         trainer = Trainer(model, train_set, cfg.train, run_dir=run, collate_fn=dataset_collate(train_set),
                           run_config=cfg.to_dict())
@@ -108,6 +117,7 @@ def run_pretrain(cfg: RunConfig, overwrite: bool = False, resume: bool = False) 
             print(f"run directory: {out}  ({cfg.method.name} on {cfg.dataset.name}, {trainer.total_steps} steps)",
                   flush=True)
         summary = trainer.fit(resume_from)
+        clean = True
     except BaseException:
         # a fresh run that failed (or was interrupted) before its first checkpoint leaves nothing behind, and the
         # run it was to replace comes back
@@ -118,7 +128,7 @@ def run_pretrain(cfg: RunConfig, overwrite: bool = False, resume: bool = False) 
                 owner.finish_replacement()
         raise
     finally:
-        _teardown_distributed()
+        _teardown_distributed(clean)
     if rank != 0:
         return out
     owner.finish_replacement()
@@ -264,6 +274,7 @@ def run_finetune(cfg: RunConfig, fc: FinetuneConfig, run: str | None, out: str |
     rdir = RunDir(dest, overwrite=overwrite, keep_replaced=True).lock() if rank == 0 else RunDir(dest, create=False)
     record = cfg.to_dict()
     record["finetune"] = dataclasses.asdict(fc)
+    clean = False
     try:
         if rank == 0:
             rdir.write_config(record)
@@ -271,12 +282,13 @@ def run_finetune(cfg: RunConfig, fc: FinetuneConfig, run: str | None, out: str |
                                         drop_path=fc.drop_path_rate, pool=fc.pool, multilabel=multilabel,
                                         label_smoothing=fc.label_smoothing, run_dir=rdir,
                                         collate_fn=dataset_collate(train_set))
+        clean = True
     except BaseException:
         if rank == 0:  # nothing half-made is left (e.g. a finetune-*/config.yaml inside the source run)
             rdir.abandon() if rdir.latest_checkpoint() is None else rdir.finish_replacement()
         raise
     finally:
-        _teardown_distributed()
+        _teardown_distributed(clean)
     if rank != 0:
         return summary
     rdir.finish_replacement()
