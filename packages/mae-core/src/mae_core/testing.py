@@ -27,7 +27,7 @@ def loss_falls(model, batch: dict, steps: int = 30, lr: float = 2e-3, seed: int 
         opt.zero_grad()
         out.loss.backward()
         opt.step()
-        losses.append(float(out.loss))
+        losses.append(float(out.loss.detach()))
     return sum(losses[:5]) / 5, sum(losses[-5:]) / 5
 
 
