@@ -74,6 +74,26 @@ def test_cli_help_explains_options():
     assert "--base-lr" in out.stdout
 
 
+@pytest.mark.parametrize("command,own", [("probe", "--probe-epochs"), ("fewshot", "--shot"), ("reconstruct", "--num")])
+def test_evaluation_help_lists_its_own_options_not_training_ones(command, own, capsys):
+    """An evaluation command's --help shows its own flags with their defaults and the data flags, not the training /
+    model flags it accepts (they come from the run's config); --device stays."""
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert own in out and "--device" in out and "--image-size" in out
+    for training_only in ("--checkpoint-every", "--compile", "--base-lr", "--mask-ratio", "--embed-dim"):
+        assert training_only not in out, training_only
+    assert "(default: None)" not in out and "(default: False)" not in out
+    if command == "probe":
+        from mae_core.eval.probes import ProbeConfig
+        entry = " ".join(out.split("\n  --probe-epochs", 1)[1].split("--probe-lr")[0].split())
+        assert f"(default: {ProbeConfig().probe_epochs})" in entry, entry
+    pre = subprocess.run([sys.executable, "-m", "mae_core.cli", "pretrain", "--help"], capture_output=True, text=True)
+    assert "--checkpoint-every" in pre.stdout and "--mask-ratio" in pre.stdout  # pretrain lists them
+
+
 def test_cli_info(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out

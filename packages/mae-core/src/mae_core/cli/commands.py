@@ -66,7 +66,8 @@ def probe_flags(p) -> None:
 def cmd_probe(domain: str, argv: Sequence[str]) -> int:
     cfg, args = parse_run_command(domain, argv, f"mae-{domain} probe", probe_flags,
                                   "Frozen-feature evaluation of a pretrained run: linear probe (BatchNorm + linear, "
-                                  "as in MAE) and weighted kNN on held-out data.")
+                                  "as in MAE) and weighted kNN on held-out data.",
+                                  hide=("train", "model"))
     out = run_probe(cfg, _dataclass_from_args(ProbeConfig, args), args.run)
     print(json.dumps(out))
     return 0
@@ -111,7 +112,7 @@ def cmd_reconstruct(domain: str, argv: Sequence[str]) -> int:
 
     cfg, args = parse_run_command(domain, argv, f"mae-{domain} reconstruct", flags,
                                   "Draw original, masked input and reconstruction for a few samples of a "
-                                  "pretrained run.")
+                                  "pretrained run.", hide=("train", "model"))
     if not args.run:
         raise ConfigError("give --run DIR (a pretraining run)")
     path = run_reconstruct(cfg, args.run, args.out, args.num, args.split, args.seed)
@@ -147,7 +148,8 @@ def cmd_fewshot(domain: str, argv: Sequence[str]) -> int:
 
     cfg, args = parse_run_command(domain, argv, f"mae-{domain} fewshot", fewshot_flags,
                                   "N-way K-shot classification on frozen features over repeated random episodes "
-                                  "(support from the train split, queries from the test split).")
+                                  "(support from the train split, queries from the test split).",
+                                  hide=("train", "model"))
     train_set, test_set, model = prepare_eval(cfg, args.run, args.random_init, args.seed)
     require_labels(train_set, model)
     device = resolve_device(cfg.train.device)

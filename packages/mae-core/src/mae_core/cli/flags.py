@@ -19,6 +19,17 @@ from ..runconfig import (RESERVED, Chosen, RunConfig, Selection, alias_option_na
                          section_classes)
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Adds "(default: X)" to an option's help, unless the help already says it or there is nothing to say (no
+    default, an off switch)."""
+
+    def _get_help_string(self, action):
+        help_ = action.help or ""
+        if "default:" in help_ or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return help_
+        return help_ + " (default: %(default)s)"
+
+
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one-line ConfigErrors (exit status 2 through ``run_cli``); its help ends
     with the global options every ``mae-<domain>`` command line takes."""
@@ -26,7 +37,7 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kw):
         kw.setdefault("epilog", "global options: -q/--quiet (no progress, notes or warnings), -v/--verbose "
                                 "(tracebacks of errors), -V/--version")
-        kw.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)  # each option shows its default
+        kw.setdefault("formatter_class", DefaultsFormatter)  # each option shows its default
         super().__init__(*args, **kw)
 
     def error(self, message):
@@ -60,12 +71,15 @@ def _flag_kind(tp):
     return "scalar", base
 
 
-def _add_field(group, flag: str, dest: str, f: dataclasses.Field, tp, shown_default=dataclasses.MISSING):
+def _add_field(group, flag: str, dest: str, f: dataclasses.Field, tp, shown_default=dataclasses.MISSING,
+               hidden: bool = False):
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
     if shown_default is not dataclasses.MISSING:
         default = shown_default
     help_ = f.metadata.get("help", "")
     help_ = (f"{help_} (default: {default})" if help_ else f"(default: {default})").replace("%", "%%")
+    if hidden:
+        help_ = argparse.SUPPRESS
     kind, item = _flag_kind(tp)
     kw: dict[str, Any] = dict(dest=dest, default=argparse.SUPPRESS, help=help_)
     if "choices" in f.metadata:
@@ -127,9 +141,15 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls, section: str, take
     return mapping
 
 
-def add_run_config_flags(p: argparse.ArgumentParser, mspec, dspec) -> dict[str, tuple[str, str]]:
+# the training flags that still matter to a command that trains nothing (probe, few-shot, reconstruct)
+EVAL_TRAIN_FLAGS = ("device", "seed", "num_workers")
+
+
+def add_run_config_flags(p: argparse.ArgumentParser, mspec, dspec,
+                         hide: Sequence[str] = ()) -> dict[str, tuple[str, str]]:
     """The train / model / data flags of a method on a dataset (and a hidden flag per deprecated field name); returns
-    dest -> (section, field)."""
+    dest -> (section, field). The sections in ``hide`` are accepted but not listed by ``--help`` (an evaluation
+    command lists only the data flags and :data:`EVAL_TRAIN_FLAGS`)."""
     taken = set(RESERVED) | {o[2:].replace("-", "_") for o in p._option_string_actions if o.startswith("--")}
     names = option_names(mspec, dspec, taken)
     classes = section_classes(mspec, dspec)
@@ -141,8 +161,9 @@ def add_run_config_flags(p: argparse.ArgumentParser, mspec, dspec) -> dict[str, 
     for name, (section, fname) in names.items():
         dest = f"{section}__{fname}"
         shown = mspec.train_defaults.get(fname, dataclasses.MISSING) if section == "train" else dataclasses.MISSING
+        hidden = section in hide and not (section == "train" and fname in EVAL_TRAIN_FLAGS)
         _add_field(groups[section], "--" + name.replace("_", "-"), dest, fields[section][fname],
-                   hints[section][fname], shown)
+                   hints[section][fname], shown, hidden=hidden)
         mapping[dest] = (section, fname)
     flag_of = {sf: "--" + n.replace("_", "-") for n, sf in names.items()}
     for name, (section, new, old) in alias_option_names(mspec, dspec, taken).items():
@@ -192,14 +213,20 @@ def explicit_sections(args: argparse.Namespace, mapping: dict) -> dict[str, dict
 
 
 def parse_run_command(domain: str, argv: Sequence[str], prog: str, extra_flags: Callable, description: str,
-                      base: str = "run", with_run: bool = True) -> tuple[RunConfig, argparse.Namespace]:
+                      base: str = "run", with_run: bool = True,
+                      hide: Sequence[str] = ()) -> tuple[RunConfig, argparse.Namespace]:
     """Parse a run-based command line (``--run`` plus every method / dataset / train flag, layered over the run's
-    saved config) with ``extra_flags(parser)`` added; returns ``(RunConfig, args)``."""
+    saved config) with ``extra_flags(parser)`` added; returns ``(RunConfig, args)``. ``hide``: sections whose flags
+    are accepted but left out of ``--help`` (see :func:`add_run_config_flags`)."""
     sel, ch = pre_parse(argv, domain)
-    p = Parser(prog=prog, allow_abbrev=False, description=description)
+    epilog = None
+    if hide:
+        epilog = (f"The run's {' and '.join(hide)} settings come from its config.yaml; their flags are accepted here "
+                  f"but not listed (see `mae-{domain} pretrain --help`).")
+    p = Parser(prog=prog, allow_abbrev=False, description=description, epilog=epilog)
     add_common_flags(p, domain, with_run=with_run)
     extra_flags(p)
-    mapping = add_run_config_flags(p, ch.method, ch.dataset)
+    mapping = add_run_config_flags(p, ch.method, ch.dataset, hide=hide)
     args = p.parse_args(argv)
     sel.out = getattr(args, "out", None) if base == "method" else None
     cfg = resolve(ch, sel, explicit_sections(args, mapping), base=base)
