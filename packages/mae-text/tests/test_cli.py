@@ -36,6 +36,10 @@ def test_cli_end_to_end(tmp_path, corpus_file, beir_dir, capsys):
     assert res["bm25"]["ndcg@10"] > 0.5  # queries are words of their document
     out = capsys.readouterr().out
     assert "queries of queries.jsonl have no judgement" in out
+    assert "not fine-tuned" not in out  # a fine-tuned run: no hint
+    assert main(["evaluate", "--run", str(run), "--data", str(beir_dir)]) == 0
+    hint = [line for line in capsys.readouterr().out.splitlines() if "not fine-tuned" in line]
+    assert len(hint) == 1 and f"mae-text finetune --run {run} --data {beir_dir}" in hint[0], hint
     emb = tmp_path / "emb.safetensors"
     assert main(["encode", "--run", str(ft), "--data", str(corpus_file), "--out", str(emb)]) == 0
     from safetensors.torch import load_file

@@ -91,6 +91,17 @@ def load_model(run: str):
     return load_run(run).model
 
 
+def is_fine_tuned(run: str) -> bool:
+    """Whether ``run`` is the output of ``mae-text finetune`` (its config.yaml has a ``finetune`` section)."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((Path(run) / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(cfg, dict) and "finetune" in cfg
+
+
 def scratch_model(method: str, corpus_texts: list[str], run: str | None = None):
     from mae_core.api import load_run
     from mae_core.registry import build_model, get_method
@@ -225,6 +236,10 @@ def run_evaluate(args) -> int:
         print("bm25: " + json.dumps(results["bm25"]))
     if args.run:
         model = load_model(args.run)
+        if not is_fine_tuned(args.run):
+            print(f"note: {args.run} is a pretraining run: its encoder was not fine-tuned for retrieval, so expect low "
+                  f"scores; fine-tune it first: mae-text finetune --run {args.run}"
+                  + (f" --data {args.data}" if args.data else ""))
         dev = _device(args.device)
         if args.pairs:
             if not hasattr(model, "encode_pairs"):
