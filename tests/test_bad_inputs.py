@@ -136,7 +136,8 @@ CASES = [
     ("core-unknown-key", "core", "pretrain --config {bad_key_config} --out r", "unknown key 'embed_dimm'"),
     ("core-overwrite-bad-flag", "core", "pretrain --out {existing_run} --overwrite --batch-size 1000 --num-train 64",
      "fewer than one global batch"),
-    ("core-missing-data", "core", "pretrain --data nowhere --out r", "does not exist"),
+    ("core-missing-data", "core", "pretrain --data nowhere --out r",
+     "nowhere: no such file or folder (--data)"),
     ("core-broken-images", "core", "pretrain --data {broken_images} --out r", "a.png: cannot read image"),
     ("core-nan-array", "core", "pretrain --data {nan_npz} --out r", "contains NaN or inf"),
     ("core-unknown-command", "core", "pretrian", "unknown command 'pretrian'"),
@@ -147,10 +148,10 @@ CASES = [
     ("medical-no-data", "medical", "pretrain --dataset brain-folder --out r", "give --data PATH"),
     ("medical-zero-volume", "medical", "pretrain --data {zero_volume_cases} --out r",
      "is empty (every voxel is 0)"),
-    ("medical-flip-prob", "medical", "pretrain --dataset brain-folder --data x --flip-prob 2 --out r",
+    ("medical-flip-prob", "medical", "pretrain --dataset brain-folder --data {empty_folder} --flip-prob 2 --out r",
      "flip_prob: must be >= 0 and <= 1, got 2.0"),
     ("medical-impute-out-not-folder", "medical",
-     "impute --run r --case c --missing flair --out {file_parent}", "notafolder is not a folder"),
+     "impute --run {empty_folder} --case c --missing flair --out {file_parent}", "notafolder is not a folder"),
     ("medical-unknown-method", "medical", "pretrain --method nope --out r", "nope"),
     # mae-3d
     ("3d-num-points-0", "3d", "pretrain --num-points 0 --out r", "num_points: must be >= 1, got 0"),
@@ -162,9 +163,9 @@ CASES = [
     # mae-video
     ("video-num-frames-0", "video", "pretrain --num-frames 0 --out r", "num_frames: must be >= 1, got 0"),
     ("video-single-frame", "video", "pretrain --data {still_videos} --out r", "no readable video of two or more"),
-    ("video-test-fraction-1", "video", "pretrain --dataset video-folder --data x --test-fraction 1 --out r",
+    ("video-test-fraction-1", "video", "pretrain --dataset video-folder --data {empty_folder} --test-fraction 1 --out r",
      "test_fraction: must be >= 0 and < 1, got 1.0"),
-    ("video-stride-0", "video", "pretrain --dataset video-folder --data x --stride 0 --out r",
+    ("video-stride-0", "video", "pretrain --dataset video-folder --data {empty_folder} --stride 0 --out r",
      "stride: must be >= 1, got 0"),
     # mae-graph
     ("graph-mask-rate-0", "graph", "pretrain --mask-rate 0 --out r", "masks no node"),
@@ -183,9 +184,10 @@ CASES = [
     # mae-text
     ("text-vocab-0", "text", "pretrain --data-vocab-size 0 --out r", "vocab_size: must be >= 1, got 0"),
     ("text-test-fraction", "text", "pretrain --test-fraction 1.5 --out r", "test_fraction: must be >= 0 and < 1"),
-    ("text-missing-data", "text", "pretrain --data nowhere.txt --out r", "nowhere.txt: not found"),
+    ("text-missing-data", "text", "pretrain --data nowhere.txt --out r",
+     "nowhere.txt: no such file or folder (--data)"),
     ("text-not-utf8", "text", "pretrain --data {bad_text} --out r", "corpus.jsonl:2: not UTF-8 text (byte 17)"),
-    ("text-encode-out-not-folder", "text", "encode --run r --data d --out {file_parent}",
+    ("text-encode-out-not-folder", "text", "encode --run {empty_folder} --data {empty_folder} --out {file_parent}",
      "notafolder is not a folder"),
 ]
 
@@ -220,3 +222,24 @@ def test_table_in_docs_lists_every_case():
     assert len(CASES) >= 40 and {c[1] for c in CASES} == set(MAINS)
     missing = [c[0] for c in CASES if f"`{c[0]}`" not in doc]
     assert not missing, missing
+
+
+@pytest.mark.parametrize("domain", sorted(MAINS))
+@pytest.mark.parametrize("flag", ["--data", "--config"])
+def test_missing_input_path_is_worded_the_same_in_every_domain(domain, flag, tmp_path, capsys):
+    main = importlib.import_module(MAINS[domain]).main
+    missing = str(tmp_path / "nowhere")
+    assert main(["pretrain", flag, missing, "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {missing}: no such file or folder ({flag})"
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_data_fails_before_the_domain_is_imported(tmp_path):
+    """`mae-core pretrain --data <missing>` answers before the image domain (and torchvision) is imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from mae_core.cli import main; rc = main(['pretrain', '--data', sys.argv[1]]); "
+            "print(rc, 'mae_core.image' in sys.modules, 'torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "nowhere")], capture_output=True, text=True)
+    assert out.stdout.split() == ["2", "False", "False"], out.stdout + out.stderr

@@ -141,7 +141,7 @@ def test_bad_input_table(tmp_path, capsys, trained_run):
     cfg = (wrong_shape / "config.json").read_text().replace('"embed_dim": 32', '"embed_dim": 48')
     (wrong_shape / "config.json").write_text(cfg)
     rows = [
-        (["pretrain", "--data", str(tmp_path / "missing"), "--out", str(out)], "does not exist"),
+        (["pretrain", "--data", str(tmp_path / "missing"), "--out", str(out)], "missing: no such file or folder (--data)"),
         (["pretrain", "--data", str(empty), "--out", str(out)], str(empty)),
         (["pretrain", "--data", str(corrupt), "--out", str(out)], "a.png: cannot read image"),
         (["pretrain", "--config", str(bad_cfg), "--out", str(out)], "unknown key 'embed_dimm'"),

@@ -153,9 +153,36 @@ def _dispatch(domain: str, argv: list[str], prog: str, description: str | None) 
     raise ConfigError(f"unknown command {cmd!r}; choose from: {', '.join(dict.fromkeys([*CORE_COMMANDS, *extra]))}")
 
 
+# flags whose value is an existing file or folder in every command that has them
+INPUT_PATH_FLAGS = ("--data", "--run", "--config")
+
+
+def missing_input(argv: Sequence[str]) -> str | None:
+    """The one-line error for the first input-path flag (:data:`INPUT_PATH_FLAGS`) naming a path that does not
+    exist, in the same words for every domain; checked before the domain's heavy imports. ``None`` if all exist."""
+    if "-h" in argv or "--help" in argv:
+        return None
+    for i, a in enumerate(argv):
+        flag, _, value = a.partition("=")
+        if flag not in INPUT_PATH_FLAGS:
+            continue
+        if not value:
+            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                continue  # argparse reports the missing value
+            value = argv[i + 1]
+        if not os.path.exists(value):
+            return f"{value}: no such file or folder ({flag})"
+    return None
+
+
 def domain_main(domain: str, prog: str | None = None, description: str | None = None):
-    """The ``main(argv=None)`` of a domain's console script: import the domain (its entry point), run its CLI."""
+    """The ``main(argv=None)`` of a domain's console script: check input paths, import the domain (its entry
+    point), run its CLI."""
     def main(argv: Sequence[str] | None = None) -> int:
+        err = missing_input(list(sys.argv[1:] if argv is None else argv))
+        if err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         registry.autoload(domain)
         return run_cli(domain, argv, prog=prog or f"mae-{domain}", description=description)
     return main
