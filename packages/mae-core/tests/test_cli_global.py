@@ -103,7 +103,7 @@ def test_help_keeps_percent_signs(capsys):
 
 @pytest.mark.parametrize("kind,message", [("binary", "is not a text (UTF-8) file"), ("folder", "is a folder"),
                                           ("list", "expected a mapping at the top level"),
-                                          ("missing", "config file not found")])
+                                          ("missing", "no such file or folder (--config)")])
 def test_bad_config_file(kind, message, tmp_path, capsys):
     path = tmp_path / "c.yaml"
     if kind == "binary":

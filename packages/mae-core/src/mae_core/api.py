@@ -91,14 +91,21 @@ def create_model(name: str, *, domain: str | None = None, dataset: Any = None, d
 
     The method's ``adapt`` makes the model follow the data, as the CLI does: ``dataset`` is a built dataset or a
     registered dataset name (default: the method's embedded dataset), ``data_config`` its config (dataclass or
-    dict). ``adapt=False`` builds exactly the config given.
+    dict). A field given in ``overrides`` keeps its value (``img_size=16`` builds a 16-pixel model even though the
+    embedded data is 32 px); ``adapt=False`` builds exactly the config given.
     """
+    import dataclasses
+
+    from .config import canonical
+
     spec = registry.get_method(name, domain)
     config = from_dict(spec.config_cls, overrides, where=f"{spec.name}: model")
     if adapt:
         dataset_name = dataset if isinstance(dataset, str) else None
         built = None if isinstance(dataset, str) else dataset
-        config = adapt_config(spec, config, built, data_config, dataset_name)
+        adapted = adapt_config(spec, config, built, data_config, dataset_name)
+        given = set(canonical(spec.config_cls, overrides)) & {f.name for f in dataclasses.fields(config)}
+        config = dataclasses.replace(adapted, **{k: getattr(config, k) for k in given})
     return registry.build_model(spec.name, config, spec.domain)
 
 

@@ -72,7 +72,7 @@ def check_contract(model, batch: dict, name: str | None = None, tmpdir: str | os
         raise MaeError(f"method {name!r}: forward must return a finite scalar loss, got {loss!r}")
     again = model(batch, generator=torch.Generator().manual_seed(0)).loss
     if not torch.allclose(loss.detach(), again.detach(), rtol=1e-5, atol=1e-6):
-        raise MaeError(f"method {name!r}: the same generator gave losses {float(loss):.6f} and {float(again):.6f}")
+        raise MaeError(f"method {name!r}: the same generator gave losses {float(loss.detach()):.6f} and {float(again.detach()):.6f}")
     model.eval()
     with torch.no_grad():
         feats = model.encode(batch)
@@ -96,5 +96,5 @@ def check_contract(model, batch: dict, name: str | None = None, tmpdir: str | os
         if not torch.allclose(feats, feats2, rtol=1e-5, atol=1e-6):
             raise MaeError(f"method {name!r}: encode differs after save_pretrained / from_pretrained "
                            f"(max diff {float((feats - feats2).abs().max()):.3g})")
-    return {"loss": float(loss), "feature_shape": tuple(feats.shape)}
+    return {"loss": float(loss.detach()), "feature_shape": tuple(feats.shape)}
 

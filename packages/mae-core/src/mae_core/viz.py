@@ -36,10 +36,12 @@ def _to_display(x: torch.Tensor, mean, std) -> torch.Tensor:
 
 @torch.no_grad()
 def image_reconstruction(model, images: torch.Tensor, patch_size: int, seed: int = 0):
-    """Run the MAE on ``images`` and return (original, masked, reconstruction, pasted, norm_undone) in model space.
+    """Run the MAE on ``images`` and return (original, masked, reconstruction, pasted, norm_undone, mask, raw) in
+    model space.
 
     When the model was trained on per-patch normalised targets, its predictions are de-normalised with the true
-    patch statistics of the original image.
+    patch statistics of the original image (``norm_undone`` is then True); ``raw`` is the prediction as the model
+    gives it (per-patch normalised in that case), as an image.
     """
     model.eval()
     g = torch.Generator().manual_seed(seed)
@@ -48,6 +50,7 @@ def image_reconstruction(model, images: torch.Tensor, patch_size: int, seed: int
     grid = (h // patch_size, w // patch_size)
     target = patchify(images, patch_size)
     pred = out.pred.float()
+    raw = unpatchify(pred, patch_size, (h // patch_size, w // patch_size), c)
     norm = bool(getattr(model, "norm_pix_loss", False))
     if norm:
         _, (mean, scale) = normalize_patches(target, return_stats=True)
@@ -56,17 +59,25 @@ def image_reconstruction(model, images: torch.Tensor, patch_size: int, seed: int
     masked = unpatchify(target * (1 - mask), patch_size, grid, c)
     recon = unpatchify(pred, patch_size, grid, c)
     pasted = unpatchify(pred * mask + target * (1 - mask), patch_size, grid, c)
-    return images, masked, recon, pasted, norm, out.mask
+    return images, masked, recon, pasted, norm, out.mask, raw
+
+
+def _stretch(x: torch.Tensor) -> torch.Tensor:
+    """An image stretched to [0, 1] by its own min and max (for a prediction with no absolute intensity)."""
+    x = x.cpu().float()
+    return (x - x.min()) / (x.max() - x.min()).clamp_min(1e-8)
 
 
 def save_image_reconstruction(model, images: torch.Tensor, path, mean=(0.5,) * 3, std=(0.5,) * 3,
                               patch_size: int | None = None, seed: int = 0, title: str | None = None) -> Path:
     patch_size = patch_size or model.config.patch_size
-    orig, masked, recon, pasted, norm, mask = image_reconstruction(model, images, patch_size, seed)
+    orig, masked, recon, pasted, norm, mask, raw = image_reconstruction(model, images, patch_size, seed)
     plt = pyplot()
     n = len(images)
     cols = ["original", "masked input", "reconstruction", "reconstruction + visible"]
-    fig, axes = plt.subplots(n, 4, figsize=(8, 2 * n), squeeze=False)
+    if norm:
+        cols.append("prediction alone\n(no true patch statistics)")
+    fig, axes = plt.subplots(n, len(cols), figsize=(2 * len(cols), 2 * n + 0.6), squeeze=False, layout="constrained")
     b, c, h, w = images.shape
     # masked patches shown as mid-grey in display space
     grid = (h // patch_size, w // patch_size)
@@ -75,6 +86,8 @@ def save_image_reconstruction(model, images: torch.Tensor, path, mean=(0.5,) * 3
         shown = [_to_display(orig[i], mean, std),
                  _to_display(masked[i], mean, std) * (1 - grey_mask[i]) + 0.5 * grey_mask[i],
                  _to_display(recon[i], mean, std), _to_display(pasted[i], mean, std)]
+        if norm:
+            shown.append(_stretch(raw[i]))
         for j, img in enumerate(shown):
             ax = axes[i, j]
             ax.imshow(img.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if c == 1 else None, vmin=0, vmax=1)
@@ -84,7 +97,8 @@ def save_image_reconstruction(model, images: torch.Tensor, path, mean=(0.5,) * 3
     ratio = float(mask.float().mean())
     t = title or f"MAE reconstruction, {ratio:.0%} of patches masked"
     if norm:
-        t += "\n(target was normalised per patch; shown de-normalised with the true patch mean / variance)"
+        t += ("\n(target was normalised per patch: columns 3-4 are de-normalised with the true patch mean / variance; "
+              "the last column is the prediction alone, stretched to the image's range)")
     fig.suptitle(t, fontsize=9)
     return save_figure(fig, path)
 
