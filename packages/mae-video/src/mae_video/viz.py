@@ -76,7 +76,7 @@ def save_gif(orig: torch.Tensor, masked: torch.Tensor, rec: torch.Tensor, path, 
                 y, x = i * (h + sep), k * (w + sep)
                 canvas[y:y + h, x:x + w] = panel[i, j].numpy()
         im = Image.fromarray((canvas * 255).round().astype(np.uint8))
-        frames.append(im.resize((im.width * scale, im.height * scale), Image.NEAREST))
+        frames.append(im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST))
     path = Path(path)
 
     def write(tmp):
