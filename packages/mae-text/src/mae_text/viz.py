@@ -14,8 +14,32 @@ def _words(tok, ids) -> str:
 
 
 @torch.no_grad()
-def save_text_reconstruction(model, dataset, path, num: int = 4, seed: int = 0):
+def token_accuracy(model, texts: list[str], seed: int = 0) -> dict:
+    """Top-1 accuracy of the encoder's MLM fill-ins (masked tokens) and of the decoder's rebuild (every ordinary
+    token), each beside the accuracy of always answering the most frequent target token of the same texts."""
+    enc = model.tokenize_text({"text": texts})
+    masks = model.draw_masks(enc, torch.Generator().manual_seed(seed))
+    h = model.run_encoder(masks["enc_in"], enc.attention_mask)
+
+    def scored(pred, where):
+        target = enc.input_ids[where]
+        if target.numel() == 0:
+            return None
+        common = target.mode().values
+        return {"acc": float((pred[where] == target).float().mean()), "frequent": float((target == common).float().mean())}
+
+    out = {"mlm": scored(model.mlm_logits(h).argmax(-1), masks["enc_mask"])}
+    if model.has_decoder:
+        rebuilt = model.mlm_logits(model.decode(h[:, 0], enc, masks)).argmax(-1)
+        out["decoder"] = scored(rebuilt, enc.attention_mask.bool() & ~enc.special)
+    return out
+
+
+@torch.no_grad()
+def save_text_reconstruction(model, dataset, path, num: int = 4, seed: int = 0, num_scored: int = 64):
     model.eval()
+    scored_idx = torch.linspace(0, len(dataset) - 1, min(num_scored, len(dataset))).long().tolist()
+    acc = token_accuracy(model, [dataset[i]["text"] for i in scored_idx], seed)
     idx = torch.linspace(0, len(dataset) - 1, min(num, len(dataset))).long().tolist()
     batch = {"text": [dataset[i]["text"] for i in idx]}
     enc = model.tokenize_text(batch)
@@ -27,6 +51,10 @@ def save_text_reconstruction(model, dataset, path, num: int = 4, seed: int = 0):
     tok = model.tokenizer
     plt = pyplot()
     fig = plt.figure(figsize=(12, 2.3 * len(idx)))
+    parts = [f"{name}: {a['acc']:.0%} of tokens right (always the most frequent token: {a['frequent']:.0%})"
+             for name, a in (("encoder MLM on masked tokens", acc["mlm"]), ("decoder from [CLS]", acc.get("decoder")))
+             if a is not None]
+    fig.text(0.01, 1.04, f"top-1 over {len(scored_idx)} texts - " + "; ".join(parts), fontsize=8, va="top")
     y = 1.0
     for b in range(len(idx)):
         n = int(enc.attention_mask[b].sum())
