@@ -41,9 +41,11 @@ def _tiny_hf_vitmae():
 def _hf_sincos(dim: int, grid: int) -> torch.Tensor:
     """The table transformers fills in for a pretrained ViTMAE: its own 2-D builder, halves swapped as the
     original MAE code laid them out (modeling_vit_mae.initialize_weights)."""
-    from transformers.models.vit_mae.modeling_vit_mae import build_2d_sinusoidal_position_embedding
+    from transformers.models.vit_mae import modeling_vit_mae as m
 
-    t = build_2d_sinusoidal_position_embedding(height=grid, width=grid, embed_dim=dim, cls_token=True)
+    if not hasattr(m, "build_2d_sinusoidal_position_embedding"):  # transformers < 5: the numpy builder, same layout
+        return torch.from_numpy(m.get_2d_sincos_pos_embed(dim, grid, add_cls_token=True)).float()[None]
+    t = m.build_2d_sinusoidal_position_embedding(height=grid, width=grid, embed_dim=dim, cls_token=True)
     return torch.cat([t[..., dim // 2:], t[..., :dim // 2]], -1)[None]
 
 
