@@ -87,9 +87,10 @@ def test_local_decoder_is_local():
 
 
 @pytest.mark.parametrize("cls,kw", [(AudioMAE, {"decoder_mode": "local"}), (AudioMAE, {"mask_strategy": "time+frequency"}),
-                                    (BirdMAE, {})])
+                                    (AudioMAE, {"decoder_mode": "swin"}), (BirdMAE, {})])
 def test_loss_falls(cls, kw):
-    m = tiny(cls, target_length=64, num_mel_bins=64, **kw)
+    # one fixed batch is memorised: without roll_mag_aug, which changes the batch at every step
+    m = tiny(cls, target_length=64, num_mel_bins=64, roll_mag_aug=False, **kw)
     torch.manual_seed(1)
     base = torch.randn(4, 1, 16, 64).repeat(1, 1, 4, 1)
     first, last = loss_falls(m, {"x": base}, steps=40, lr=3e-3)

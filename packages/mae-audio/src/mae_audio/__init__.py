@@ -23,20 +23,25 @@ __version__ = "0.1.0"
 
 
 def adapt_audio(model_cfg, data_cfg, dataset):
-    """The model's time and frequency sizes follow the data's front end."""
-    return dataclasses.replace(model_cfg, target_length=getattr(data_cfg, "target_length", model_cfg.target_length),
-                               num_mel_bins=getattr(data_cfg, "num_mel_bins", model_cfg.num_mel_bins))
+    """The model's time and frequency sizes and its fbank statistics follow the data's front end (the statistics
+    are computed on the training split when the data config has none)."""
+    if getattr(data_cfg, "norm_mean", 0.0) is None and dataset is not None:
+        getattr(dataset, "config", None)  # builds a lazy dataset, which writes its statistics into data_cfg
+    over = {k: getattr(data_cfg, k) for k in ("target_length", "num_mel_bins", "norm_mean", "norm_std")
+            if getattr(data_cfg, k, None) is not None}
+    return dataclasses.replace(model_cfg, **over)
 
 
 _TINY = {"model": {"patch_size": 16, "embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 16,
                    "decoder_depth": 1, "decoder_num_heads": 2},
          "data": {"target_length": 64, "num_mel_bins": 64, "num_train": 4, "num_test": 2}}
 _TRAIN = {"epochs": 30, "batch_size": 32, "base_lr": 4e-3, "warmup_epochs": 3, "weight_decay": 0.05}
+_TRAIN_AUDIO_MAE = {**_TRAIN, "weight_decay": 1e-4}  # the reference's AudioSet pretraining (--weight_decay 0.0001)
 
 for _spec in (
     MethodSpec(name="audio-mae", domain="audio", config_cls=AudioMAEConfig, model_cls=AudioMAE,
-               description="Audio-MAE: ViT MAE on log-mel fbank patches, 80 % masking, local-window decoder",
-               default_dataset="birdcalls", visualize=visualize_audio, train_defaults=dict(_TRAIN), adapt=adapt_audio,
+               description="Audio-MAE: ViT MAE on log-mel fbank patches, 80 % masking, Swin-window decoder",
+               default_dataset="birdcalls", visualize=visualize_audio, train_defaults=dict(_TRAIN_AUDIO_MAE), adapt=adapt_audio,
                tiny=_TINY,
                paper="Huang et al., Masked Autoencoders that Listen, NeurIPS 2022"),
     MethodSpec(name="bird-mae", domain="audio", config_cls=BirdMAEConfig, model_cls=BirdMAE,

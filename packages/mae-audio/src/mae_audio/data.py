@@ -30,7 +30,7 @@ from mae_core.config import field
 from mae_core.errors import DataError
 
 from .features import (AUDIO_EXTENSIONS, dataset_stats, fbank, frame_samples, normalize, pad_or_crop, read_audio,
-                       samples_for_frames, to_sample_rate)
+                       real_frames, samples_for_frames, to_sample_rate)
 from .synth import make_clip
 
 _CACHE: dict[tuple, dict] = {}
@@ -146,6 +146,7 @@ class FbankDataset(Dataset):
         if c.norm_std <= 0:
             raise DataError(f"{self.name()}: norm_std must be positive, got {c.norm_std}")
         self.raw = raw["feats"]
+        self.frames = real_frames(raw["feats"])  # real frames before the zero padding (roll_mag_aug rolls these)
         self.feats = normalize(raw["feats"], c.norm_mean, c.norm_std).unsqueeze(1).contiguous()  # (N, 1, T, F)
         self.labels = raw["labels"]
         self.names = raw["names"]
@@ -176,7 +177,7 @@ class FbankDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         y = self.labels[i]
-        sample = {"x": self.feats[i], "label": y, "index": i}
+        sample = {"x": self.feats[i], "label": y, "index": i, "frames": self.frames[i]}
         if not self.multilabel:  # class probabilities for mixup during fine-tuning
             sample["onehot"] = torch.nn.functional.one_hot(y, self.num_classes).float()
         return sample

@@ -95,6 +95,16 @@ def pad_or_crop(feats: torch.Tensor, target_length: int, start: int = 0) -> torc
     return feats[start:start + target_length]
 
 
+def real_frames(feats: torch.Tensor) -> torch.Tensor:
+    """(N, T, F) padded raw fbanks -> (N,) frames before the zero padding: one past the last frame that is not all
+    zero (a log-mel frame of real audio is never exactly 0 in every bin: kaldi floors the energies at log(eps)),
+    at least 1."""
+    nonzero = (feats != 0).any(-1)  # (N, T)
+    t = feats.shape[1]
+    last = torch.where(nonzero, torch.arange(1, t + 1), torch.zeros(1, dtype=torch.long)).amax(-1)
+    return last.clamp(min=1)
+
+
 def normalize(feats: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     """Audio-MAE normalisation: (x - mean) / (2 std)."""
     return (feats - mean) / (2.0 * std)

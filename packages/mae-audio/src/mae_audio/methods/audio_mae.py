@@ -3,12 +3,16 @@
 The recipe: a log-mel fbank (time x frequency, normalised with dataset statistics) is cut into 16 x 16 patches on a
 (time, frequency) grid; 80 % of the patches are masked (unstructured random masking; time, frequency and
 time + frequency masking are the paper's ablation variants); a ViT encodes the visible patches; a decoder re-inserts
-mask tokens and predicts the per-patch normalised fbank values (norm-pix MSE on the masked patches). The decoder is
-a plain transformer, or the paper's local one: self-attention restricted to windows along time, the windows shifted
-by half a window on every other block (Swin-style, made with an attention mask on mae-core's ``Attention``).
+mask tokens and predicts the per-patch normalised fbank values (norm-pix MSE on the masked patches). The decoder is,
+by default, the reference's local one (:mod:`.swin_decoder`: Swin-style (4, 4) windows over (time, frequency),
+shifted by (2, 0) on every other block, cosine attention with a relative-position bias); ``decoder_mode: plain`` is a
+global-attention transformer and ``decoder_mode: local`` the earlier time-only window mask on mae-core's blocks.
+Pretraining applies ``roll_mag_aug`` as the reference does (a random roll of the clip along time and a gain of
+Beta(10, 10) + 0.5, i.e. + 2 ln(gain) in log-mel), here on the cached fbank.
 
 Fine-tuning (mae-core ``finetune``: mean-pooled tokens, layer-wise lr decay) uses, while the model is in training
-mode: SpecAugment (frequency and time masking of the input), mixup of inputs and labels (soft labels: CE for
+mode: SpecAugment (frequency and time masking of the input; the masks hold raw log-mel 0, what the reference writes
+before it normalises, i.e. (0 - mean) / (2 std) on the normalised input), mixup of inputs and labels (soft labels: CE for
 single-label, BCE for multi-label), and the paper's token dropping (structured time + frequency masking of the
 patch tokens) in ``encode``.
 """
@@ -26,9 +30,12 @@ from mae_core.errors import MaeError
 from mae_core.layers import PatchEmbed2d, grid_shape, patchify, sincos_pos_embed, unpatchify
 from mae_core.masking import (MaskInfo, mask_from_mask, mask_from_scores, num_keep, random_masking, restore_tokens,
                               uniform_noise)
-from mae_core.models import MAEDecoder, MaskedAutoencoder, ViTConfig
+from mae_core.models import MAEDecoder, MaskedAutoencoder, ModelOutput, ViTConfig
+
+from .swin_decoder import SwinDecoder
 
 MASK_MODES = ["random", "time", "frequency", "time+frequency"]
+DECODER_MODES = ["swin", "plain", "local"]
 
 
 @dataclass
@@ -41,13 +48,20 @@ class AudioMAEConfig(ViTConfig):
     num_heads: int = field(3, "encoder attention heads")
     decoder_embed_dim: int = field(128, "decoder width")
     decoder_depth: int = field(2, "decoder blocks")
-    decoder_mode: str = field("local", "plain (global attention) or local (windows along time, shifted on "
-                                       "every other block)", choices=["plain", "local"])
-    decoder_window: int = field(4, "time tokens per local decoder window", ge=1)
+    decoder_mode: str = field("swin", "swin (the reference: (time, frequency) windows, shifted along time on every "
+                                      "other block), plain (global attention) or local (time-only windows)",
+                              choices=DECODER_MODES)
+    decoder_window: int = field(4, "time tokens per decoder window (swin, local); swin shifts by half of it", ge=1)
+    decoder_window_freq: int = field(4, "frequency tokens per swin decoder window", ge=1)
     mask_ratio: float = field(0.8, "fraction of patches hidden from the encoder")
     mask_strategy: str = field("random", "random (unstructured), time (whole time columns), frequency (whole "
                                          "frequency rows) or time+frequency", choices=MASK_MODES)
     norm_pix_loss: bool = field(True, "normalise each target patch by its own mean and variance")
+    roll_mag_aug: bool = field(True, "pretraining: roll each clip along time by a random number of its frames and "
+                                     "scale its gain by Beta(10, 10) + 0.5 (the reference's roll_mag_aug)")
+    norm_mean: float | None = field(None, "fbank mean of the data (follows the data): where SpecAugment and "
+                                          "roll_mag_aug find raw log-mel 0")
+    norm_std: float | None = field(None, "fbank std of the data (follows the data)", gt=0)
     ft_freq_mask: int = field(24, "fine-tuning SpecAugment: max width of the frequency mask (mel bins, 0 = off)", ge=0)
     ft_time_mask: int = field(24, "fine-tuning SpecAugment: max width of the time mask (frames, 0 = off)", ge=0)
     ft_mixup: float = field(0.5, "fine-tuning mixup probability of a batch (lambda ~ Beta(ft_mixup_alpha))")
@@ -155,7 +169,12 @@ class AudioMAE(MaskedAutoencoder):
                        decoder_heads=c.decoder_num_heads, pred_dim=c.patch_size ** 2, decoder_pos=dec_pos,
                        mask_ratio=c.mask_ratio, norm_pix_loss=c.norm_pix_loss, mlp_ratio=c.mlp_ratio,
                        drop_path=c.drop_path)
-        if c.decoder_mode == "local":
+        if c.decoder_mode == "swin":
+            w = (c.decoder_window, c.decoder_window_freq)
+            self.decoder = SwinDecoder(c.embed_dim, c.decoder_embed_dim, c.decoder_depth, c.decoder_num_heads,
+                                       c.patch_size ** 2, grid=self.grid, window=w, shift=(c.decoder_window // 2, 0),
+                                       pos_embed=dec_pos, mlp_ratio=c.mlp_ratio)
+        elif c.decoder_mode == "local":
             self.decoder = LocalWindowDecoder(c.embed_dim, c.decoder_embed_dim, c.decoder_depth, c.decoder_num_heads,
                                               c.patch_size ** 2, pos_embed=dec_pos, mlp_ratio=c.mlp_ratio,
                                               grid=self.grid, window=c.decoder_window)
@@ -195,23 +214,56 @@ class AudioMAE(MaskedAutoencoder):
         pos = None
         if grid != self.grid:
             pos = sincos_pos_embed(self.config.decoder_embed_dim, grid)[None].to(latent.device)
-        if isinstance(self.decoder, LocalWindowDecoder):
+        if isinstance(self.decoder, (LocalWindowDecoder, SwinDecoder)):
             return self.decoder(latent, mask.ids_restore, pos=pos, grid=grid)
         return self.decoder(latent, mask.ids_restore, pos=pos)
 
     def unpatchify(self, tokens: torch.Tensor, grid=None) -> torch.Tensor:
         return unpatchify(tokens, self.config.patch_size, grid or self.grid, 1)
 
-    # ---- fine-tuning augmentations (active only in training mode inside encode) -------------------------------------
+    # ---- augmentations --------------------------------------------------------------------------------------------------
+    def raw_zero(self) -> float:
+        """The normalised value of raw log-mel 0, (0 - mean) / (2 std); 0.0 when the statistics are not known."""
+        c = self.config
+        if c.norm_mean is None or c.norm_std is None:
+            return 0.0
+        return -c.norm_mean / (2.0 * c.norm_std)
+
+    def roll_mag(self, batch: dict, generator: torch.Generator | None = None) -> dict:
+        """The reference's ``roll_mag_aug`` on the cached fbank: each clip's ``frames`` real frames (the zero padding
+        after them stays) are rolled along time by s ~ U{0, frames - 1} (out[t] = x[(t - s) mod frames]) and raised by
+        2 ln(g), g ~ Beta(10, 10) + 0.5 (a waveform gain g scales the power spectrum by g^2), which is ln(g) / std
+        after the normalisation. A new batch dict; the input is not changed."""
+        x = batch["x"]
+        b, t = x.shape[0], x.shape[2]
+        n = batch.get("frames")
+        n = torch.full((b,), t, device=x.device) if n is None else n.to(x.device).long().clamp(1, t)
+        shift = (uniform_noise((b,), generator, x.device) * n).long().clamp(max=t - 1)
+        pos = torch.arange(t, device=x.device)[None]
+        real = pos < n[:, None]  # (B, T)
+        src = torch.where(real, (pos - shift[:, None]) % n[:, None], pos)
+        x = torch.gather(x, 2, src[:, None, :, None].expand_as(x))
+        gain = torch.distributions.Beta(10.0, 10.0).sample((b,)).to(x.device) + 0.5
+        std = self.config.norm_std or 0.5  # unknown statistics: the input is taken as raw log-mel
+        x = x + real[:, None, :, None] * (torch.log(gain) / std).to(x.dtype)[:, None, None, None]
+        return {**batch, "x": x}
+
+    def forward(self, batch: dict, generator: torch.Generator | None = None) -> ModelOutput:
+        if self.training and self.config.roll_mag_aug:
+            batch = self.roll_mag(batch, generator)
+        return super().forward(batch, generator)
+
     def spec_augment(self, x: torch.Tensor) -> torch.Tensor:
-        """SpecAugment: one frequency mask and one time mask per sample (independent), filled with 0 (the mean)."""
+        """SpecAugment: one frequency mask and one time mask per sample (independent), filled with raw log-mel 0
+        (the reference masks before normalising): :meth:`raw_zero` on the normalised input."""
         import torchaudio.functional as AF
 
         c = self.config
+        fill = self.raw_zero()
         if c.ft_freq_mask > 0:
-            x = AF.mask_along_axis_iid(x, c.ft_freq_mask, 0.0, axis=3)
+            x = AF.mask_along_axis_iid(x, c.ft_freq_mask, fill, axis=3)
         if c.ft_time_mask > 0:
-            x = AF.mask_along_axis_iid(x, c.ft_time_mask, 0.0, axis=2)
+            x = AF.mask_along_axis_iid(x, c.ft_time_mask, fill, axis=2)
         return x
 
     def mixup(self, batch: dict) -> dict:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from mae_core.config import field
 
-from .audio_mae import AudioMAE, AudioMAEConfig, MASK_MODES
+from .audio_mae import DECODER_MODES, MASK_MODES, AudioMAE, AudioMAEConfig
 
 
 @dataclass
@@ -22,7 +22,9 @@ class BirdMAEConfig(AudioMAEConfig):
     mask_ratio: float = field(0.75, "fraction of patches hidden from the encoder (Bird-MAE: 0.75)")
     mask_strategy: str = field("random", "random (unstructured, Bird-MAE), time, frequency or time+frequency",
                                choices=MASK_MODES)
-    decoder_mode: str = field("plain", "plain (global attention, Bird-MAE) or local", choices=["plain", "local"])
+    decoder_mode: str = field("plain", "plain (global attention, Bird-MAE), swin or local", choices=DECODER_MODES)
+    roll_mag_aug: bool = field(False, "pretraining: Audio-MAE's roll_mag_aug (off: not part of the Bird-MAE recipe "
+                                      "here)")
 
 
 class BirdMAE(AudioMAE):
