@@ -1,5 +1,5 @@
-"""``mae-audio prototypes``: train the prototypical probe on a run's frozen encoder and draw where the prototypes
-fire on a few test clips (one PNG per clip)."""
+"""``mae-audio prototypes``: train Bird-MAE's prototypical probe (:mod:`.bird_probe`, the reference recipe) on a
+run's frozen encoder and draw where the prototypes fire on a few test clips (one PNG per clip)."""
 from __future__ import annotations
 
 import json
@@ -9,9 +9,10 @@ import torch
 
 from mae_core.api import load_run
 from mae_core.errors import ConfigError
-from mae_core.eval.prototypical import extract_token_grids, prototypical_probe
+from mae_core.eval.prototypical import extract_token_grids
 from mae_core.rundir import RunDir
 
+from .bird_probe import bird_mae_probe
 from .viz import save_prototype_map
 
 
@@ -36,7 +37,7 @@ def run_prototypes(args) -> int:
     xte, yte, _ = extract_token_grids(model, test, 64, progress=True)
     multilabel = ytr.ndim == 2
     nc = ytr.shape[1] if multilabel else train.num_classes
-    res, head = prototypical_probe(xtr, ytr, xte, yte, grid, nc, num_prototypes=args.prototypes, epochs=args.epochs,
+    res, head = bird_mae_probe(xtr, ytr, xte, yte, grid, nc, num_prototypes=args.prototypes, epochs=args.epochs,
                                    proto_lr=args.proto_lr, head_lr=args.head_lr, multilabel=multilabel,
                                    return_head=True)
     out = Path(args.out) if args.out else run.pictures

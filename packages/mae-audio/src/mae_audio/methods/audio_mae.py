@@ -59,6 +59,8 @@ class AudioMAEConfig(ViTConfig):
     norm_pix_loss: bool = field(True, "normalise each target patch by its own mean and variance")
     roll_mag_aug: bool = field(True, "pretraining: roll each clip along time by a random number of its frames and "
                                      "scale its gain by Beta(10, 10) + 0.5 (the reference's roll_mag_aug)")
+    probe_tokens: str = field("focal", "tokens of the prototypical probe: focal (patch tokens minus the cls token, "
+                                       "the Bird-MAE reference config) or patch", choices=["focal", "patch"])
     norm_mean: float | None = field(None, "fbank mean of the data (follows the data): where SpecAugment and "
                                           "roll_mag_aug find raw log-mel 0")
     norm_std: float | None = field(None, "fbank std of the data (follows the data)", gt=0)
@@ -217,6 +219,16 @@ class AudioMAE(MaskedAutoencoder):
         if isinstance(self.decoder, (LocalWindowDecoder, SwinDecoder)):
             return self.decoder(latent, mask.ids_restore, pos=pos, grid=grid)
         return self.decoder(latent, mask.ids_restore, pos=pos)
+
+    def token_grid(self, batch: dict) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """Patch tokens for grid probes, ((B, L, D), (time, frequency) grid): with ``probe_tokens: focal`` the
+        last layer's patch tokens minus its cls token (Bird-MAE's ``focal_similarity``)."""
+        feats = self.forward_features(batch)
+        p = self.encoder.num_prefix_tokens
+        patch = feats[:, p:]
+        if self.config.probe_tokens == "focal" and p:
+            patch = patch - feats[:, :1]
+        return patch, self._check(batch["x"])
 
     def unpatchify(self, tokens: torch.Tensor, grid=None) -> torch.Tensor:
         return unpatchify(tokens, self.config.patch_size, grid or self.grid, 1)
