@@ -73,7 +73,8 @@ def model_config(args) -> AudioMAEConfig:
                           depth=args.depth, num_heads=args.num_heads, decoder_embed_dim=args.decoder_embed_dim,
                           decoder_depth=args.decoder_depth, decoder_num_heads=4, decoder_mode=args.decoder_mode,
                           decoder_window=2, mask_ratio=args.mask_ratio, ft_mixup=0.5, ft_freq_mask=24,
-                          ft_time_mask=12, ft_token_drop_time=0.2, ft_token_drop_freq=0.2)
+                          ft_time_mask=12, ft_token_drop_time=0.2, ft_token_drop_freq=0.2,
+                          roll_mag_aug=False)  # the recorded run predates roll_mag_aug (no norm stats: fill 0)
 
 
 def fresh_model(args, seed: int) -> AudioMAE:
