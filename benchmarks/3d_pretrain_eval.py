@@ -45,7 +45,7 @@ def run(cmd: list[str]) -> str:
 def data_flags(a) -> list[str]:
     if a.data == "shapes":
         return ["--preset", a.preset] if a.preset else []
-    return ["--data", a.npz, "--preset", a.preset or "point-mae-small"]
+    return ["--data", a.npz] + (["--preset", a.preset] if a.preset else [])
 
 
 def stage_pretrain(a, exe):
@@ -111,7 +111,8 @@ def stage_eval(a):
     out = Path(a.out)
     extra = (data_flags(a)[2:] if a.data == "modelnet10" else []) + shlex.split(a.eval_extra)
     res = {}
-    for tag, rnd in (("pretrained", False), ("random_init", True)):
+    tags = (("pretrained", False),) + (() if a.no_random_init else (("random_init", True),))
+    for tag, rnd in tags:
         t0 = time.time()
         xtr, ytr, xte, yte = features(str(out), rnd, extra)
         d = xtr.shape[1] // 2  # encode = cat(max, mean)
@@ -175,6 +176,7 @@ def main():
     ap.add_argument("--warmup-epochs", type=float, default=None)
     ap.add_argument("--extra", default="", help="extra pretrain flags")
     ap.add_argument("--no-fewshot", action="store_true")
+    ap.add_argument("--no-random-init", action="store_true", help="eval: only the run's pretrained encoder")
     ap.add_argument("--pools", default="max+mean,max,mean", help="eval: SVM on these poolings of the tokens")
     ap.add_argument("--c-grid", default="0.01,0.1,1", help="eval: SVM C values tried by cross-validation")
     ap.add_argument("--label-counts", default="", help="eval: also SVM on N labelled clouds per class (e.g. 5,10,20)")

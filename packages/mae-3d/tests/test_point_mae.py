@@ -5,7 +5,7 @@ from mae_core.errors import MaeError
 from mae_core.eval import extract_features
 from mae_core.eval.svm import few_shot, linear_svm
 from mae_core.testing import loss_falls
-from mae_3d.methods.point_mae import PointMAE, PointMAEConfig, masked_ids
+from mae_3d.methods.point_mae import PointMAE, PointMAEConfig, masked_ids, num_masked
 
 
 def tiny_cfg(**kw):
@@ -24,7 +24,8 @@ def test_masking_counts_and_shapes(tiny_shapes, mask_strategy):
     torch.manual_seed(0)
     model = PointMAE(tiny_cfg(mask_strategy=mask_strategy, mask_ratio=0.6))
     out = model(_batch(tiny_shapes[0]), generator=torch.Generator().manual_seed(0))
-    keep = int(16 * (1 - 0.6))
+    keep = 16 - int(0.6 * 16)  # the reference masks int(0.6 * G) = 9 of 16 groups (mae-core's int(L * 0.4) = 6 kept)
+    assert keep == 7
     assert out.mask.shape == (8, 16)
     assert (out.mask.sum(1) == 16 - keep).all()
     assert out.pred.shape == (8, 16, 16 * 3) and out.target.shape == (8, 16, 16 * 3)
@@ -124,3 +125,74 @@ def test_layer_ids():
     assert model.layer_id("patch_embed.first.0.weight") == 0
     assert model.layer_id("encoder.blocks.1.mlp.fc1.weight") == 2
     assert model.layer_id("decoder.head.weight") == model.num_layers()
+
+
+def test_mask_count_is_int_ratio_times_groups():
+    """Point-MAE's _mask_center_rand / _mask_center_block mask int(mask_ratio * G) groups."""
+    assert [num_masked(g, 0.6) for g in (16, 32, 64)] == [9, 19, 38]
+    assert num_masked(64, 0.75) == 48 and num_masked(10, 0.0) == 0
+    with pytest.raises(MaeError, match="mask_ratio"):
+        num_masked(64, 1.0)
+    model = PointMAE(tiny_cfg(num_groups=32, group_size=8))
+    centers = torch.randn(3, 32, 3)
+    for strategy in ("random", "block"):
+        model.config.mask_strategy = strategy
+        assert model.mask_groups(centers, torch.Generator().manual_seed(0)).mask.sum(1).tolist() == [19] * 3
+
+
+def test_pointnet_batchnorm_statistics_over_all_groups(tiny_shapes):
+    """The reference embeds every group, then drops the masked tokens: the mini-PointNet's BatchNorm statistics are
+    those of all B x G x M points, not of the visible groups only."""
+    torch.manual_seed(0)
+    model = PointMAE(tiny_cfg()).train()
+    bn = model.patch_embed.first[1].bn
+    bn.momentum = 1.0  # running statistics = the last batch's
+    pts = _batch(tiny_shapes[0])["points"]
+    neigh, centers = model.group(pts)
+    mask = model.mask_groups(centers, torch.Generator().manual_seed(0))
+    model.encode_visible(neigh, centers, mask)
+    with torch.no_grad():
+        h = model.patch_embed.first[0](neigh.reshape(-1, 3))  # first Linear on every point of every group
+        vis = model.patch_embed.first[0](neigh[~mask.mask.bool()].reshape(-1, 3))
+    assert torch.allclose(bn.running_mean, h.mean(0), atol=1e-5)
+    assert torch.allclose(bn.running_var, h.var(0, unbiased=True), rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(bn.running_mean, vis.mean(0), atol=1e-3)
+
+
+def test_reference_finetune_head_cls_and_max_through_bn_mlp(tiny_shapes):
+    """Pool cls+max: a cls token and position prepended to all groups, [cls, max over groups] -> Linear-BN-ReLU-
+    Dropout(0.5) x 2 (256 wide), as the reference PointTransformer's cls_head_finetune (its last Linear is mae-core's
+    head)."""
+    from mae_core.eval import Classifier
+
+    torch.manual_seed(0)
+    model = PointMAE(tiny_cfg())
+    head = model.cls_head
+    kinds = [type(m).__name__ for m in head]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear", "BatchNorm1d", "ReLU", "Dropout"]
+    assert head[0].in_features == 2 * 48 and head[0].out_features == head[4].out_features == 256
+    assert head[3].p == head[7].p == 0.5
+    clf = Classifier(model, num_classes=5, pool="cls+max")
+    assert clf.head.in_features == 256 == model.feature_dim("cls+max")
+    batch = _batch(tiny_shapes[0])
+    model.eval()
+    with torch.no_grad():
+        neigh, centers = model.group(batch["points"])
+        b = neigh.shape[0]
+        x = model.encoder(torch.cat([model.cls_token.expand(b, -1, -1), model.patch_embed(neigh)], 1),
+                          torch.cat([model.cls_pos.expand(b, -1, -1), model.pos_embed(centers)], 1))
+        assert x.shape == (b, 17, 48)
+        want = head(torch.cat([x[:, 0], x[:, 1:].max(1).values], -1))
+        assert torch.allclose(model.encode(batch, pool="cls+max"), want, atol=1e-6)
+        before = model.encode(batch, pool="cls+max")
+        model.cls_token.add_(torch.randn_like(model.cls_token))  # the cls token takes part
+        assert not torch.allclose(model.encode(batch, pool="cls+max"), before, atol=1e-4)
+    # the pretraining loss never touches the fine-tuning parts; fine-tuning trains them
+    model.train()
+    model(batch, generator=torch.Generator().manual_seed(0)).loss.backward()
+    assert all(p.grad is None for p in [model.cls_token, model.cls_pos, *head.parameters()])
+    assert model.ddp_find_unused_parameters
+    clf.train()
+    clf({**batch, "label": torch.arange(8) % 5}).loss.backward()
+    assert model.cls_token.grad is not None and head[0].weight.grad is not None
+    assert model.layer_id("cls_token") == 0 and model.layer_id("cls_head.0.weight") == model.num_layers()

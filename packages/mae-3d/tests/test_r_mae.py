@@ -64,7 +64,7 @@ def test_kept_fraction_of_nonempty_sectors():
     for b in range(3):
         nonempty = torch.zeros(n, dtype=torch.bool)
         nonempty[sec[occ[b] > 0]] = True
-        assert kept[b].sum() == round(0.2 * int(nonempty.sum()))
+        assert kept[b].sum() == int((1 - 0.8) * int(nonempty.sum()))  # the reference's int(select_ratio * S)
         assert not (kept[b] & ~nonempty).any()
         # kept voxels are exactly the occupied voxels of kept sectors
         assert torch.equal(keep[b], (occ[b] > 0) & kept[b][sec])
@@ -78,13 +78,56 @@ def test_range_aware_keeps_more_far_voxels():
     occ = torch.ones(4, 64, 64, 1)
     plain, kept = radial_mask(occ, sec, n, 0.8, generator=torch.Generator().manual_seed(2))
     aware, kept2 = radial_mask(occ, sec, n, 0.8, generator=torch.Generator().manual_seed(2), ranges=rng,
-                               near_keep=0.2)
+                               bands=(10.0, 20.0))
     assert torch.equal(kept, kept2)
     inside = kept2[:, sec]  # voxels of kept sectors
-    near, far = inside & (rng < 10), inside & (rng > 25)
+    near, far = inside & (rng <= 10), inside & (rng > 20)
     frac_near = aware[near].float().mean()
     frac_far = aware[far].float().mean()
     assert frac_far > frac_near + 0.3 and not (aware & ~plain).any()
+
+
+def test_range_aware_keeps_the_reference_counts_per_band():
+    """radial_mae_ra.py: in each kept sector int(f * n) voxels of each band, f = 1 - m, 1 - m + 0.2, 1 - m + 0.4 for
+    <= 30, 30-50 and > 50 cells. Five sectors, each a ray of 100 voxels at ranges 0..99 cells: bands of 31, 20 and
+    49 voxels; m = 0.6 keeps int(0.4 * 5) = 2 sectors and int(0.4 * 31) = 12, int(0.6 * 20) = 12, int(0.8 * 49) = 39
+    voxels of each."""
+    sec = torch.arange(5).repeat_interleave(100).reshape(5, 100, 1)
+    rng = torch.arange(100.0).repeat(5).reshape(5, 100, 1)
+    occ = torch.ones(3, 5, 100, 1)
+    keep, kept = radial_mask(occ, sec, 5, 0.6, generator=torch.Generator().manual_seed(0), ranges=rng)
+    assert (kept.sum(1) == 2).all()
+    for b in range(3):
+        for s in range(5):
+            k = keep[b, s, :, 0]
+            counts = [int(k[:31].sum()), int(k[31:51].sum()), int(k[51:].sum())]
+            assert counts == ([12, 12, 39] if kept[b, s] else [0, 0, 0])
+    # the kept voxels inside a band are a random subset, not the nearest ones
+    assert not all(bool(keep[b, s, :12, 0].all()) for b in range(3) for s in range(5) if kept[b, s])
+    # m = 0.8 on 360 non-empty 1-degree sectors keeps int((1 - 0.8) * 360) = 71 of them (the reference's float)
+    sec360 = torch.arange(360).reshape(360, 1, 1)
+    _, kept = radial_mask(torch.ones(2, 360, 1, 1), sec360, 360, 0.8, generator=torch.Generator().manual_seed(0))
+    assert kept.sum(1).tolist() == [71, 71]
+    # a fraction above 1 keeps the whole band; a sparse band of 2 voxels at f = 0.4 keeps int(0.8) = 0 of them
+    keep, kept = radial_mask(occ, sec, 5, 0.2, generator=torch.Generator().manual_seed(1), ranges=rng)
+    assert int(kept[0].sum()) == 4
+    s = int(kept[0].nonzero()[0])
+    assert [int(keep[0, s, :31, 0].sum()), int(keep[0, s, 31:51, 0].sum()), int(keep[0, s, 51:, 0].sum())] == \
+        [24, 20, 49]
+    sparse = torch.zeros(1, 5, 100, 1)
+    sparse[:, :, :2] = 1
+    keep, kept = radial_mask(sparse, sec, 5, 0.6, generator=torch.Generator().manual_seed(0), ranges=rng)
+    assert int(kept.sum()) == 2 and int(keep.sum()) == 0
+    # and m = 0.8 of 5 non-empty sectors keeps int(0.9999999999999998) = 0 sectors, as the reference
+    _, kept = radial_mask(sparse, sec, 5, 0.8, generator=torch.Generator().manual_seed(0))
+    assert int(kept.sum()) == 0
+
+
+def test_model_ranges_are_in_cells_around_the_sensor():
+    model = RMAE(tiny_cfg(range_aware=True))  # 1.6 m voxels, sensor at the grid centre
+    centres = voxel_centres(SMALL["grid"], SMALL["voxel_size"], SMALL["grid_min"])
+    assert torch.allclose(model.ranges, torch.hypot(centres[..., 0], centres[..., 1]) / 1.6)
+    assert model.ranges.shape == model.sectors.shape and float(model.ranges.min()) < 1
 
 
 def test_rmae_loss_falls_and_encoder_sees_only_kept_voxels(scenes):

@@ -32,17 +32,18 @@ def draw_point_reconstruction(model, dataset, path, num: int = 4, seed: int = 0)
     pred = out.pred.reshape(b, g, -1, 3) + centers[:, :, None]
     mask = out.mask.bool()
     plt = pyplot()
-    fig = plt.figure(figsize=(7.5, 2.5 * b))
+    fig = plt.figure(figsize=(9.0, 2.8 * b))
     for r in range(b):
         vis = target[r][~mask[r]].reshape(-1, 3)
         rec = pred[r][mask[r]].reshape(-1, 3)
         ax = fig.add_subplot(b, 3, 3 * r + 1, projection="3d")
-        _scatter(ax, pts[r], "tab:gray", title="original" if r == 0 else None)
+        _scatter(ax, pts[r], "tab:gray", title="original cloud" if r == 0 else None)
         ax = fig.add_subplot(b, 3, 3 * r + 2, projection="3d")
-        _scatter(ax, vis, "tab:blue", title=f"visible groups ({int((~mask[r]).sum())}/{g})" if r == 0 else None)
+        _scatter(ax, vis, "tab:blue", title=f"encoder input:\nvisible groups ({int((~mask[r]).sum())}/{g})"
+                 if r == 0 else None)
         ax = fig.add_subplot(b, 3, 3 * r + 3, projection="3d")
         _scatter(ax, vis, "tab:blue")
-        _scatter(ax, rec, "tab:red", title="visible (blue) + reconstructed masked groups (red)" if r == 0 else None)
+        _scatter(ax, rec, "tab:red", title="visible (blue) +\nreconstructed masked groups (red)" if r == 0 else None)
     fig.suptitle(f"{getattr(model, 'method_name', 'point-mae')}: {float(mask.float().mean()):.0%} of groups masked",
                  fontsize=9)
     return save_figure(fig, path)
@@ -71,9 +72,9 @@ def draw_lidar_reconstruction(model, dataset, path, num: int = 2, seed: int = 0)
         rgb = np.ones((*occ2[r].shape, 3))
         rgb[occ2[r].numpy()] = (0.85, 0.3, 0.3)
         rgb[keep[r].numpy()] = (0.2, 0.4, 0.9)
-        panels = [(rgb.transpose(1, 0, 2), None, "kept sectors (blue) / masked (red)"),
-                  (prob[r].T.numpy(), "viridis", "predicted occupancy (max over z)"),
-                  (occ2[r].float().T.numpy(), "gray_r", "true occupancy")]
+        panels = [(rgb.transpose(1, 0, 2), None, "encoder input: kept sectors (blue),\nmasked sectors (red)"),
+                  (prob[r].T.numpy(), "viridis", "predicted occupancy\n(probability, max over height)"),
+                  (occ2[r].float().T.numpy(), "gray_r", "true occupancy\n(bird's-eye view)")]
         for j, (img, cmap, title) in enumerate(panels):
             ax = axes[r, j]
             ax.imshow(img, origin="lower", extent=ext, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")

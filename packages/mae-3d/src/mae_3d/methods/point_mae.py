@@ -2,9 +2,12 @@
 
     cloud (unit sphere) --FPS G centres + kNN M points--> G neighbourhoods relative to their centre
     neighbourhood --mini-PointNet--> one token; centre --MLP--> position, added before every block
-    mask 60 % of the groups (random, or a block of the groups nearest to a random centre)
+    mask int(0.6 G) of the groups (random, or the groups nearest to a random centre), as the reference
+    every group --mini-PointNet--> token (BatchNorm statistics over all groups, as the reference), visible ones kept
     visible tokens --encoder--> latent --decoder (mask tokens, positions before every block)--> M x 3 per group
     loss: Chamfer distance (L2: squared, mean both ways; or L1) between predicted and true masked neighbourhoods
+    fine-tuning (``--pool cls+max``, the reference head): a cls token and position prepended, [cls, max over the
+    groups] -> Linear-BN-ReLU-Dropout(0.5) x 2 (256 wide) -> mae-core's classifier (LayerNorm + Linear)
 
 Built from mae-core parts: ``TransformerEncoder`` (``pos_every_block=True``) for encoder and decoder,
 ``mask_from_scores`` / ``random_masking`` with the trainer's generator, ``restore_tokens`` / ``gather_tokens``.
@@ -19,7 +22,7 @@ import torch.nn as nn
 
 from mae_core.config import field
 from mae_core.errors import MaeError
-from mae_core.masking import MaskInfo, uniform_noise, gather_tokens, mask_from_mask, mask_from_scores, num_keep, random_masking, restore_tokens
+from mae_core.masking import MaskInfo, gather_tokens, mask_from_mask, mask_from_scores, restore_tokens, uniform_noise
 from mae_core.models import ViTConfig
 from mae_core.models.mae import MaskedAutoencoder, ModelOutput, TransformerEncoder
 
@@ -40,12 +43,15 @@ class PointMAEConfig(ViTConfig):
     decoder_embed_dim: int = field(192, "decoder width (paper: 384)")
     decoder_depth: int = field(4, "decoder blocks")
     decoder_num_heads: int = field(3, "decoder attention heads (paper: 6)")
-    mask_ratio: float = field(0.6, "fraction of groups hidden from the encoder")
+    mask_ratio: float = field(0.6, "fraction of groups hidden from the encoder: int(mask_ratio * G) of them, as the "
+                                   "reference")
     mask_strategy: str = field("random", "random, or block (the groups nearest to a random centre)",
                                choices=["random", "block"])
     loss: str = field("l2", "Chamfer distance: l2 (squared distances) or l1", choices=["l2", "l1"])
     augment: bool = field(True, "random anisotropic scale (2/3..3/2) and translation (+-0.2) while pretraining")
     drop_path: float = field(0.1, "stochastic depth rate of the encoder")
+    cls_head_dim: int = field(256, "width of the reference fine-tuning head (pool cls+max): [cls, max] -> "
+                                   "Linear-BN-ReLU-Dropout x 2", ge=1)
 
 
 def point_mlp(in_dim: int, hidden: int, out: int) -> nn.Module:
@@ -83,7 +89,8 @@ class MiniPointNet(nn.Module):
 
 class PointDecoder(nn.Module):
     """Point-MAE decoder: mask tokens re-inserted at the masked groups, centre positions added before every block,
-    then a linear head predicting the M x 3 points of each group. Returns (features (B, G, D), pred (B, G, 3M))."""
+    final norm, then a linear head predicting the M x 3 points of each group. Returns (features (B, G, D) of the last
+    block *before* the final norm (Point-CMAE's contrastive features, as the reference), pred (B, G, 3M))."""
 
     def __init__(self, embed_dim: int, dim: int, depth: int, heads: int, group_size: int, mlp_ratio: float = 4.0):
         super().__init__()
@@ -97,8 +104,8 @@ class PointDecoder(nn.Module):
 
     def forward(self, latent: torch.Tensor, centers: torch.Tensor, ids_restore: torch.Tensor):
         x = restore_tokens(self.embed(latent), self.mask_token, ids_restore)
-        x = self.blocks(x, self.pos(centers))
-        return x, self.head(x)
+        x, (raw,) = self.blocks(x, self.pos(centers), taps=[-1])
+        return raw, self.head(x)
 
 
 def scale_translate(points: torch.Tensor, generator=None) -> torch.Tensor:
@@ -109,6 +116,13 @@ def scale_translate(points: torch.Tensor, generator=None) -> torch.Tensor:
     return points * scale.to(points.dtype) + shift.to(points.dtype)
 
 
+def num_masked(groups: int, ratio: float) -> int:
+    """``int(ratio * G)`` masked groups, as the reference (``_mask_center_rand`` / ``_mask_center_block``)."""
+    if not 0.0 <= ratio < 1.0:
+        raise MaeError(f"model.mask_ratio must be in [0, 1), got {ratio}")
+    return int(ratio * groups)
+
+
 def masked_ids(mask: MaskInfo) -> torch.Tensor:
     """(B, L - K) indices of the masked tokens (in the shuffled order after the kept ones)."""
     return torch.argsort(mask.ids_restore, dim=1)[:, mask.num_keep:]
@@ -117,6 +131,7 @@ def masked_ids(mask: MaskInfo) -> torch.Tensor:
 class PointMAE(MaskedAutoencoder):
     method_name = "point-mae"
     pool = "max+mean"
+    ddp_find_unused_parameters = True  # the fine-tuning cls token and head are not used by the pretraining loss
 
     def __init__(self, config: PointMAEConfig):
         super().__init__()
@@ -130,6 +145,15 @@ class PointMAE(MaskedAutoencoder):
                                           drop_path=c.drop_path, num_prefix_tokens=0, pos_every_block=True)
         self.build_decoder()
         self.init_weights()
+        # the reference fine-tuning model's cls token / position and MLP head (used by pool "cls+max" only)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
+        self.cls_pos = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        nn.init.trunc_normal_(self.cls_pos, std=0.02)
+        h = c.cls_head_dim
+        self.cls_head = nn.Sequential(nn.Linear(2 * c.embed_dim, h), nn.BatchNorm1d(h), nn.ReLU(inplace=True),
+                                      nn.Dropout(0.5), nn.Linear(h, h), nn.BatchNorm1d(h), nn.ReLU(inplace=True),
+                                      nn.Dropout(0.5))
 
     def build_decoder(self) -> None:
         c = self.config
@@ -156,18 +180,20 @@ class PointMAE(MaskedAutoencoder):
         if batch is not None and batch.get("mask") is not None:
             return mask_from_mask(batch["mask"].to(centers.device))
         b, g, _ = centers.shape
+        keep = g - num_masked(g, self.mask_ratio)
         if self.config.mask_strategy == "block":
             start = (uniform_noise((b,), generator, centers.device) * g).long().clamp_max(g - 1)
             d = ((centers - centers[torch.arange(b, device=centers.device), start][:, None]) ** 2).sum(-1)
-            return mask_from_scores(-d, num_keep(g, self.mask_ratio))  # nearest to the random centre are masked
-        return random_masking(b, g, self.mask_ratio, generator, centers.device)
+            return mask_from_scores(-d, keep)  # nearest to the random centre are masked
+        return mask_from_scores(uniform_noise((b, g), generator, centers.device), keep)
 
     # ---- encoder / decoder -----------------------------------------------------------------------------------------
-    def encode_visible(self, neighborhood: torch.Tensor, centers: torch.Tensor, mask: MaskInfo) -> torch.Tensor:
-        """Only the visible groups are embedded and encoded: masked groups never reach the encoder."""
-        b, g, m, _ = neighborhood.shape
-        vis = torch.gather(neighborhood, 1, mask.ids_keep[:, :, None, None].expand(-1, -1, m, 3))
-        tokens = self.patch_embed(vis)
+    def encode_visible(self, neighborhood: torch.Tensor, centers: torch.Tensor, mask: MaskInfo,
+                       tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Every group is embedded (the mini-PointNet's BatchNorm sees all groups, as the reference), only the visible
+        tokens are encoded: masked groups never reach the encoder. ``tokens``: the embedded groups, if done."""
+        tokens = self.patch_embed(neighborhood) if tokens is None else tokens
+        tokens = gather_tokens(tokens, mask.ids_keep)
         pos = self.pos_embed(gather_tokens(centers, mask.ids_keep))
         return self.encoder(tokens, pos)
 
@@ -196,6 +222,17 @@ class PointMAE(MaskedAutoencoder):
         neighborhood, centers = self.group(self.points(batch))
         return self.encoder(self.patch_embed(neighborhood), self.pos_embed(centers))
 
+    def encode(self, batch: dict, pool: str | None = None) -> torch.Tensor:
+        if (pool or self.pool) != "cls+max":
+            return super().encode(batch, pool)
+        # the reference fine-tuning model: cls token + position prepended, [cls, max over groups] -> MLP with BN
+        neighborhood, centers = self.group(self.points(batch))
+        tokens, pos = self.patch_embed(neighborhood), self.pos_embed(centers)
+        b = tokens.shape[0]
+        x = self.encoder(torch.cat([self.cls_token.expand(b, -1, -1), tokens], 1),
+                         torch.cat([self.cls_pos.expand(b, -1, -1), pos], 1))
+        return self.cls_head(torch.cat([x[:, 0], x[:, 1:].max(1).values], -1))
+
     def pool_features(self, feats: torch.Tensor, pool: str | None = None) -> torch.Tensor:
         pool = pool or self.pool
         if pool == "max":
@@ -204,14 +241,19 @@ class PointMAE(MaskedAutoencoder):
             return feats.mean(1)
         if pool == "max+mean":
             return torch.cat([feats.max(1).values, feats.mean(1)], dim=-1)
-        raise MaeError(f"unknown pool {pool!r} (max+mean, max or mean)")
+        raise MaeError(f"unknown pool {pool!r} (max+mean, max, mean, or cls+max: the reference fine-tuning head)")
 
     def feature_dim(self, pool: str | None = None) -> int:
-        return 2 * self.config.embed_dim if (pool or self.pool) == "max+mean" else self.config.embed_dim
+        pool = pool or self.pool
+        if pool == "cls+max":
+            return self.config.cls_head_dim
+        return 2 * self.config.embed_dim if pool == "max+mean" else self.config.embed_dim
 
     def layer_id(self, name: str) -> int:
-        if name.startswith(("patch_embed", "pos_embed")):
+        if name.startswith(("patch_embed", "pos_embed", "cls_token", "cls_pos")):
             return 0
+        if name.startswith("cls_head"):
+            return self.num_layers()
         return super().layer_id(name)
 
 

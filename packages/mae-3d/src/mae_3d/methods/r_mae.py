@@ -3,12 +3,18 @@ pretraining).
 
     scan --voxelise--> occupancy grid (X, Y, Z)
     azimuth of every voxel centre around the *sensor origin* -> angular sector (1 degree by default)
-    keep a random 20 % of the non-empty sectors (mask ratio 0.8); range-aware variant: inside kept sectors keep
-    far voxels with a higher probability than near ones (near voxels are dense, far ones sparse)
+    keep int((1 - m) * S) random non-empty sectors (mask ratio m = 0.8), as the reference; range-aware variant (the
+    reference ``radial_mae_ra.py``): inside each kept sector keep int(f * n) random occupied voxels of each distance
+    band, f = 1 - m, 1 - m + 0.2, 1 - m + 0.4 for <= 30, 30-50 and > 50 cells from the sensor
     voxel-patch tokens (pillars of px x py x pz voxels, linear embedding of their *kept* occupancy + sin-cos
     position) -> encoder (mae-core blocks) on the patches that still hold a kept voxel
     decoder (mae-core MAEDecoder: mask tokens at every other patch) -> occupancy logits of every voxel of the grid
     loss: binary cross-entropy over the full grid, empty voxels as negatives
+
+Deviations from the reference (sinatayebati/R-MAE): the backbone is a ViT over voxel pillars (mae-core blocks), not
+the reference's sparse 3-D convolutions with a transposed-conv decoder; sectors and ranges are measured around the
+sensor and drawn per scan (the reference takes atan2 and the range of the voxel *indices*, i.e. around the grid's
+index origin, and draws one set of sectors for the whole batch).
 
 Patches without a kept voxel never enter the encoder. The number of such patches differs between scans, so the
 encoder runs on the batch's largest visible count with a key-padding attention mask, and the decoder replaces the
@@ -43,9 +49,12 @@ class RMAEConfig(ViTConfig):
     patch: list[int] = field([4, 4, 8], "voxels per patch token along x, y, z")
     sector_deg: float = field(1.0, "angular width of a sector in degrees")
     mask_ratio: float = field(0.8, "fraction of the non-empty sectors removed")
-    range_aware: bool = field(False, "inside kept sectors keep far voxels more often than near ones")
-    near_keep: float = field(0.4, "range-aware: keep probability at the sensor, rising linearly to 1 at the "
-                                  "farthest voxel of the grid")
+    range_aware: bool = field(False, "inside kept sectors keep int(f * n) of the voxels of each distance band, f = "
+                                     "1 - mask_ratio + range_bonus (the reference radial_mae_ra.py)")
+    range_bands: list[float] = field([30.0, 50.0], "range-aware: band limits in cells from the sensor (reference: "
+                                                   "<= 30, 30-50, > 50)")
+    range_bonus: list[float] = field([0.0, 0.2, 0.4], "range-aware: added to the keep fraction 1 - mask_ratio in "
+                                                      "each band, near to far (reference: 0, 0.2, 0.4)")
     decoder_depth: int = field(2, "decoder blocks")
     pos_weight: float = field(3.0, "weight of occupied voxels in the BCE (1 = plain BCE; about 5 % of voxels are "
                                    "occupied)")
@@ -68,28 +77,55 @@ def voxel_sectors(centres: torch.Tensor, origin, sector_deg: float) -> tuple[tor
 
 
 def radial_mask(occupancy: torch.Tensor, sectors: torch.Tensor, num_sectors: int, ratio: float, generator=None,
-                ranges: torch.Tensor | None = None, near_keep: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keep a random ``1 - ratio`` of the non-empty sectors of each scan.
+                ranges: torch.Tensor | None = None, bands=(30.0, 50.0),
+                bonus=(0.0, 0.2, 0.4)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep ``int((1 - ratio) * S)`` random sectors of the ``S`` non-empty sectors of each scan (the reference's
+    ``int(select_ratio * len(radial_groups))``).
 
     ``occupancy`` (B, X, Y, Z); ``sectors`` (X, Y, Z) sector ids. Returns (kept voxels (B, X, Y, Z) bool, kept
-    sectors (B, S) bool). With ``ranges`` (X, Y, Z) the range-aware variant also drops voxels inside kept sectors
-    with probability falling linearly from ``1 - near_keep`` at range 0 to 0 at the largest range."""
+    sectors (B, S) bool). With ``ranges`` (X, Y, Z, in cells) the range-aware variant keeps, inside each kept sector,
+    ``int(f_k * n_k)`` random occupied voxels of the ``n_k`` in band k (``ranges <= bands[0]``, ``<= bands[1]``,
+    beyond), ``f_k = 1 - ratio + bonus[k]`` (all of them when ``f_k >= 1``)."""
     b = occupancy.shape[0]
     flat_sec = sectors.reshape(-1)
     occ = occupancy.reshape(b, -1) > 0
     nonempty = torch.zeros(b, num_sectors, dtype=torch.bool, device=occ.device)
     nonempty.scatter_reduce_(1, flat_sec.expand(b, -1), occ, reduce="amax")
-    n_keep = torch.clamp((nonempty.sum(1).float() * (1 - ratio)).round().long(), min=1)
+    select = 1 - ratio  # the same float arithmetic as the reference: int((1 - 0.8) * 360) = 71
+    n_keep = torch.floor(nonempty.sum(1).double() * select).long()
     scores = uniform_noise((b, num_sectors), generator, occ.device)
     scores = torch.where(nonempty, scores, torch.full_like(scores, 2.0))
     rank = torch.argsort(torch.argsort(scores, dim=1), dim=1)
     kept_sectors = (rank < n_keep[:, None]) & nonempty
     keep = kept_sectors.gather(1, flat_sec.expand(b, -1)) & occ
     if ranges is not None:
-        r = ranges.reshape(-1)
-        p = near_keep + (1 - near_keep) * r / r.max().clamp_min(1e-6)
-        keep = keep & (uniform_noise(tuple(keep.shape), generator, occ.device) < p)
+        keep = _thin_by_range(keep, flat_sec, ranges.reshape(-1), num_sectors, select, bands, bonus, generator)
     return keep.reshape(occupancy.shape), kept_sectors
+
+
+def _thin_by_range(cand: torch.Tensor, flat_sec: torch.Tensor, ranges: torch.Tensor, num_sectors: int, select: float,
+                   bands, bonus, generator) -> torch.Tensor:
+    """Inside each (sector, band) cell keep ``int((select + bonus[band]) * n)`` random voxels of the ``n`` candidates
+    (B, N); the rest are dropped."""
+    if len(bonus) != len(bands) + 1:
+        raise MaeError(f"model.range_bonus needs {len(bands) + 1} values (one per band), got {list(bonus)}")
+    b, n = cand.shape
+    dev = cand.device
+    band = torch.bucketize(ranges, torch.tensor(list(bands), dtype=ranges.dtype, device=dev))  # <= 30 -> 0, ...
+    nb = len(bonus)
+    key = flat_sec * nb + band  # (N,) the (sector, band) cell of every voxel
+    cells = num_sectors * nb
+    counts = torch.zeros(b, cells, dtype=torch.float64, device=dev).scatter_add_(
+        1, key.expand(b, -1), cand.double())
+    frac = torch.tensor([select + x for x in bonus], dtype=torch.float64, device=dev)  # python floats, as reference
+    quota = torch.minimum(torch.floor(frac.repeat(num_sectors)[None] * counts), counts)
+    # random order inside each cell, candidates first: sort by cell, then by a uniform score (3 for non-candidates)
+    u = uniform_noise((b, n), generator, dev).double()
+    order = key.double()[None] * 4 + torch.where(cand, u, torch.full_like(u, 3.0))
+    pos = torch.argsort(torch.argsort(order, dim=1), dim=1)
+    start = torch.cumsum(torch.bincount(key, minlength=cells), 0) - torch.bincount(key, minlength=cells)
+    rank = pos - start[key][None]
+    return cand & (rank < quota.gather(1, key.expand(b, -1)))
 
 
 class VoxelDecoder(MAEDecoder):
@@ -129,7 +165,9 @@ class RMAE(MaskedAutoencoder):
         centres = voxel_centres(c.grid, c.voxel_size, c.grid_min)
         sectors, self.num_sectors = voxel_sectors(centres, c.sensor_origin, c.sector_deg)
         self.register_buffer("sectors", sectors, persistent=False)
-        rng = torch.hypot(centres[..., 0] - c.sensor_origin[0], centres[..., 1] - c.sensor_origin[1])
+        # range in cells (the reference measures voxel-index distances), around the sensor
+        rng = torch.hypot((centres[..., 0] - c.sensor_origin[0]) / c.voxel_size[0],
+                          (centres[..., 1] - c.sensor_origin[1]) / c.voxel_size[1])
         self.register_buffer("ranges", rng, persistent=False)
         self.init_weights()
 
@@ -146,7 +184,7 @@ class RMAE(MaskedAutoencoder):
     def make_radial_mask(self, occ: torch.Tensor, generator=None):
         c = self.config
         return radial_mask(occ, self.sectors, self.num_sectors, c.mask_ratio, generator,
-                           self.ranges[..., None].expand_as(self.sectors) if c.range_aware else None, c.near_keep)
+                           self.ranges if c.range_aware else None, c.range_bands, c.range_bonus)
 
     def forward(self, batch: dict, generator=None) -> ModelOutput:
         occ = self.occupancy(batch)
