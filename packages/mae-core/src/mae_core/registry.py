@@ -27,6 +27,8 @@ class MethodSpec:
     paper: str = ""
     visualize: Callable | None = None  # visualize(model, dataset, path, num=, seed=) -> writes a picture
     train_defaults: dict = field(default_factory=dict)  # overrides of TrainConfig for this method
+    # overrides of TrainConfig for fine-tuning this method, over mae_core.runconfig.FINETUNE_TRAIN_DEFAULTS
+    finetune_defaults: dict = field(default_factory=dict)
     # adapt(model_config, data_config, dataset) -> model_config: make the model follow the data (input size,
     # channels, vocabulary...). Applied by create_model whenever a model is built for data, on every path.
     adapt: Callable | None = None

@@ -5,6 +5,8 @@ A run is a method, a dataset and three typed configs (model, data, train). They 
     method defaults (and its train defaults) < the run's saved config (probe / fine-tune of a run)
     < preset < config file < explicit overrides (keywords in Python, flags on the command line)
 
+Fine-tuning puts its own optimiser defaults (:data:`FINETUNE_TRAIN_DEFAULTS`) over the preset's train section.
+
 :func:`resolve` does the layering and returns a :class:`RunConfig`; :func:`option_names` gives the one name of every
 config field (``epochs``, ``mask_ratio``, ``data_seed`` when a name is taken by an earlier section), the same for a
 keyword of :func:`mae_core.pretrain` and a ``--flag`` of the CLI. A renamed field's old name (``__aliases__`` of its
@@ -23,6 +25,18 @@ from .errors import ConfigError
 
 SECTIONS = ("train", "model", "data")
 TOP_KEYS = ("method", "dataset", "preset", "model", "data", "train", "out")
+
+# Fine-tuning trains with its own optimiser settings, not the pretraining ones (the reference main_finetune.py:
+# AdamW with torch's default betas, blr 1e-3, 5 warm-up epochs, min lr 1e-6). A method refines them with
+# ``MethodSpec.finetune_defaults``; a config file or a flag still wins. The warm-up is also capped at a tenth of the
+# epochs (the reference's 5 of 50), so that a short fine-tuning run gets past its warm-up.
+FINETUNE_TRAIN_DEFAULTS = {"betas": (0.9, 0.999), "base_lr": 1e-3, "warmup_epochs": 5.0, "min_lr": 1e-6}
+FINETUNE_WARMUP_FRACTION = 0.1
+
+
+def finetune_train_defaults(mspec: registry.MethodSpec) -> dict:
+    """The train settings a fine-tuning run of ``mspec`` starts from (over the method's pretraining defaults)."""
+    return {**FINETUNE_TRAIN_DEFAULTS, **mspec.finetune_defaults}
 # names that select what to run; a config field of the same name gets its section prefix
 RESERVED = {"method", "dataset", "data", "preset", "config", "run", "out", "overwrite", "resume", "nproc"}
 
@@ -187,7 +201,8 @@ def route(ch: Chosen, overrides: dict) -> dict[str, dict]:
 
 
 def resolve(ch: Chosen, sel: Selection, explicit: dict[str, dict] | None = None, base: str = "method") -> RunConfig:
-    """Layer the configs: defaults < the run's saved config (``base="run"``) < preset < file < ``explicit``."""
+    """Layer the configs: defaults < the run's saved config (``base="run"`` or ``"finetune"``) < preset < file <
+    ``explicit``. ``base="finetune"`` also puts :func:`finetune_train_defaults` over the preset's train section."""
     from .train import TrainConfig
 
     explicit = explicit or {}
@@ -198,13 +213,15 @@ def resolve(ch: Chosen, sel: Selection, explicit: dict[str, dict] | None = None,
         return canonical(classes[s], values, f"{where}: {s}")
 
     layered: dict = {"model": {}, "data": {}, "train": layer("train", mspec.train_defaults, mspec.name)}
-    if run_cfg and base == "run":
+    if run_cfg and base in ("run", "finetune"):
         for s in ("model", "data"):
             if run_cfg.get("dataset") == dspec.name or s == "model":
                 layered[s].update(layer(s, run_cfg.get(s, {}), "saved run config"))
     if pspec:
         for s in SECTIONS:
             layered[s].update(layer(s, pspec.overrides.get(s, {}), f"preset {pspec.name}"))
+    if base == "finetune":
+        layered["train"].update(layer("train", finetune_train_defaults(mspec), f"{mspec.name} fine-tuning"))
     unknown_top = set(file_cfg) - set(TOP_KEYS)
     if unknown_top:
         raise ConfigError(f"{ch.where}: unknown key {sorted(unknown_top)[0]!r} (known: {', '.join(TOP_KEYS)})")
@@ -223,6 +240,8 @@ def resolve(ch: Chosen, sel: Selection, explicit: dict[str, dict] | None = None,
     model_explicit = dict(file_sections["model"])
     model_explicit.update(explicit["model"])
     train = from_dict(TrainConfig, layered["train"], f"{ch.where}: train")
+    if base == "finetune" and "warmup_epochs" not in {**file_sections["train"], **explicit["train"]}:
+        train.warmup_epochs = min(train.warmup_epochs, FINETUNE_WARMUP_FRACTION * train.epochs)
     data = from_dict(dspec.config_cls, layered["data"], f"{ch.where}: data")
     model = from_dict(mspec.config_cls, layered["model"], f"{ch.where}: model")
     return RunConfig(ch.domain, mspec, dspec, pspec.name if pspec else None, model, data, train,

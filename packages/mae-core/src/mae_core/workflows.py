@@ -197,11 +197,11 @@ def check_model_accepts(model, ds, source: str, data_name: str) -> None:
         raise MaeError(f"{source} does not accept the data in {data_name}: {str(e).splitlines()[0][:160]}") from None
 
 
-def _eval_config(run, method, options: dict, cls) -> tuple[RunConfig, Any, str | None]:
+def _eval_config(run, method, options: dict, cls, base: str = "run") -> tuple[RunConfig, Any, str | None]:
     own, rest = _split_options(cls, options)
     path = str(run.path if isinstance(run, Run) else run) if run is not None else None
     sel = {k: rest.pop(k) for k in ("data", "dataset", "preset", "config", "domain") if k in rest}
-    cfg = resolve_run_config(method, run=path, base="run", overrides=rest, **sel)
+    cfg = resolve_run_config(method, run=path, base=base, overrides=rest, **sel)
     return cfg, own, path
 
 
@@ -248,8 +248,10 @@ def finetune(run: Run | str | os.PathLike | None = None, *, method: str | None =
              overwrite: bool = False, **options) -> dict:
     """Fine-tune a run's encoder with a classification head (layer-wise lr decay, drop path), as
     ``mae-<domain> finetune``; ``scratch=True`` trains the same architecture from random init. ``options``:
-    :class:`FinetuneConfig` fields and train / data options by name. Returns the summary (test accuracy, ...)."""
-    cfg, fc, path = _eval_config(run, method, options, FinetuneConfig)
+    :class:`FinetuneConfig` fields and train / data options by name; train options not given start from
+    :func:`mae_core.runconfig.finetune_train_defaults` (AdamW betas (0.9, 0.999), base lr 1e-3, 5 warm-up epochs
+    capped at a tenth of the epochs). Returns the summary (test accuracy, ...)."""
+    cfg, fc, path = _eval_config(run, method, options, FinetuneConfig, base="finetune")
     return run_finetune(cfg, fc, path, out=out, overwrite=overwrite)
 
 

@@ -49,8 +49,13 @@ def probe_flags(p) -> None:
     defaults = ProbeConfig()
     g.add_argument("--probe", default=defaults.probe, help=f"comma-separated probes from: {', '.join(PROBES)}")
     g.add_argument("--probe-epochs", type=int, default=defaults.probe_epochs,
-                   help="epochs of the linear / prototypical probe")
-    g.add_argument("--probe-lr", type=float, default=defaults.probe_lr, help="learning rate of the linear probe")
+                   help="epochs of the linear / prototypical probe (default: 100; 90 with --recipe mae)")
+    g.add_argument("--probe-lr", type=float, default=defaults.probe_lr,
+                   help="learning rate of the linear / prototypical head (default: 0.01; 0.1 x batch / 256 with "
+                        "--recipe mae)")
+    g.add_argument("--recipe", default=defaults.recipe, choices=["adamw", "mae"],
+                   help="how the linear probe trains: adamw (AdamW, cosine, the default) or mae (the MAE paper's "
+                        "main_linprobe.py: LARS, momentum 0.9, no weight decay, 10 warm-up epochs)")
     g.add_argument("--probe-batch-size", type=int, default=defaults.probe_batch_size,
                    help="batch size for feature extraction")
     g.add_argument("--probe-seed", type=int, default=defaults.probe_seed, help="seed of the probe")
@@ -91,7 +96,10 @@ def finetune_flags(p) -> None:
 def cmd_finetune(domain: str, argv: Sequence[str]) -> int:
     cfg, args = parse_run_command(domain, argv, f"mae-{domain} finetune", finetune_flags,
                                   "Fine-tune a pretrained encoder (or one from scratch) with a linear head, "
-                                  "layer-wise lr decay and drop path; reports test accuracy.")
+                                  "layer-wise lr decay and drop path; reports test accuracy. Training flags not "
+                                  "given take the fine-tuning defaults shown (AdamW betas 0.9, 0.999, own lr and "
+                                  "warm-up, capped at a tenth of the epochs), not the pretraining ones.",
+                                  base="finetune")
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         from ..train.distributed import relaunch
         return relaunch(domain, ["finetune", *argv], args.nproc)

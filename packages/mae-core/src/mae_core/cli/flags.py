@@ -15,8 +15,8 @@ from .. import registry
 from ..config import _strip_optional as strip_optional  # noqa: F401  (same package)
 from ..config import deprecation_note
 from ..errors import ConfigError
-from ..runconfig import (RESERVED, Chosen, RunConfig, Selection, alias_option_names, choose, option_names, resolve,
-                         section_classes)
+from ..runconfig import (RESERVED, Chosen, RunConfig, Selection, alias_option_names, choose, finetune_train_defaults,
+                         option_names, resolve, section_classes)
 
 
 class DefaultsFormatter(argparse.HelpFormatter):
@@ -145,11 +145,13 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls, section: str, take
 EVAL_TRAIN_FLAGS = ("device", "seed", "num_workers")
 
 
-def add_run_config_flags(p: argparse.ArgumentParser, mspec, dspec,
-                         hide: Sequence[str] = ()) -> dict[str, tuple[str, str]]:
+def add_run_config_flags(p: argparse.ArgumentParser, mspec, dspec, hide: Sequence[str] = (),
+                         train_shown: dict | None = None) -> dict[str, tuple[str, str]]:
     """The train / model / data flags of a method on a dataset (and a hidden flag per deprecated field name); returns
     dest -> (section, field). The sections in ``hide`` are accepted but not listed by ``--help`` (an evaluation
-    command lists only the data flags and :data:`EVAL_TRAIN_FLAGS`)."""
+    command lists only the data flags and :data:`EVAL_TRAIN_FLAGS`). ``train_shown``: the train defaults ``--help``
+    shows (default: the method's pretraining ``train_defaults``)."""
+    train_shown = mspec.train_defaults if train_shown is None else train_shown
     taken = set(RESERVED) | {o[2:].replace("-", "_") for o in p._option_string_actions if o.startswith("--")}
     names = option_names(mspec, dspec, taken)
     classes = section_classes(mspec, dspec)
@@ -160,7 +162,7 @@ def add_run_config_flags(p: argparse.ArgumentParser, mspec, dspec,
     mapping = {}
     for name, (section, fname) in names.items():
         dest = f"{section}__{fname}"
-        shown = mspec.train_defaults.get(fname, dataclasses.MISSING) if section == "train" else dataclasses.MISSING
+        shown = train_shown.get(fname, dataclasses.MISSING) if section == "train" else dataclasses.MISSING
         hidden = section in hide and not (section == "train" and fname in EVAL_TRAIN_FLAGS)
         _add_field(groups[section], "--" + name.replace("_", "-"), dest, fields[section][fname],
                    hints[section][fname], shown, hidden=hidden)
@@ -226,7 +228,8 @@ def parse_run_command(domain: str, argv: Sequence[str], prog: str, extra_flags: 
     p = Parser(prog=prog, allow_abbrev=False, description=description, epilog=epilog)
     add_common_flags(p, domain, with_run=with_run)
     extra_flags(p)
-    mapping = add_run_config_flags(p, ch.method, ch.dataset, hide=hide)
+    shown = {**ch.method.train_defaults, **finetune_train_defaults(ch.method)} if base == "finetune" else None
+    mapping = add_run_config_flags(p, ch.method, ch.dataset, hide=hide, train_shown=shown)
     args = p.parse_args(argv)
     sel.out = getattr(args, "out", None) if base == "method" else None
     cfg = resolve(ch, sel, explicit_sections(args, mapping), base=base)

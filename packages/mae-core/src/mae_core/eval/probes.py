@@ -20,8 +20,13 @@ class ProbeConfig:
     """Options of a probe run (the ``probe`` command's flags, with the same names)."""
 
     probe: str = field("linear,knn", "comma-separated probes (see mae_core.eval.probes.PROBES)")
-    probe_epochs: int = field(100, "epochs of the linear / prototypical probe", ge=1)
-    probe_lr: float = field(1e-2, "learning rate of the linear probe", gt=0)
+    probe_epochs: int | None = field(None, "epochs of the linear / prototypical probe (default: 100; 90 with "
+                                           "--recipe mae)", ge=1)
+    probe_lr: float | None = field(None, "learning rate of the linear / prototypical head (default: 0.01; "
+                                         "0.1 x batch / 256 with --recipe mae)", gt=0)
+    recipe: str = field("adamw", "linear probe training: adamw (AdamW, cosine, 100 epochs) or mae (the MAE paper's "
+                                 "main_linprobe.py: LARS, no weight decay, 90 epochs with 10 warm-up)",
+                        choices=["adamw", "mae"])
     probe_batch_size: int = field(256, "batch size for feature extraction", ge=1)
     probe_seed: int = field(0, "seed of the probe")
     k: int = field(20, "neighbours of the kNN probe", ge=1)
@@ -91,7 +96,8 @@ def probe_linear(model, train_set, test_set, cfg: ProbeConfig, cache) -> dict:
     xtr, ytr, xte, yte = _train_test_features(model, train_set, test_set, cfg, cache)
     multilabel = ytr.ndim == 2
     return linear_probe(xtr, ytr, xte, yte, num_classes=None if multilabel else num_classes(train_set),
-                        epochs=cfg.probe_epochs, lr=cfg.probe_lr, multilabel=multilabel, seed=cfg.probe_seed)
+                        epochs=cfg.probe_epochs, lr=cfg.probe_lr, multilabel=multilabel, seed=cfg.probe_seed,
+                        recipe=cfg.recipe)
 
 
 def probe_knn(model, train_set, test_set, cfg: ProbeConfig, cache) -> dict:

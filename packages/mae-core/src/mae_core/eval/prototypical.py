@@ -169,8 +169,8 @@ def probe_prototypical(model, train_set, test_set, args, cache) -> dict:
     nc = ytr.shape[1] if multilabel else int(getattr(train_set, "num_classes", int(max(ytr.max(), yte.max())) + 1))
     res, head = prototypical_probe(
         xtr, ytr, xte, yte, grid, nc, num_prototypes=getattr(args, "num_prototypes", 20),
-        epochs=getattr(args, "probe_epochs", 30), proto_lr=getattr(args, "proto_lr", 0.05),
-        head_lr=getattr(args, "probe_lr", 0.01), seed=getattr(args, "probe_seed", 0), multilabel=multilabel,
+        epochs=getattr(args, "probe_epochs", None) or 100, proto_lr=getattr(args, "proto_lr", 0.05),
+        head_lr=getattr(args, "probe_lr", None) or 0.01, seed=getattr(args, "probe_seed", 0), multilabel=multilabel,
         device=device, return_head=True)
     cache["prototypical_head"] = head
     return res

@@ -47,6 +47,41 @@ def build_optimizer(groups: list[dict], lr: float, betas=(0.9, 0.95), name: str 
     raise ValueError(f"unknown optimizer {name!r}")
 
 
+class LARS(torch.optim.Optimizer):
+    """LARS (You et al., 2017) as the MAE linear probe uses it: SGD with momentum where the step of every weight
+    matrix (``ndim > 1``) is first rescaled by ``trust_coefficient x ||w|| / ||g + weight_decay x w||`` (by 1 when
+    either norm is 0); biases and other 1-d parameters take the plain momentum step without weight decay:
+    ``mu = momentum x mu + step; w -= lr x mu``."""
+
+    def __init__(self, params, lr: float = 0.0, weight_decay: float = 0.0, momentum: float = 0.9,
+                 trust_coefficient: float = 0.001):
+        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, trust_coefficient=trust_coefficient)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for g in self.param_groups:
+            for p in g["params"]:
+                if p.grad is None:
+                    continue
+                d = p.grad
+                if p.ndim > 1:
+                    d = d.add(p, alpha=g["weight_decay"])
+                    wn, dn = torch.linalg.vector_norm(p), torch.linalg.vector_norm(d)
+                    ratio = torch.where((wn > 0) & (dn > 0), g["trust_coefficient"] * wn / dn, torch.ones_like(wn))
+                    d = d * ratio
+                state = self.state[p]
+                if "mu" not in state:
+                    state["mu"] = torch.zeros_like(p)
+                state["mu"].mul_(g["momentum"]).add_(d)
+                p.add_(state["mu"], alpha=-g["lr"])
+        return loss
+
+
 def cosine_lr(step: float, total_steps: float, warmup_steps: float, lr: float, min_lr: float = 0.0) -> float:
     """Linear warm-up from 0 to ``lr`` over ``warmup_steps``, then half-cosine to ``min_lr`` at ``total_steps``."""
     if step < warmup_steps:
