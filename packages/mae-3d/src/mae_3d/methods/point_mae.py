@@ -50,8 +50,9 @@ class PointMAEConfig(ViTConfig):
     loss: str = field("l2", "Chamfer distance: l2 (squared distances) or l1", choices=["l2", "l1"])
     augment: bool = field(True, "random anisotropic scale (2/3..3/2) and translation (+-0.2) while pretraining")
     drop_path: float = field(0.1, "stochastic depth rate of the encoder")
-    cls_head_dim: int = field(256, "width of the reference fine-tuning head (pool cls+max): [cls, max] -> "
-                                   "Linear-BN-ReLU-Dropout x 2", ge=1)
+
+
+CLS_HEAD_DIM = 256  # width of the reference fine-tuning head (pool cls+max), fixed in the reference
 
 
 def point_mlp(in_dim: int, hidden: int, out: int) -> nn.Module:
@@ -150,7 +151,7 @@ class PointMAE(MaskedAutoencoder):
         self.cls_pos = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.cls_pos, std=0.02)
-        h = c.cls_head_dim
+        h = CLS_HEAD_DIM
         self.cls_head = nn.Sequential(nn.Linear(2 * c.embed_dim, h), nn.BatchNorm1d(h), nn.ReLU(inplace=True),
                                       nn.Dropout(0.5), nn.Linear(h, h), nn.BatchNorm1d(h), nn.ReLU(inplace=True),
                                       nn.Dropout(0.5))
@@ -246,7 +247,7 @@ class PointMAE(MaskedAutoencoder):
     def feature_dim(self, pool: str | None = None) -> int:
         pool = pool or self.pool
         if pool == "cls+max":
-            return self.config.cls_head_dim
+            return CLS_HEAD_DIM
         return 2 * self.config.embed_dim if pool == "max+mean" else self.config.embed_dim
 
     def layer_id(self, name: str) -> int:

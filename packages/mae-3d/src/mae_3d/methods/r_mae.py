@@ -49,15 +49,16 @@ class RMAEConfig(ViTConfig):
     patch: list[int] = field([4, 4, 8], "voxels per patch token along x, y, z")
     sector_deg: float = field(1.0, "angular width of a sector in degrees")
     mask_ratio: float = field(0.8, "fraction of the non-empty sectors removed")
-    range_aware: bool = field(False, "inside kept sectors keep int(f * n) of the voxels of each distance band, f = "
-                                     "1 - mask_ratio + range_bonus (the reference radial_mae_ra.py)")
-    range_bands: list[float] = field([30.0, 50.0], "range-aware: band limits in cells from the sensor (reference: "
-                                                   "<= 30, 30-50, > 50)")
-    range_bonus: list[float] = field([0.0, 0.2, 0.4], "range-aware: added to the keep fraction 1 - mask_ratio in "
-                                                      "each band, near to far (reference: 0, 0.2, 0.4)")
+    range_aware: bool = field(False, "inside kept sectors keep int(f * n) of the voxels of each band <= 30, 30-50, "
+                                     "> 50 cells from the sensor, f = 1 - mask_ratio, + 0.2, + 0.4 (the reference "
+                                     "radial_mae_ra.py)")
     decoder_depth: int = field(2, "decoder blocks")
     pos_weight: float = field(3.0, "weight of occupied voxels in the BCE (1 = plain BCE; about 5 % of voxels are "
                                    "occupied)")
+
+
+RANGE_BANDS = (30.0, 50.0)  # range-aware bands in cells (<= 30, 30-50, > 50), as the reference
+RANGE_BONUS = (0.0, 0.2, 0.4)  # added to the keep fraction 1 - m in each band, near to far, as the reference
 
 
 def voxel_centres(grid, voxel_size, grid_min, device="cpu") -> torch.Tensor:
@@ -77,8 +78,8 @@ def voxel_sectors(centres: torch.Tensor, origin, sector_deg: float) -> tuple[tor
 
 
 def radial_mask(occupancy: torch.Tensor, sectors: torch.Tensor, num_sectors: int, ratio: float, generator=None,
-                ranges: torch.Tensor | None = None, bands=(30.0, 50.0),
-                bonus=(0.0, 0.2, 0.4)) -> tuple[torch.Tensor, torch.Tensor]:
+                ranges: torch.Tensor | None = None, bands=RANGE_BANDS,
+                bonus=RANGE_BONUS) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep ``int((1 - ratio) * S)`` random sectors of the ``S`` non-empty sectors of each scan (the reference's
     ``int(select_ratio * len(radial_groups))``).
 
@@ -108,7 +109,7 @@ def _thin_by_range(cand: torch.Tensor, flat_sec: torch.Tensor, ranges: torch.Ten
     """Inside each (sector, band) cell keep ``int((select + bonus[band]) * n)`` random voxels of the ``n`` candidates
     (B, N); the rest are dropped."""
     if len(bonus) != len(bands) + 1:
-        raise MaeError(f"model.range_bonus needs {len(bands) + 1} values (one per band), got {list(bonus)}")
+        raise MaeError(f"range-aware masking needs {len(bands) + 1} keep bonuses (one per band), got {list(bonus)}")
     b, n = cand.shape
     dev = cand.device
     band = torch.bucketize(ranges, torch.tensor(list(bands), dtype=ranges.dtype, device=dev))  # <= 30 -> 0, ...
@@ -184,7 +185,7 @@ class RMAE(MaskedAutoencoder):
     def make_radial_mask(self, occ: torch.Tensor, generator=None):
         c = self.config
         return radial_mask(occ, self.sectors, self.num_sectors, c.mask_ratio, generator,
-                           self.ranges if c.range_aware else None, c.range_bands, c.range_bonus)
+                           self.ranges if c.range_aware else None, RANGE_BANDS, RANGE_BONUS)
 
     def forward(self, batch: dict, generator=None) -> ModelOutput:
         occ = self.occupancy(batch)
