@@ -26,6 +26,7 @@ class MethodSpec:
     default_dataset: str | None = None
     paper: str = ""
     visualize: Callable | None = None  # visualize(model, dataset, path, num=, seed=) -> writes a picture
+    picture: str = "reconstruction"  # file name (without .png) of that picture in the run's pictures/ folder
     train_defaults: dict = field(default_factory=dict)  # overrides of TrainConfig for this method
     # overrides of TrainConfig for fine-tuning this method, over mae_core.runconfig.FINETUNE_TRAIN_DEFAULTS
     finetune_defaults: dict = field(default_factory=dict)

@@ -139,7 +139,7 @@ def run_pretrain(cfg: RunConfig, overwrite: bool = False, resume: bool = False) 
             test_set = build_split(cfg, "test")
         except MaeError:
             test_set = train_set
-        pic = cfg.method.visualize(trainer.raw_model.cpu(), test_set, run.pictures / "reconstruction.png")
+        pic = cfg.method.visualize(trainer.raw_model.cpu(), test_set, run.pictures / f"{cfg.method.picture}.png")
         if pic:
             pictures.append(str(pic))
     summary.update({"method": cfg.method.name, "dataset": cfg.dataset.name, "pictures": pictures,
@@ -319,5 +319,5 @@ def run_reconstruct(cfg: RunConfig, run: str, out: str | None, num: int, split: 
         raise ConfigError(f"method {cfg.method.name!r} has no reconstruction picture")
     model = from_pretrained(run)
     ds = build_split(cfg, split)
-    out = out or str(Path(run) / "pictures" / f"reconstruction-{time.strftime('%Y%m%d-%H%M%S')}.png")
+    out = out or str(Path(run) / "pictures" / f"{cfg.method.picture}-{time.strftime('%Y%m%d-%H%M%S')}.png")
     return cfg.method.visualize(model, ds, out, num=num, seed=seed)

@@ -39,7 +39,7 @@ GRAPHMAE = register_method(MethodSpec(
     name="graphmae", domain="graph", config_cls=GraphMAEConfig, model_cls=GraphMAE,
     description="masked feature reconstruction with a GNN (GAT / GIN), re-mask + SCE loss",
     default_dataset="sbm", paper="Hou et al., GraphMAE: Self-Supervised Masked Graph Autoencoders, KDD 2022",
-    visualize=draw_graph_embeddings,
+    visualize=draw_graph_embeddings, picture="embeddings-tsne",
     train_defaults={"epochs": 300, "batch_size": 1, "lr": 1e-3, "weight_decay": 2e-4, "optimizer": "adam",
                     "betas": (0.9, 0.999), "warmup_epochs": 0.0, "min_lr": 0.0, "checkpoint_every": 500,
                     "log_every": 10},

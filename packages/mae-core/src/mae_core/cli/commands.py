@@ -113,7 +113,8 @@ def cmd_finetune(domain: str, argv: Sequence[str]) -> int:
 def cmd_reconstruct(domain: str, argv: Sequence[str]) -> int:
     def flags(p):
         g = p.add_argument_group("reconstruction picture")
-        g.add_argument("--out", metavar="PNG", help="output picture (default: <run>/pictures/reconstruction-<time>.png)")
+        g.add_argument("--out", metavar="PNG", help="output picture (default: <run>/pictures/<name>-<time>.png, "
+                                                    "<name> reconstruction, or what the method draws)")
         g.add_argument("--num", type=int, default=8, help="number of samples shown")
         g.add_argument("--split", default="test", choices=["train", "test"], help="which split to draw from")
         g.add_argument("--seed", type=int, default=0, help="seed of the mask")
