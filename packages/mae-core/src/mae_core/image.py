@@ -73,3 +73,6 @@ register_method(MethodSpec(
 for _name, (_over, _desc) in SIMCLR_PRESETS.items():
     register_preset(PresetSpec(name=_name, domain="core", method="image-simclr", overrides={"model": _over},
                                description=_desc))
+
+# ---- the distillation methods (DMAE, MaskAlign) register themselves ---------------------------------------------------
+from .distill import dmae, maskalign  # noqa: E402,F401

@@ -1,0 +1,206 @@
+"""The shared part of the distillation methods: teacher choice, teacher features, student taps and loss terms.
+
+- ``--teacher`` (:class:`DistillConfig`): a run or ``save_pretrained`` directory of any ViT method here (image-mae,
+  image-simclr...); empty (the default): the default T-MIM teacher for the data (a larger image MAE, 192 wide x 6
+  blocks), trained once by :func:`default_teacher` and cached under ``$MAE_TEACHER_CACHE`` (default
+  ``runs/teachers``), keyed by the data config and the teacher recipe; ``random``: the same architecture with random
+  weights (the control: a gain must come from the teacher's knowledge).
+- The teacher's width / depth are copied into the student's config when it is built, so the student's heads are
+  rebuilt from its own ``config.json`` without the teacher; the teacher itself is loaded on the first training
+  forward (probe / fine-tune / reconstruct never read it) as a :class:`~mae_core.teacher.FrozenTeacher`: eval, no
+  gradients, outside ``state_dict()`` and the optimizer, checked against ``teacher_sha256``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..checkpoint import WEIGHTS, read_config
+from ..config import field, to_dict
+from ..errors import ConfigError, MaeError
+from ..masking import MaskInfo, gather_tokens, mask_from_scores, num_keep, uniform_noise
+from ..models.image_mae import ImageMAE, ImageMAEConfig
+from ..teacher import FrozenTeacher, file_sha256
+
+# the default MIM teacher ("T-MIM"): an image MAE larger than the default student (128 x 4)
+T_MIM = {"embed_dim": 192, "depth": 6, "num_heads": 6, "decoder_embed_dim": 96, "decoder_depth": 1,
+         "decoder_num_heads": 4, "mask_ratio": 0.75, "norm_pix_loss": True}
+
+
+@dataclass
+class DistillConfig(ImageMAEConfig):
+    teacher: str = field("", "teacher: a run or save_pretrained directory; empty: the default T-MIM teacher for the "
+                             "data (an image MAE 192 x 6, trained once and cached under runs/teachers); 'random': "
+                             "random weights (control)")
+    teacher_sha256: str = field("", "sha256 of the teacher's weights (filled when the teacher is first seen)")
+    teacher_embed_dim: int = field(T_MIM["embed_dim"], "teacher width (copied from the teacher's config)", ge=1)
+    teacher_depth: int = field(T_MIM["depth"], "teacher blocks (copied from the teacher's config)", ge=1)
+    teacher_num_heads: int = field(T_MIM["num_heads"], "teacher heads (copied from the teacher's config)", ge=1)
+    teacher_epochs: int = field(10, "epochs of the default T-MIM teacher when it has to be trained", ge=1)
+
+
+def teacher_cache() -> Path:
+    return Path(os.environ.get("MAE_TEACHER_CACHE", "runs/teachers"))
+
+
+def _preserve_rng():
+    """Save and restore the Python / NumPy / torch RNG states around teacher training, so that the student's
+    initialisation does not depend on whether the teacher was cached."""
+    class _Keep:
+        def __enter__(self):
+            self.states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+
+        def __exit__(self, *exc):
+            random.setstate(self.states[0])
+            np.random.set_state(self.states[1])
+            torch.set_rng_state(self.states[2])
+    return _Keep()
+
+
+def default_teacher(cfg: DistillConfig, data_cfg) -> Path:
+    """The cached default T-MIM teacher for ``data_cfg`` (trained now if it is not cached); prints which."""
+    from .. import registry
+    from ..workflows import pretrain
+
+    names = [d.name for d in registry.datasets() if isinstance(data_cfg, d.config_cls)]
+    if not names:
+        raise ConfigError("--teacher: no default teacher for this data (give --teacher RUN_DIR)")
+    data = to_dict(data_cfg)
+    recipe = {**T_MIM, "patch_size": cfg.patch_size, "epochs": cfg.teacher_epochs}
+    key = hashlib.sha256(json.dumps([names[0], data, recipe], sort_keys=True, default=str).encode()).hexdigest()
+    out = (teacher_cache() / f"t-mim-{names[0]}-{key[:10]}").resolve()
+    if (out / WEIGHTS).exists() and (out / "summary.json").exists():
+        print(f"teacher: cached T-MIM {out}", flush=True)
+        return out
+    print(f"teacher: none given (--teacher); training the default T-MIM (image-mae {T_MIM['embed_dim']} x "
+          f"{T_MIM['depth']} blocks, {cfg.teacher_epochs} epochs on {names[0]}) into {out}", flush=True)
+    with _preserve_rng():
+        pretrain("image-mae", dataset=names[0], data_config=data, out=str(out), overwrite=True, progress=False,
+                 epochs=cfg.teacher_epochs, patch_size=cfg.patch_size,
+                 **{k: v for k, v in T_MIM.items()})
+    return out
+
+
+def adapt_distill(model_cfg: DistillConfig, data_cfg, dataset) -> DistillConfig:
+    """The image adapt (size, channels follow the data), then the default teacher when none is given."""
+    from ..image import adapt_image
+
+    cfg = adapt_image(model_cfg, data_cfg, dataset)
+    if not cfg.teacher:
+        cfg = dataclasses.replace(cfg, teacher=str(default_teacher(cfg, data_cfg)), teacher_sha256="")
+    return cfg
+
+
+class DistillStudent(ImageMAE):
+    """An image MAE that reads a frozen teacher (``self.teacher``, loaded on first use)."""
+
+    def init_teacher_fields(self) -> None:
+        """Copy the teacher's width / depth / heads into the config and fill ``teacher_sha256`` (when the teacher
+        is there; a run reloaded without its teacher keeps the recorded values)."""
+        c = self.config
+        self._teacher = None
+        if not c.teacher or c.teacher == "random":
+            return
+        path = Path(c.teacher)
+        path = path.parent if path.name == WEIGHTS else path
+        if not (path / WEIGHTS).exists():
+            if c.teacher_sha256:  # a saved student: its config already pins the teacher
+                return
+            raise MaeError(f"{c.teacher}: teacher checkpoint not found (--teacher)")
+        tc = read_config(path).get("config", {})
+        c.teacher_embed_dim, c.teacher_depth = int(tc["embed_dim"]), int(tc["depth"])
+        c.teacher_num_heads = int(tc.get("num_heads", c.teacher_num_heads))
+        if tc.get("patch_size", c.patch_size) != c.patch_size:
+            raise MaeError(f"{c.teacher}: teacher patch size {tc.get('patch_size')} differs from the student's "
+                           f"{c.patch_size} (--teacher / --patch-size)")
+        if not c.teacher_sha256:
+            c.teacher_sha256 = file_sha256(path / WEIGHTS)
+
+    @property
+    def teacher(self) -> FrozenTeacher:
+        if self._teacher is None:
+            c = self.config
+            if c.teacher == "random":
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(0)
+                    model = ImageMAE(ImageMAEConfig(img_size=c.img_size, patch_size=c.patch_size,
+                                                    in_chans=c.in_chans, embed_dim=c.teacher_embed_dim,
+                                                    depth=c.teacher_depth, num_heads=c.teacher_num_heads,
+                                                    decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=1))
+                teacher = FrozenTeacher(model, source="random")
+            else:
+                teacher = FrozenTeacher.from_config(c)
+            if teacher.encoder.embed_dim != c.teacher_embed_dim or teacher.encoder.depth != c.teacher_depth:
+                raise MaeError(f"{c.teacher}: teacher is {teacher.encoder.embed_dim} x {teacher.encoder.depth}, the "
+                               f"student was built for {c.teacher_embed_dim} x {c.teacher_depth}")
+            self._teacher = teacher.to(self.pos_embed.device)
+        return self._teacher
+
+    def visible(self, batch: dict, generator=None) -> tuple[torch.Tensor, torch.Tensor | None, MaskInfo]:
+        """(raw patches, positions, the MAE mask) of ``batch``."""
+        tokens, pos = self.tokenize(batch)
+        return tokens, pos, self.make_mask(batch, tokens, generator)
+
+    def encode_visible(self, tokens, pos, mask: MaskInfo, **encoder_kw):
+        """The student's encoder over the visible tokens (+ cls): whatever ``encoder(..., **encoder_kw)`` returns."""
+        x = self.embed_tokens(gather_tokens(tokens, mask.ids_keep))
+        p = gather_tokens(pos.expand(tokens.shape[0], -1, -1), mask.ids_keep) if pos is not None else None
+        return self.encoder(x, p, **encoder_kw)
+
+
+# ---- teacher features ------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def teacher_blocks(teacher: FrozenTeacher, batch: dict, ids_keep: torch.Tensor | None, upto: int) -> torch.Tensor:
+    """The raw output (before the final norm) of teacher block ``upto`` (0-based), over cls + the tokens
+    ``ids_keep`` (all tokens when None), running only blocks 0..upto: the later blocks are never computed."""
+    enc, model = teacher.encoder, teacher.model
+    if enc.pos_every_block:
+        raise MaeError("teacher_blocks: a teacher with positions in every block is not supported")
+    if not 0 <= upto < enc.depth:
+        raise MaeError(f"teacher block {upto} is out of range for a {enc.depth}-block teacher")
+    tokens, pos = model.tokenize(batch)
+    if ids_keep is not None:
+        tokens = gather_tokens(tokens, ids_keep)
+        pos = gather_tokens(pos.expand(ids_keep.shape[0], -1, -1), ids_keep) if pos is not None else None
+    x = model.embed_tokens(tokens)
+    x = x + pos if pos is not None else x
+    if enc.num_prefix_tokens:
+        x = torch.cat([enc.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
+    for blk in enc.blocks[:upto + 1]:
+        x = blk(x)
+    return x
+
+
+def with_cls_at(feats: torch.Tensor, ids_keep: torch.Tensor, prefix: int = 1) -> torch.Tensor:
+    """Prefix tokens + the tokens ``ids_keep`` of full-length features (B, prefix + L, D), in ``ids_keep`` order."""
+    return torch.cat([feats[:, :prefix], gather_tokens(feats[:, prefix:], ids_keep)], dim=1)
+
+
+# ---- loss terms ------------------------------------------------------------------------------------------------------
+def normalized_l1(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """DMAE's term: mean absolute difference of the L2-normalised features (every token, every channel)."""
+    return F.l1_loss(F.normalize(student, dim=-1), F.normalize(teacher, dim=-1))
+
+
+def whiten(x: torch.Tensor) -> torch.Tensor:
+    """LayerNorm without affine parameters (MaskAlign's ``target_norm="whiten"``, eps 1e-5)."""
+    return F.layer_norm(x, (x.shape[-1],))
+
+
+def attention_masking(importance: torch.Tensor, ratio: float, generator=None) -> MaskInfo:
+    """Keep ``int(L (1 - ratio))`` tokens drawn without replacement with probability proportional to
+    ``importance`` (B, L): the distribution of MaskAlign's ``torch.multinomial(importance, L, replacement=False)``
+    prefix, drawn as the Gumbel top-k (keys log w + Gumbel noise, the largest kept) so that the noise comes from the
+    generator path every mask here uses."""
+    u = uniform_noise(importance.shape, generator, importance.device).clamp_(1e-12, 1 - 1e-7)
+    keys = importance.clamp_min(1e-30).log() - torch.log(-torch.log(u))
+    return mask_from_scores(-keys, num_keep(importance.shape[1], ratio))
