@@ -19,7 +19,7 @@ TINY2D = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, dec
 def test_xray_recipe_defaults_and_mask_ratio():
     cfg = XRayMAEConfig(**TINY2D)
     assert cfg.mask_ratio == 0.9 and cfg.in_chans == 1 and RECIPE["layer_decay"] == 0.55
-    assert RECIPE["drop_path"] == 0.2 and RECIPE["randaugment_magnitude"] == 6
+    assert RECIPE["drop_path"] == 0.2 and RECIPE["randaugment"] == "rand-m6-mstd0.5-inc1"
     m = XRayMAE(cfg)
     out = m({"image": torch.randn(3, 1, 16, 16)}, generator=torch.Generator().manual_seed(0))
     assert torch.all((1 - out.mask).sum(1) == int(16 * 0.1))  # 16 tokens, 90 % masked
@@ -28,10 +28,12 @@ def test_xray_recipe_defaults_and_mask_ratio():
 
 def test_augmentations_follow_the_recipe():
     from torchvision.transforms import v2
+
+    from mae_medical.data.randaugment import RandAugment
     ds = SyntheticChest(SyntheticChestConfig(image_size=16, num_train=4, num_test=2, augment="finetune"))
     kinds = [type(t) for t in ds.aug.transforms]
-    assert kinds == [v2.RandomResizedCrop, v2.RandAugment]
-    assert ds.aug.transforms[0].scale == (0.5, 1.0) and ds.aug.transforms[1].magnitude == 6
+    assert kinds == [v2.RandomResizedCrop, v2.RandomHorizontalFlip, RandAugment]
+    assert ds.aug.transforms[0].scale == (0.08, 1.0) and ds.aug.transforms[2].magnitude == 6
     assert SyntheticChest(SyntheticChestConfig(image_size=16, num_train=4, num_test=2), "test").aug is None
     assert ds.multilabel and ds[0]["label"].shape == (3,)
 

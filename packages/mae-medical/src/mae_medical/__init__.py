@@ -1,7 +1,8 @@
 """mae-medical: masked autoencoders for medical images on MONAI.
 
 Importing the package registers its methods (``bm-mae``, ``xray-mae``, ``anomaly-mae``), datasets, presets and
-extra commands (``impute``, ``anomaly``) with mae-core's registry.
+extra commands (``impute``, ``export-unetr``, ``anomaly``, and ``finetune`` with the X-ray recipe for ``xray-mae``) with
+mae-core's registry.
 """
 from __future__ import annotations
 
@@ -55,9 +56,8 @@ register_dataset(DatasetSpec(
     build=lambda cfg, split: BrainFolder(cfg, split), takes_path=True, accepts=_has_nifti,
     description="your MRI cases: one sub-folder per case, one NIfTI per modality (BraTS / BrainLes names), --data"))
 
-for _name, (_over, _data, _desc) in BM_PRESETS.items():
-    register_preset(PresetSpec(name=_name, domain="medical", method="bm-mae", overrides={"model": _over, "data": _data},
-                               description=_desc))
+for _name, (_over, _desc) in BM_PRESETS.items():
+    register_preset(PresetSpec(name=_name, domain="medical", method="bm-mae", overrides=_over, description=_desc))
 
 # ---- chest X-ray MAE recipe ---------------------------------------------------------------------------------------------
 from .data.xray import (ChestAnomaly, ChestAnomalyConfig, MedicalImages, MedicalImagesConfig,  # noqa: E402
@@ -78,7 +78,8 @@ def adapt_2d(model_cfg, data_cfg, dataset):
 
 XRAY = register_method(MethodSpec(
     name="xray-mae", domain="medical", config_cls=XRayMAEConfig, model_cls=XRayMAE,
-    description="chest X-ray MAE recipe: 1-channel ViT MAE, mask 0.9, crop 0.5-1; fine-tune ld 0.55, dp 0.2, RA m6",
+    description="chest X-ray MAE recipe: 1-channel ViT MAE, mask 0.9, crop 0.5-1 + flip; fine-tune ld 0.55, dp 0.2, "
+                "crop 0.08-1 + flip + RandAugment m6 mstd 0.5",
     default_dataset="synthetic-chest",
     paper="Xiao et al., Delving into Masked Autoencoders for Multi-Label Thorax Disease Classification, WACV 2023",
     visualize=_visualize_2d,
@@ -117,4 +118,4 @@ register_dataset(DatasetSpec(
     build=lambda cfg, split: ChestAnomaly(cfg, split),
     description="embedded: normal synthetic chests (train); test half with inserted lesions, lesion masks"))
 
-from . import commands  # noqa: E402,F401  (impute, export-unetr, anomaly)
+from . import commands, finetune_cmd  # noqa: E402,F401  (impute, export-unetr, anomaly; finetune)

@@ -247,7 +247,7 @@ def save_anomaly_figure(images, maps, labels, lesions, path, num: int = 6):
     pos = (labels == 1).nonzero().flatten()[: num // 2].tolist()
     neg = (labels == 0).nonzero().flatten()[: num - len(pos)].tolist()
     idx = pos + neg
-    fig, axes = plt.subplots(3, len(idx), figsize=(1.6 * len(idx), 5))
+    fig, axes = plt.subplots(3, len(idx), figsize=(1.6 * len(idx), 5), layout="constrained")
     vmax = float(maps[idx].max())
     for j, i in enumerate(idx):
         axes[0, j].imshow(images[i, 0].numpy(), cmap="gray")

@@ -29,7 +29,7 @@ def save_multimodal_reconstruction(model, sample: dict, path, seed: int = 0):
     p = model.config.patch_size
     length = out.mask.shape[1] // len(model.modalities)
     grid = model._grid_of(batch, model.present(batch))
-    fig, axes = plt.subplots(3 * len(mods), 3, figsize=(6.3, 2.1 * 3 * len(mods)))
+    fig, axes = plt.subplots(3 * len(mods), 3, figsize=(6.3, 2.1 * 3 * len(mods)), layout="constrained")
     for r, m in enumerate(mods):
         i = model.modalities.index(m)
         sl = slice(i * length, (i + 1) * length)
@@ -63,7 +63,7 @@ def save_imputation_figure(real: torch.Tensor | None, imputed: torch.Tensor, inp
         rows.append((f"baseline {name}", baseline))
     if real is not None:
         rows.append((f"real {name}", real))
-    fig, axes = plt.subplots(len(rows), 3, figsize=(6.3, 2.1 * len(rows)))
+    fig, axes = plt.subplots(len(rows), 3, figsize=(6.3, 2.1 * len(rows)), layout="constrained")
     ref = real if real is not None else imputed
     lo, hi = float(ref.min()), float(ref.max())
     for r, (label, vol) in enumerate(rows):

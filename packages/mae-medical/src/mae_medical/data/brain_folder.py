@@ -9,7 +9,10 @@ cases smaller than the crop after resampling are counted in one warning line (th
 
 Pipeline (MONAI dictionary transforms): ``LoadImaged`` -> ``EnsureChannelFirstd`` -> ``Orientationd("RAS")`` ->
 ``Spacingd`` -> ``NormalizeIntensityd(nonzero=True, channel_wise=True)`` (cached once per case), then per sample
-``SpatialPadd`` + ``RandSpatialCropd`` (train, the same crop for every modality) or ``CenterSpatialCropd`` (test).
+``SpatialPadd`` + ``RandSpatialCropd`` (train, the same crop for every modality; ``train_crop="center"``: the
+BM-MAE reference's ``CenterSpatialCropd``) or ``CenterSpatialCropd`` (test); training crops may then be flipped
+(``RandFlipd`` per axis of ``flip_axes``) and get the reference's ``RandScaleIntensityd`` / ``RandShiftIntensityd``
+(``intensity_scale`` / ``intensity_shift``, one draw per crop shared by its modalities, as the reference's keys).
 """
 from __future__ import annotations
 
@@ -47,8 +50,15 @@ class BrainFolderConfig:
     seed: int = field(0, "seed of the random crops")
     foreground_crops: float = field(0.0, "fraction of training crops centred on a brain (non-zero) voxel, the rest "
                                          "anywhere (RandCropByPosNegLabeld; 0 = RandSpatialCropd, uniform)", ge=0, le=1)
-    flip_prob: float = field(0.0, "probability of a left-right flip of a training crop (RandFlipd on the RAS x axis, "
+    flip_prob: float = field(0.0, "probability of a flip of a training crop along each of --flip-axes (RandFlipd, "
                                   "the same flip for every modality)", ge=0, le=1)
+    flip_axes: list[int] = field([0], "axes of the flips (0 = RAS x, left-right; BM-MAE: 0 1 2, each drawn apart)")
+    train_crop: str = field("random", "training crop: random (RandSpatialCropd / --foreground-crops) or center "
+                                      "(CenterSpatialCropd, the BM-MAE reference)", choices=["random", "center"])
+    intensity_scale: float = field(0.0, "RandScaleIntensityd factors of training crops: v x (1 + U(-f, f)) per "
+                                        "crop, shared by its modalities (BM-MAE: 0.1)", ge=0)
+    intensity_shift: float = field(0.0, "RandShiftIntensityd offsets of training crops: v + U(-o, o) per crop, "
+                                        "shared by its modalities (BM-MAE: 0.1)", ge=0)
 
 
 def parse_patterns(patterns: list[str]) -> dict[str, list[str]]:
@@ -224,6 +234,8 @@ class BrainFolder(Dataset):
                   f"{small[0][0]}, {'x'.join(map(str, small[0][1]))} voxels)", file=sys.stderr)
         if not 0.0 <= c.foreground_crops <= 1.0:
             raise DataError(f"brain-folder: foreground_crops must be in [0, 1], got {c.foreground_crops}")
+        if any(int(a) not in (0, 1, 2) for a in c.flip_axes):
+            raise DataError(f"brain-folder: flip_axes must be among 0 1 2, got {list(c.flip_axes)}")
         self.fg_indices = []
         if split == "train" and c.foreground_crops > 0:
             from monai.transforms import SpatialPad
@@ -239,12 +251,12 @@ class BrainFolder(Dataset):
         self._crop = self._make_crop()
 
     def _make_crop(self):
-        from monai.transforms import (CenterSpatialCropd, Compose, RandCropByPosNegLabeld, RandFlipd, RandSpatialCropd,
-                                      SpatialPadd)
+        from monai.transforms import (CenterSpatialCropd, Compose, RandCropByPosNegLabeld, RandFlipd,
+                                      RandScaleIntensityd, RandShiftIntensityd, RandSpatialCropd, SpatialPadd)
 
         keys, s = self.modalities, self.config.image_size
         fg = self.config.foreground_crops
-        if self.split != "train":
+        if self.split != "train" or self.config.train_crop == "center":
             crop = CenterSpatialCropd(keys=keys, roi_size=(s,) * 3)
         elif fg > 0:  # centred on a brain voxel with probability fg (indices precomputed per case)
             crop = RandCropByPosNegLabeld(keys=keys, label_key=keys[0], spatial_size=(s,) * 3, pos=fg, neg=1 - fg,
@@ -252,8 +264,14 @@ class BrainFolder(Dataset):
         else:
             crop = RandSpatialCropd(keys=keys, roi_size=(s,) * 3, random_size=False)
         steps = [SpatialPadd(keys=keys, spatial_size=(s,) * 3), crop]
-        if self.split == "train" and self.config.flip_prob > 0:
-            steps.append(RandFlipd(keys=keys, prob=self.config.flip_prob, spatial_axis=0))
+        c = self.config
+        if self.split == "train":
+            if c.flip_prob > 0:
+                steps += [RandFlipd(keys=keys, prob=c.flip_prob, spatial_axis=int(a)) for a in c.flip_axes]
+            if c.intensity_scale > 0:
+                steps.append(RandScaleIntensityd(keys=keys, factors=c.intensity_scale, prob=1.0))
+            if c.intensity_shift > 0:
+                steps.append(RandShiftIntensityd(keys=keys, offsets=c.intensity_shift, prob=1.0))
         t = Compose(steps)
         t.set_random_state(seed=self.config.seed)
         return t

@@ -8,8 +8,10 @@
 - ``chest-anomaly`` (embedded): normal synthetic chests for training; the test split is half normal, half with
   inserted lesions (label 1), with the lesion mask for per-pixel evaluation.
 
-Augmentation follows Xiao et al. (WACV 2023): pre-training ``RandomResizedCrop(scale=(0.5, 1))``; fine-tuning adds
-``RandAugment(magnitude=6)``; no mixup.
+Augmentation follows the reference code of Xiao et al. (WACV 2023): pre-training ``RandomResizedCrop(scale=(0.5, 1))``
+and a horizontal flip; fine-tuning ``RandomResizedCrop(scale=(0.08, 1))``, a horizontal flip and timm's RandAugment
+``rand-m6-mstd0.5-inc1``; no mixup. Test images are not augmented (the reference's resize to 1/0.875 and centre crop
+is left out: at 28 px it would cut 3 pixels of a whole-organ image).
 """
 from __future__ import annotations
 
@@ -70,14 +72,25 @@ def chest_image(rng: np.random.Generator, size: int, findings=(0, 0, 0)) -> tupl
     return img.clamp(0, 1), lungs
 
 
+PRETRAIN_CROP_SCALE = (0.5, 1.0)  # the reference's --random_resize_range 0.5 1.0
+FINETUNE_CROP_SCALE = (0.08, 1.0)  # timm create_transform's default RandomResizedCrop scale
+
+
 def _augment(kind: str, size: int):
+    """The reference's training transforms (Xiao et al.): pre-training ``RandomResizedCrop(0.5-1, bicubic)`` +
+    horizontal flip; fine-tuning (timm ``create_transform``) ``RandomResizedCrop(0.08-1, bicubic)`` + horizontal
+    flip + RandAugment ``rand-m6-mstd0.5-inc1`` (:mod:`mae_medical.data.randaugment`)."""
     from torchvision.transforms import v2
+
+    from .randaugment import RandAugment
 
     if kind == "none":
         return None
-    ops = [v2.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True)]
+    scale = FINETUNE_CROP_SCALE if kind == "finetune" else PRETRAIN_CROP_SCALE
+    ops = [v2.RandomResizedCrop(size, scale=scale, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+           v2.RandomHorizontalFlip()]
     if kind == "finetune":
-        ops.append(v2.RandAugment(num_ops=2, magnitude=6))
+        ops.append(RandAugment(magnitude=6, magnitude_std=0.5))
     return v2.Compose(ops)
 
 
@@ -112,7 +125,8 @@ class SyntheticChestConfig:
     num_train: int = field(2048, "training images", ge=1)
     num_test: int = field(512, "test images", ge=1)
     prevalence: float = field(0.3, "probability of each finding", ge=0, le=1)
-    augment: str = field("pretrain", "pretrain (random resized crop 0.5-1), finetune (+ RandAugment m6) or none",
+    augment: str = field("pretrain", "pretrain (random resized crop 0.5-1, h-flip), finetune (crop 0.08-1, h-flip, "
+                                     "RandAugment m6 mstd 0.5) or none",
                          choices=["pretrain", "finetune", "none"])
     seed: int = field(0, "generator seed")
 
@@ -134,7 +148,8 @@ class MedicalImagesConfig:
     path: str | None = field(None, "MedMNIST .npz file, or a folder of PNG / JPEG / DICOM images")
     labels_csv: str | None = field(None, "CSV for a folder: file name, then label column(s)")
     image_size: int = field(28, "images are resized to this side", ge=1)
-    augment: str = field("pretrain", "pretrain (random resized crop 0.5-1), finetune (+ RandAugment m6) or none",
+    augment: str = field("pretrain", "pretrain (random resized crop 0.5-1, h-flip), finetune (crop 0.08-1, h-flip, "
+                                     "RandAugment m6 mstd 0.5) or none",
                          choices=["pretrain", "finetune", "none"])
     test_fraction: float = field(0.2, "folder data: fraction of images held out (by a hash of the file name)",
                                  ge=0, lt=1)

@@ -5,8 +5,10 @@ modalities.
   all modalities share one fixed 3-D sin-cos position embedding;
 - the encoder sees the visible tokens of every present modality concatenated, plus one cls token; there is no
   modality embedding in the encoder;
-- masking: a fixed budget of visible tokens (25 % of all tokens) split between the modalities by a Dirichlet draw
-  per sample (:func:`mae_core.masking.token_budget_masking`); inside a modality the kept tokens are random;
+- masking: a fixed budget K of visible tokens (25 % of all tokens) split between the modalities by a Dirichlet
+  draw p per sample, modality g keeping round(p_g K) random tokens, as the reference code
+  (:func:`~mae_medical.methods.budget_masking.dirichlet_round_masking`; ``budget_split="race"`` is mae-core's
+  flatter exponential race, :func:`mae_core.masking.token_budget_masking`);
 - decoder: project to decoder width, re-insert mask tokens, add a learned per-modality embedding plus the position
   embedding, a few blocks, predict the voxels of every patch of every modality;
 - loss: MSE on the masked patches, summed over modalities.
@@ -20,16 +22,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn as nn
 
 from mae_core.config import field
 from mae_core.errors import MaeError
-from mae_core.layers import PatchEmbed3d, grid_shape, patchify, sincos_pos_embed, unpatchify
+from mae_core.layers import Block, PatchEmbed3d, grid_shape, patchify, sincos_pos_embed, unpatchify
 from mae_core.losses import masked_mse, normalize_patches
 from mae_core.masking import MaskInfo, gather_tokens, mask_from_mask, token_budget_masking
-from mae_core.models import MaskedAutoencoder, ModelOutput
+from mae_core.models import MAEDecoder, MaskedAutoencoder, ModelOutput
+
+from .budget_masking import dirichlet_round_masking
 
 DEFAULT_MODALITIES = ["t1", "t1ce", "t2", "flair"]
 
@@ -46,9 +51,16 @@ class BMMAEConfig:
     decoder_embed_dim: int = field(96, "decoder width")
     decoder_depth: int = field(2, "decoder blocks")
     decoder_num_heads: int = field(4, "decoder attention heads")
-    mlp_ratio: float = field(4.0, "MLP hidden width / block width")
+    mlp_ratio: float = field(4.0, "MLP hidden width / block width (the reference: 2, mlp_dim 1536 at width 768)")
+    decoder_mlp_ratio: float | None = field(None, "decoder MLP hidden width / decoder width (default: mlp_ratio; "
+                                            "the reference: 4, its mlp_dim 1536 at width 384)")
+    decoder_dropout: float = field(0.0, "dropout in the decoder blocks (attention weights, attention output, MLP; "
+                                        "the reference: 0.1)", ge=0, lt=1)
     visible_fraction: float = field(0.25, "visible-token budget as a fraction of all tokens of the present modalities")
-    dirichlet_alpha: float = field(1.0, "concentration of the Dirichlet split of the budget between modalities")
+    dirichlet_alpha: float = field(1.0, "concentration of the Dirichlet split of the budget between modalities", gt=0)
+    budget_split: str = field("round", "round: modality g keeps round(p_g x budget) tokens (the reference); race: "
+                                       "mae-core's exponential race (about p_g x budget, a flatter split)",
+                              choices=["round", "race"])
     norm_pix_loss: bool = field(False, "normalise each target patch (off: imputation needs intensities)")
     drop_path: float = field(0.0, "stochastic depth rate of the encoder (used when fine-tuning)")
 
@@ -76,6 +88,11 @@ class BMMAE(MaskedAutoencoder):
                        decoder_heads=c.decoder_num_heads, pred_dim=c.patch_size**3, decoder_pos=None,
                        mask_ratio=1.0 - c.visible_fraction, norm_pix_loss=c.norm_pix_loss, mlp_ratio=c.mlp_ratio,
                        drop_path=c.drop_path)
+        if c.decoder_dropout > 0 or (c.decoder_mlp_ratio is not None and c.decoder_mlp_ratio != c.mlp_ratio):
+            block = partial(Block, proj_drop=c.decoder_dropout, attn_drop=c.decoder_dropout)
+            self.decoder = MAEDecoder(c.embed_dim, c.decoder_embed_dim, c.decoder_depth, c.decoder_num_heads,
+                                      c.patch_size**3, pos_embed=None, num_prefix_tokens=1,
+                                      mlp_ratio=c.decoder_mlp_ratio or c.mlp_ratio, block_fn=block)
         # learned per-modality embedding, added in the decoder only
         self.decoder_modality_embed = nn.Parameter(torch.zeros(len(self.modalities), 1, c.decoder_embed_dim))
         self.init_weights()
@@ -169,8 +186,9 @@ class BMMAE(MaskedAutoencoder):
         b = tokens.shape[0]
         total = length * len(present)
         k = int(total * self.config.visible_fraction) if num_visible is None else num_visible
-        sub = token_budget_masking([length] * len(present), k, b, alpha=self.config.dirichlet_alpha,
-                                   generator=generator, device=tokens.device)
+        split = dirichlet_round_masking if self.config.budget_split == "round" else token_budget_masking
+        sub = split([length] * len(present), k, b, alpha=self.config.dirichlet_alpha, generator=generator,
+                    device=tokens.device)
         full = torch.ones(b, m, length, device=tokens.device)
         full[:, present] = sub.mask.reshape(b, len(present), length)
         return mask_from_mask(full.reshape(b, m * length))
@@ -263,11 +281,21 @@ class BMMAE(MaskedAutoencoder):
 
 
 PRESETS = {
-    # name: (model overrides, data overrides, description)
-    "bm-mae-tiny": (dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, decoder_embed_dim=32,
-                         decoder_depth=1, decoder_num_heads=4), dict(image_size=32),
+    # name: (overrides {"model", "data", "train", "dataset"}, description)
+    "bm-mae-tiny": ({"model": dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, decoder_embed_dim=32,
+                                   decoder_depth=1, decoder_num_heads=4), "data": dict(image_size=32)},
                     "tiny BM-MAE for 32^3 volumes, patch 8, 64 x 2 encoder (tests, quick checks)"),
-    "bm-mae-paper": (dict(img_size=128, patch_size=16, embed_dim=768, depth=12, num_heads=12, decoder_embed_dim=384,
-                          decoder_depth=4, decoder_num_heads=12), dict(image_size=128),
-                     "the paper's setting: 128^3 crops, patch 16, ViT-B encoder (12 x 768), decoder 4 x 384 (GPU)"),
+    # the reference's pretrain_bmmae.py defaults and bmmae/augmentations.py get_train_transforms
+    "bm-mae-paper": ({"dataset": "brain-folder",
+                      "model": dict(img_size=128, patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=2.0,
+                                    decoder_embed_dim=384, decoder_depth=3, decoder_num_heads=12,
+                                    decoder_mlp_ratio=4.0, decoder_dropout=0.1, visible_fraction=0.25,
+                                    budget_split="round", norm_pix_loss=False),
+                      "data": dict(image_size=128, spacing=[1.0, 1.0, 1.0], train_crop="center", crops_per_case=1,
+                                   flip_prob=0.5, flip_axes=[0, 1, 2], intensity_scale=0.1, intensity_shift=0.1),
+                      "train": dict(epochs=1000, batch_size=6, lr=1e-4, warmup_epochs=50, min_lr=2.5e-5,
+                                    weight_decay=0.05, betas=(0.9, 0.999))},
+                     "the paper's setting on a BraTS-style --data folder: 1 mm, 128^3 centre crop, flips on 3 axes, "
+                     "intensity scale / shift 0.1; patch 16, ViT-B (12 x 768, MLP 1536), decoder 3 x 384 (MLP 1536, "
+                     "dropout 0.1); AdamW lr 1e-4, batch 6, 50 warm-up epochs of 1000 (GPU)"),
 }
