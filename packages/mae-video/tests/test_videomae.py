@@ -8,7 +8,7 @@ from mae_core.losses import masked_mse
 from mae_core.masking import running_cell_masking
 from mae_core.testing import loss_falls
 from mae_video.data.synthetic import MovingShapes
-from mae_video.methods.videomae import VideoMAE
+from mae_video.methods.videomae import VideoMAE, tube_masking
 from mae_video.testing import tiny_clips_cfg, tiny_videomae_cfg
 
 
@@ -39,8 +39,50 @@ def test_tube_mask_identical_over_time():
     info = m.make_mask({"video": v}, tokens, torch.Generator().manual_seed(3))
     mask = info.mask.reshape(4, 4, 16)  # (B, T', H'W')
     assert torch.equal(mask, mask[:, :1].expand_as(mask))
-    assert (mask[:, 0].sum(1) == 16 - int(16 * 0.1)).all()
+    assert (mask[:, 0].sum(1) == int(0.9 * 16)).all()  # the reference count: 14 masked, 2 visible per slot
     assert not torch.equal(mask[0], mask[1])  # one draw per sample
+
+
+def test_tube_mask_visible_count_is_the_reference_one():
+    # TubeMaskingGenerator: int(0.9 * 196) = 176 masked -> 20 visible per frame (int(196 * 0.1) would give 19)
+    info = tube_masking(2, (8, 14, 14), 0.9, torch.Generator().manual_seed(0))
+    assert (info.mask.reshape(2, 8, 196).sum(-1) == 176).all() and info.num_keep == 8 * 20
+    assert tube_masking(1, (2, 4, 4), 0.75).num_keep == 2 * 4 and tube_masking(1, (1, 4, 4), 0.5).num_keep == 8
+
+
+def test_reference_dual_masking_decoder_input_by_hand():
+    # the reference forward on boolean masks: x_full = [x_vis + pos[~mask], mask_token + pos[~decode_mask]],
+    # predictions of the last M tokens, loss on bool_masked_pos[~decode_masked_pos]
+    torch.manual_seed(0)
+    m = VideoMAE(tiny_videomae_cfg(decoder_mask_ratio=0.5)).eval()
+    v = _video(b=2)
+    out = m({"video": v}, generator=torch.Generator().manual_seed(1))
+    enc, dec = out.extra["encoder_mask"].bool(), out.extra["decoder_mask"].bool()
+    length = enc.shape[1]
+    assert out.metrics["decoder_tokens"] == (2 * 4 + length // 2) / length  # 2 visible of 16 per slot x 4 slots
+    # some decoder-kept positions were seen by the encoder: they get a mask token too
+    assert ((~enc) & (~dec)).any()
+    tokens, pos = m.tokenize({"video": v})
+    g = torch.Generator().manual_seed(1)
+    info = m.make_mask({"video": v}, tokens, g)
+    latent = m.forward_encoder(tokens, pos, info)
+    d = m.decoder
+    dpos = d.pos_embed.expand(2, -1, -1)
+    x_vis = d.embed(latent)
+    # the encoder keeps the visible tokens in ids_keep order; the reference keeps position order: sort to compare
+    order = info.ids_keep.argsort(1)
+    x_vis = torch.gather(x_vis, 1, order[..., None].expand_as(x_vis))
+    x_full = torch.cat([x_vis + dpos[~enc].reshape(2, -1, 32), d.mask_token + dpos[~dec].reshape(2, -1, 32)], 1)
+    for blk in d.blocks:
+        x_full = blk(x_full)
+    n_mask = int((~dec[0]).sum())
+    ref_pred = d.pred(d.norm(x_full[:, -n_mask:]))
+    assert torch.allclose(out.pred[~dec].reshape(2, n_mask, -1), ref_pred, atol=1e-5)
+    labels = out.target[~dec].reshape(2, n_mask, -1)
+    cal = enc[~dec].reshape(2, n_mask).float()
+    ref_loss = (((ref_pred - labels) ** 2).mean(-1) * cal).sum() / cal.sum()
+    assert torch.allclose(out.loss, ref_loss, atol=1e-6)
+    assert torch.equal(out.mask.bool(), enc & ~dec)
 
 
 def test_running_cell_mask_pattern_and_ratio():
@@ -59,7 +101,7 @@ def test_running_cell_mask_pattern_and_ratio():
 @pytest.mark.parametrize("frames", [8, 6])
 def test_dual_masking_loss_covers_exactly_the_intersection(frames):
     torch.manual_seed(0)
-    m = VideoMAE(tiny_videomae_cfg(num_frames=frames, decoder_mask_ratio=0.5)).eval()
+    m = VideoMAE(tiny_videomae_cfg(num_frames=frames, decoder_mask_ratio=0.5, decoder_tokens="masked")).eval()
     v = _video(b=3, t=frames)
     out = m({"video": v}, generator=torch.Generator().manual_seed(1))
     enc, dec = out.extra["encoder_mask"], out.extra["decoder_mask"]
@@ -122,7 +164,7 @@ def test_dense_features_and_reconstruction_shapes():
     assert m.frame_features(v).shape == (2, 8, 4, 4, 32)
     hidden, recon = m.reconstruct_video(v, torch.Generator().manual_seed(0))
     assert hidden.shape == (2, 8, 16, 16) and recon.shape == v.shape
-    assert math.isclose(hidden.mean().item(), 1 - int(16 * 0.1) / 16)
+    assert math.isclose(hidden.mean().item(), int(0.9 * 16) / 16)
     # visible tubelets are pasted back unchanged
     vis = hidden[:, None].expand_as(v) == 0
     assert torch.allclose(recon[vis], v[vis], atol=1e-5)

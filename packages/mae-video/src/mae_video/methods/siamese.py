@@ -1,10 +1,14 @@
 """The siamese masked autoencoder shared by SiamMAE and CropMAE.
 
 One ViT encoder (2-D patches, fixed sin-cos positions, a cls token) sees the first view unmasked and the second
-view with a very high mask ratio. The decoder projects both to its width; the masked view gets mask tokens back and
-decoder positions, and every decoder block does self-attention over the masked view's tokens, cross-attention to
-all tokens of the unmasked view, then an MLP (``mae_core.layers.CrossBlock``). The loss is the MSE on the masked
-patches of the second view (targets normalised per patch). A method only says how the two views are made
+view with a very high mask ratio. The decoder projects both to its width (one shared ``decoder_embed``); the masked
+view gets mask tokens back and decoder positions, the unmasked view (the context, cls included) gets no decoder
+position. As the authors' released code (CropMAE repository, ``DecoderBlock``, used for both SiamMAE and CropMAE),
+each decoder block is post-norm: cross-attention to the context, then the feed-forward network, then
+self-attention, each as ``x = LayerNorm(x + Dropout(sublayer(x)))`` with dropout 0.1 (also on the attention
+weights and inside the FFN), GELU, LayerNorm eps 1e-6. ``decoder_block = "prenorm"`` keeps the earlier variant
+(pre-norm self-attention -> cross-attention -> MLP, ``mae_core.layers.CrossBlock``, positions on the context too).
+The loss is the MSE on the masked patches of the second view (targets normalised per patch). A method only says how the two views are made
 (:meth:`SiameseMAE.make_views`): two frames of a video (SiamMAE) or a global and a local crop of one frame
 (CropMAE).
 
@@ -37,20 +41,53 @@ class SiameseConfig(ViTConfig):
     decoder_depth: int = field(2, "decoder blocks (self-attention, cross-attention to the other view, MLP)")
     mask_ratio: float = field(0.95, "mask ratio of the second view (at least one patch stays visible)")
     norm_pix_loss: bool = field(True, "normalise each target patch by its mean and variance")
+    decoder_block: str = field("reference", "decoder block: reference (post-norm cross-attention -> FFN -> "
+                                            "self-attention, dropout, as the authors' code) or prenorm (pre-norm "
+                                            "self -> cross -> MLP, positions on the context)",
+                               choices=["reference", "prenorm"])
+    decoder_dropout: float = field(0.1, "dropout of the reference decoder block (attention weights, FFN, residuals)",
+                                   ge=0, lt=1)
+    decoder_ffn_dim: int = field(0, "hidden width of the reference block's FFN (0 = mlp_ratio x decoder width; the "
+                                    "authors' code uses 2048 at every width, as the ViT presets)", ge=0)
+
+
+class PostNormCrossBlock(nn.Module):
+    """The reference decoder block: ``x = LN(x + drop(cross(x, context)))``, ``x = LN(x + drop(FFN(x)))``,
+    ``x = LN(x + drop(self(x)))`` (the context is used as it comes, not normalised)."""
+
+    def __init__(self, dim: int, num_heads: int, hidden: int, dropout: float = 0.1, eps: float = 1e-6):
+        super().__init__()
+        self.cross = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
+        self.attn = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
+        self.ffn = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+        self.norm_cross, self.norm_ffn, self.norm_self = (nn.LayerNorm(dim, eps=eps) for _ in range(3))
+        self.drop = nn.ModuleList(nn.Dropout(dropout) for _ in range(3))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x = self.norm_cross(x + self.drop[0](self.cross(x, context, context, need_weights=False)[0]))
+        x = self.norm_ffn(x + self.drop[1](self.ffn(x)))
+        return self.norm_self(x + self.drop[2](self.attn(x, x, x, need_weights=False)[0]))
 
 
 class CrossDecoder(nn.Module):
-    """Decoder of the masked view: project, re-insert mask tokens, add positions, then blocks of self-attention
-    over the masked view + cross-attention to the (projected, position-embedded) unmasked view + MLP."""
+    """Decoder of the masked view: project, re-insert mask tokens, add positions, then the blocks (each attends to
+    the projected unmasked view), the decoder norm and the pixel head."""
 
     def __init__(self, embed_dim: int, decoder_dim: int, depth: int, num_heads: int, pred_dim: int,
-                 pos_embed: torch.Tensor, mlp_ratio: float = 4.0):
+                 pos_embed: torch.Tensor, mlp_ratio: float = 4.0, block: str = "reference", dropout: float = 0.1,
+                 ffn_dim: int = 0):
         super().__init__()
+        self.block = block
         self.embed = nn.Linear(embed_dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         self.register_buffer("pos_embed", pos_embed.reshape(1, -1, decoder_dim).clone(), persistent=False)
-        self.blocks = nn.ModuleList([CrossBlock(decoder_dim, num_heads, mlp_ratio=mlp_ratio) for _ in range(depth)])
-        self.norm = nn.LayerNorm(decoder_dim)
+        if block == "reference":
+            blocks = [PostNormCrossBlock(decoder_dim, num_heads, ffn_dim or int(decoder_dim * mlp_ratio), dropout)
+                      for _ in range(depth)]
+        else:
+            blocks = [CrossBlock(decoder_dim, num_heads, mlp_ratio=mlp_ratio) for _ in range(depth)]
+        self.blocks = nn.ModuleList(blocks)
+        self.norm = nn.LayerNorm(decoder_dim, eps=1e-6 if block == "reference" else 1e-5)
         self.pred = nn.Linear(decoder_dim, pred_dim)
         nn.init.normal_(self.mask_token, std=0.02)
 
@@ -61,7 +98,8 @@ class CrossDecoder(nn.Module):
         x = self.embed(latent)
         x = torch.cat([x[:, :1], restore_tokens(x[:, 1:], self.mask_token, ids_restore) + pos], dim=1)
         ctx = self.embed(context)
-        ctx = torch.cat([ctx[:, :1], ctx[:, 1:] + pos], dim=1)
+        if self.block != "reference":  # the earlier variant also put decoder positions on the context
+            ctx = torch.cat([ctx[:, :1], ctx[:, 1:] + pos], dim=1)
         for blk in self.blocks:
             x = blk(x, ctx)
         return self.pred(self.norm(x[:, 1:]))
@@ -87,7 +125,8 @@ class SiameseMAE(MaskedAutoencoder):
                                           drop_path=c.drop_path, num_prefix_tokens=1)
         self.decoder = CrossDecoder(c.embed_dim, c.decoder_embed_dim, c.decoder_depth, c.decoder_num_heads,
                                     c.patch_size**2 * c.in_chans, sincos_pos_embed(c.decoder_embed_dim, self.grid),
-                                    mlp_ratio=c.mlp_ratio)
+                                    mlp_ratio=c.mlp_ratio, block=c.decoder_block, dropout=c.decoder_dropout,
+                                    ffn_dim=c.decoder_ffn_dim)
         self.init_weights()
         w = self.patch_embed.proj.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))

@@ -2,19 +2,19 @@
 
 - tokens: 2 x 16 x 16 tubelets (configurable) by a 3-D convolution, fixed sin-cos position embedding over
   (T', H', W'), no cls token (features are the mean of the tokens);
-- encoder mask: tube masking at 0.9, one spatial mask repeated over every time slot; the encoder sees the visible
-  tubelets only;
+- encoder mask: tube masking at 0.9, one spatial mask repeated over every time slot, ``int(ratio * H'W')`` positions
+  masked per time slot as the reference ``TubeMaskingGenerator`` (20 of 196 visible at 0.9); the encoder sees the
+  visible tubelets only;
 - target: each tubelet's pixels normalised per channel (mean and unbiased std over the tubelet, eps 1e-6);
-- dual masking (V2): the decoder keeps only a running-cell subset of the tokens (ratio 0.5: in each 2 x 2 cell two
-  slots are kept, and the kept slots rotate by one every time slot). It processes the visible tokens plus mask
-  tokens at the kept, encoder-masked positions only, and the MSE covers the tokens that are both encoder-masked
-  and decoder-kept. ``decoder_mask_ratio = 0`` is plain VideoMAE (mask tokens everywhere, loss on every masked
-  token).
-
-With tube masking the intersection has the same size in every sample whenever T' is a multiple of the running
-cell's period 4 (the paper's 16 frames / 2, and the default 8 / 2): each spatial position is then decoder-kept in
-exactly ``T' (1 - ratio)`` slots. Otherwise rows are padded to the longest row with encoder-masked positions the
-decoder would have dropped, which never enter the loss.
+- dual masking (V2): the decoder keeps only a running-cell subset of the positions (ratio 0.5: in each 2 x 2 cell
+  two slots are kept, and the kept slots rotate by one every time slot), drawn independently of the encoder mask.
+  As the reference ``modeling_pretrain.py`` (``PretrainVisionTransformer.forward``), the decoder input is every
+  encoder-visible token plus a mask token (with its position) at every decoder-kept position, the encoder-visible
+  ones included; only the mask tokens are predicted, and the MSE covers those at encoder-masked positions
+  (``cal_loss_mask`` of the reference's ``engine_for_pretraining.py``). The decoder thus sees
+  ``K + L (1 - ratio)`` tokens. ``decoder_tokens = "masked"`` keeps the earlier variant (mask tokens only at the
+  kept positions the encoder did not see, rows padded to the longest). ``decoder_mask_ratio = 0`` is plain VideoMAE
+  (mask tokens at every encoder-masked position, loss on all of them).
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ from mae_core.config import field
 from mae_core.errors import MaeError
 from mae_core.layers import PatchEmbed3d, grid_shape, patchify, sincos_pos_embed, unpatchify
 from mae_core.losses import masked_mse, normalize_patches
-from mae_core.masking import gather_tokens, mask_from_mask, running_cell_masking, tube_masking
+from mae_core.masking import (MaskInfo, gather_tokens, mask_from_mask, mask_from_scores, running_cell_masking,
+                              uniform_noise)
 from mae_core.models import MaskedAutoencoder, ModelOutput, ViTConfig
 
 
@@ -45,6 +46,20 @@ class VideoMAEConfig(ViTConfig):
     decoder_mask_ratio: float = field(0.5, "running-cell ratio of tokens dropped from the decoder (VideoMAE V2 "
                                            "dual masking: 0.25, 0.5 or 0.75; 0 = plain VideoMAE)")
     norm_pix_loss: bool = field(True, "normalise each target tubelet per channel (mean, unbiased std)")
+    decoder_tokens: str = field("reference", "dual masking's decoder input: reference (visible tokens + a mask token "
+                                             "at every decoder-kept position, as VideoMAE V2's code) or masked (mask "
+                                             "tokens only at kept positions the encoder did not see)",
+                                choices=["reference", "masked"])
+
+
+def tube_masking(batch: int, grid, ratio: float, generator=None, device="cpu") -> MaskInfo:
+    """Tube masking with the reference's count: ``int(ratio * H'W')`` positions masked per time slot (20 of 196
+    visible at 0.9, where ``int(H'W' * (1 - ratio))`` gives 19), one spatial draw repeated over time."""
+    t, h, w = tuple(grid)
+    hw = h * w
+    keep = hw - int(ratio * hw)
+    noise = uniform_noise((batch, 1, hw), generator, device).expand(batch, t, hw).reshape(batch, t * hw)
+    return mask_from_scores(noise, t * keep)
 
 
 class VideoMAE(MaskedAutoencoder):
@@ -116,6 +131,25 @@ class VideoMAE(MaskedAutoencoder):
         m = int((enc_mask * (1 - dec_mask)).sum(1).max())
         return torch.argsort(scores, dim=1, stable=True)[:, :num_vis + m]
 
+    @staticmethod
+    def decoder_kept(dec_mask: torch.Tensor) -> torch.Tensor:
+        """(B, M) decoder-kept positions in position order (every row keeps the same number)."""
+        m = int((dec_mask == 0).sum(1)[0])
+        return torch.argsort(dec_mask, dim=1, stable=True)[:, :m]
+
+    def decode_kept(self, latent: torch.Tensor, enc, kept: torch.Tensor, dec_pos: torch.Tensor) -> torch.Tensor:
+        """The reference dual-masking decoder: [visible tokens + positions, mask token + positions of ``kept``]
+        through the decoder blocks; the predictions of the mask tokens, (B, M, P)."""
+        d = self.decoder
+        b = latent.shape[0]
+        pos = dec_pos.expand(b, -1, -1)
+        vis = d.embed(latent) + gather_tokens(pos, enc.ids_keep)
+        masked = d.mask_token.to(vis.dtype) + gather_tokens(pos, kept)
+        x = torch.cat([vis, masked], dim=1)
+        for blk in d.blocks:
+            x = blk(x)
+        return d.pred(d.norm(x[:, vis.shape[1]:]))
+
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> ModelOutput:
         video = batch["video"]
         tokens, pos = self.tokenize(batch)
@@ -130,6 +164,18 @@ class VideoMAE(MaskedAutoencoder):
         b, length = enc.mask.shape
         dec_pos = self._pos(grid, self.config.decoder_embed_dim, self.decoder.pos_embed, latent.device)
         extra = {"encoder_mask": enc.mask}
+        if self.config.decoder_mask_ratio > 0 and self.config.decoder_tokens == "reference":
+            dec = running_cell_masking(b, grid, self.config.decoder_mask_ratio, generator, latent.device)
+            kept = self.decoder_kept(dec.mask)
+            pred_kept = self.decode_kept(latent, enc, kept, dec_pos)
+            loss_mask = torch.gather(enc.mask, 1, kept)  # encoder-masked among the decoder-kept
+            loss = masked_mse(pred_kept, gather_tokens(target, kept), loss_mask)
+            pred = pred_kept.new_zeros(b, length, pred_kept.shape[-1]).scatter(
+                1, kept[..., None].expand_as(pred_kept), pred_kept)
+            full_mask = loss_mask.new_zeros(b, length).scatter(1, kept, loss_mask)
+            extra.update(decoder_mask=dec.mask, kept=kept)
+            return ModelOutput(loss=loss, pred=pred, mask=full_mask, target=target,
+                               metrics={"decoder_tokens": (enc.num_keep + kept.shape[1]) / length}, extra=extra)
         if self.config.decoder_mask_ratio > 0:
             dec = running_cell_masking(b, grid, self.config.decoder_mask_ratio, generator, latent.device)
             loss_mask = enc.mask * (1 - dec.mask)
