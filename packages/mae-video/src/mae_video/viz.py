@@ -41,7 +41,7 @@ def save_video_reconstruction(model, videos: torch.Tensor, path, mean=(0.5,) * 3
     b, t = orig.shape[:2]
     plt = pyplot()
     rows = ["original", "masked", "reconstruction"]
-    fig, axes = plt.subplots(3 * b, t, figsize=(1.1 * t, 1.15 * 3 * b), squeeze=False)
+    fig, axes = plt.subplots(3 * b, t, figsize=(1.1 * t, 1.15 * 3 * b), squeeze=False, layout="constrained")
     for i in range(b):
         for r, panel in enumerate((orig, masked, rec)):
             for j in range(t):
