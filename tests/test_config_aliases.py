@@ -118,7 +118,7 @@ DEFAULTS_BEFORE = {
                   "pointnet_dims": [64, 128, 256]},
     "r-mae": {"decoder_depth": 2, "decoder_embed_dim": 96, "decoder_num_heads": 4, "depth": 4, "drop_path": 0.0,
               "embed_dim": 128, "grid": [64, 64, 8], "grid_min": [-25.6, -25.6, -2.2], "mask_ratio": 0.8,
-              "mlp_ratio": 4.0, "near_keep": 0.4, "num_heads": 4, "patch": [4, 4, 8], "pos_weight": 3.0,
+              "mlp_ratio": 4.0, "num_heads": 4, "patch": [4, 4, 8], "pos_weight": 3.0,
               "range_aware": False, "sector_deg": 1.0, "sensor_origin": [0.0, 0.0], "voxel_size": [0.8, 0.8, 0.6]},
     "audio-mae": {"decoder_depth": 2, "decoder_embed_dim": 128, "decoder_mode": "local", "decoder_num_heads": 4,
                   "decoder_window": 4, "depth": 4, "drop_path": 0.0, "embed_dim": 192, "ft_freq_mask": 24,
