@@ -49,6 +49,7 @@ def test_budget_counts_are_rounded_shares():
                                                                 [0, 0, 0, 1])
         extra = vis[2] - torch.tensor([2, 2, 2, 3])
         assert int(extra.sum()) == 1 and int(extra.min()) == 0
+    assert torch.all(dirichlet_round_masking([8] * 4, 0, 2).mask == 1)  # an empty budget masks everything
 
 
 def test_budget_redraws_shares_that_exceed_a_group():

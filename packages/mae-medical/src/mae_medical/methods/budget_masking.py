@@ -49,8 +49,10 @@ def dirichlet_round_masking(group_sizes: Sequence[int], num_visible: int, batch:
     draw (tests)."""
     sizes = [int(s) for s in group_sizes]
     g, length, k = len(sizes), sum(sizes), int(num_visible)
-    if not 0 < k <= length:
-        raise MaeError(f"visible-token budget {k} must be between 1 and {length}")
+    if not 0 <= k <= length:
+        raise MaeError(f"visible-token budget {k} must be between 0 and {length}")
+    if k == 0:
+        return mask_from_scores(torch.zeros(batch, length, device=device), 0)
     limit = torch.tensor(sizes, dtype=torch.float32, device=device) / k  # a share must stay below L_g / K
     if shares is None:
         p = dirichlet_shares(batch, g, alpha, generator, device)
