@@ -45,7 +45,7 @@ class DistillConfig(ImageMAEConfig):
     teacher_embed_dim: int = field(T_MIM["embed_dim"], "teacher width (copied from the teacher's config)", ge=1)
     teacher_depth: int = field(T_MIM["depth"], "teacher blocks (copied from the teacher's config)", ge=1)
     teacher_num_heads: int = field(T_MIM["num_heads"], "teacher heads (copied from the teacher's config)", ge=1)
-    teacher_epochs: int = field(10, "epochs of the default T-MIM teacher when it has to be trained", ge=1)
+    teacher_epochs: int = field(6, "epochs of the default T-MIM teacher when it has to be trained", ge=1)
 
 
 def teacher_cache() -> Path:
@@ -66,7 +66,7 @@ def _preserve_rng():
     return _Keep()
 
 
-def default_teacher(cfg: DistillConfig, data_cfg) -> Path:
+def default_teacher(cfg: DistillConfig, data_cfg, dataset=None) -> Path:
     """The cached default T-MIM teacher for ``data_cfg`` (trained now if it is not cached); prints which."""
     from .. import registry
     from ..workflows import pretrain
@@ -75,7 +75,8 @@ def default_teacher(cfg: DistillConfig, data_cfg) -> Path:
     if not names:
         raise ConfigError("--teacher: no default teacher for this data (give --teacher RUN_DIR)")
     data = to_dict(data_cfg)
-    recipe = {**T_MIM, "patch_size": cfg.patch_size, "epochs": cfg.teacher_epochs}
+    batch = min(128, len(dataset)) if dataset is not None else 128
+    recipe = {**T_MIM, "patch_size": cfg.patch_size, "epochs": cfg.teacher_epochs, "batch_size": batch}
     key = hashlib.sha256(json.dumps([names[0], data, recipe], sort_keys=True, default=str).encode()).hexdigest()
     out = (teacher_cache() / f"t-mim-{names[0]}-{key[:10]}").resolve()
     if (out / WEIGHTS).exists() and (out / "summary.json").exists():
@@ -85,8 +86,7 @@ def default_teacher(cfg: DistillConfig, data_cfg) -> Path:
           f"{T_MIM['depth']} blocks, {cfg.teacher_epochs} epochs on {names[0]}) into {out}", flush=True)
     with _preserve_rng():
         pretrain("image-mae", dataset=names[0], data_config=data, out=str(out), overwrite=True, progress=False,
-                 epochs=cfg.teacher_epochs, patch_size=cfg.patch_size,
-                 **{k: v for k, v in T_MIM.items()})
+                 epochs=cfg.teacher_epochs, patch_size=cfg.patch_size, batch_size=batch, **T_MIM)
     return out
 
 
@@ -96,7 +96,7 @@ def adapt_distill(model_cfg: DistillConfig, data_cfg, dataset) -> DistillConfig:
 
     cfg = adapt_image(model_cfg, data_cfg, dataset)
     if not cfg.teacher:
-        cfg = dataclasses.replace(cfg, teacher=str(default_teacher(cfg, data_cfg)), teacher_sha256="")
+        cfg = dataclasses.replace(cfg, teacher=str(default_teacher(cfg, data_cfg, dataset)), teacher_sha256="")
     return cfg
 
 

@@ -79,7 +79,7 @@ def _register():
         default_dataset="shapes",
         paper="Bai et al., Masked Autoencoders Enable Efficient Knowledge Distillers, CVPR 2023",
         visualize=visualize_images, adapt=adapt_distill,
-        train_defaults={"epochs": 5, "batch_size": 128, "base_lr": 1.5e-3, "warmup_epochs": 1},
+        train_defaults={"epochs": 4, "batch_size": 128, "base_lr": 1.5e-3, "warmup_epochs": 1},
         tiny={"model": {"patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2, "decoder_embed_dim": 16,
                         "decoder_depth": 1, "decoder_num_heads": 2, "teacher": "random", "teacher_embed_dim": 32,
                         "teacher_depth": 2, "teacher_num_heads": 2, "student_block": 0, "teacher_block": 0},

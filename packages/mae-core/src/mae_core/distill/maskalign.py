@@ -104,7 +104,7 @@ def _register():
         default_dataset="shapes",
         paper="Xue et al., Stare at What You See: Masked Image Modeling without Reconstruction, CVPR 2023",
         adapt=adapt_distill,
-        train_defaults={"epochs": 5, "batch_size": 128, "base_lr": 1.5e-3, "warmup_epochs": 1},
+        train_defaults={"epochs": 4, "batch_size": 128, "base_lr": 1.5e-3, "warmup_epochs": 1},
         tiny={"model": {"patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2, "drop_path": 0.0,
                         "teacher": "random", "teacher_embed_dim": 32, "teacher_depth": 2, "teacher_num_heads": 2},
               "data": {"image_size": 16, "num_train": 4, "num_test": 2}},
