@@ -69,7 +69,6 @@ def _preserve_rng():
 def default_teacher(cfg: DistillConfig, data_cfg, dataset=None) -> Path:
     """The cached default T-MIM teacher for ``data_cfg`` (trained now if it is not cached); prints which."""
     from .. import registry
-    from ..workflows import pretrain
 
     names = [d.name for d in registry.datasets() if isinstance(data_cfg, d.config_cls)]
     if not names:
@@ -79,13 +78,26 @@ def default_teacher(cfg: DistillConfig, data_cfg, dataset=None) -> Path:
     recipe = {**T_MIM, "patch_size": cfg.patch_size, "epochs": cfg.teacher_epochs, "batch_size": batch}
     key = hashlib.sha256(json.dumps([names[0], data, recipe], sort_keys=True, default=str).encode()).hexdigest()
     out = (teacher_cache() / f"t-mim-{names[0]}-{key[:10]}").resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f"{out.name}.lock", "w") as lock:  # two runs at once: the second waits, then reuses
+        try:
+            import fcntl
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except ImportError:  # no fcntl (Windows): no waiting
+            pass
+        return _train_or_reuse(out, names[0], data, batch, cfg)
+
+
+def _train_or_reuse(out: Path, name: str, data: dict, batch: int, cfg: DistillConfig) -> Path:
+    from ..workflows import pretrain
+
     if (out / WEIGHTS).exists() and (out / "summary.json").exists():
         print(f"teacher: cached T-MIM {out}", flush=True)
         return out
     print(f"teacher: none given (--teacher); training the default T-MIM (image-mae {T_MIM['embed_dim']} x "
-          f"{T_MIM['depth']} blocks, {cfg.teacher_epochs} epochs on {names[0]}) into {out}", flush=True)
+          f"{T_MIM['depth']} blocks, {cfg.teacher_epochs} epochs on {name}) into {out}", flush=True)
     with _preserve_rng():
-        pretrain("image-mae", dataset=names[0], data_config=data, out=str(out), overwrite=True, progress=False,
+        pretrain("image-mae", dataset=name, data_config=data, out=str(out), overwrite=True, progress=False,
                  epochs=cfg.teacher_epochs, patch_size=cfg.patch_size, batch_size=batch, **T_MIM)
     return out
 
