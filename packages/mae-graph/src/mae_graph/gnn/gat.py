@@ -151,18 +151,24 @@ class GAT(nn.Module):
 
     def __init__(self, in_dim: int, hidden: int, out_dim: int, num_layers: int, heads: int, out_heads: int,
                  activation: str = "prelu", in_drop: float = 0.2, attn_drop: float = 0.1,
-                 negative_slope: float = 0.2, last_activation: bool = True, norm: str | None = None):
+                 negative_slope: float = 0.2, last_activation: bool = True, norm: str | None = None,
+                 residual: bool = False):
         super().__init__()
         if hidden % heads or out_dim % out_heads:
             raise ValueError(f"hidden {hidden} / out_dim {out_dim} must be divisible by the number of heads")
         self.layers = nn.ModuleList()
         self.acts = nn.ModuleList()
+        # residual (GraphMAE's GATConv res_fc, added before norm + activation): every encoder layer; a decoder's
+        # last layer has none (the authors' last_residual = encoding and residual)
+        self.res = nn.ModuleList()
         self.drop = nn.Dropout(in_drop)
         d = in_dim
         for i in range(num_layers):
             last = i == num_layers - 1
             h, o = (out_heads, out_dim) if last else (heads, hidden)
             self.layers.append(GATLayer(d, o // h, h, attn_drop, negative_slope))
+            use_res = residual and (not last or last_activation)
+            self.res.append((nn.Identity() if d == o else nn.Linear(d, o, bias=False)) if use_res else None)
             act = activation if (not last or last_activation) else None
             self.acts.append(_NormAct(norm if (not last or last_activation) else None, act, o))
             d = o
@@ -186,6 +192,13 @@ class GAT(nn.Module):
         hidden = []
         for i, (conv, act) in enumerate(zip(self.layers, self.acts)):
             r = rows if i == len(self.layers) - 1 else None
+            if self.res[i] is not None:  # dense input only (GraphMAE turns the sparse path off with a residual)
+                xin = self.drop(x)
+                x = conv(xin, edges, rows=r)
+                res = self.res[i](xin)
+                x = act(x + (res if r is None else res[r]))
+                hidden.append(x)
+                continue
             if i == 0 and proj0 is not None:
                 x = conv(None, edges, proj=proj0, rows=r)
             elif x.layout == torch.sparse_csr:

@@ -20,12 +20,15 @@ class GIN(nn.Module):
 
     def __init__(self, in_dim: int, hidden: int, out_dim: int, num_layers: int, activation: str = "prelu",
                  norm: str | None = "batchnorm", in_drop: float = 0.2, last_activation: bool = True,
-                 dense: bool = False):
+                 dense: bool = False, residual: bool = False):
         super().__init__()
         self.dense = dense
         self.drop = nn.Dropout(in_drop)
         self.layers = nn.ModuleList()
         self.post = nn.ModuleList()
+        # residual (GraphMAE's GINConv res_fc on the layer's dropped-out input, added after norm + activation); a
+        # decoder's last layer has none
+        self.res = nn.ModuleList()
         d = in_dim
         for i in range(num_layers):
             last = i == num_layers - 1
@@ -34,12 +37,16 @@ class GIN(nn.Module):
             conv = DenseGINConv(mlp, eps=0.0, train_eps=False) if dense else GINConv(mlp, eps=0.0, train_eps=False)
             self.layers.append(conv)
             self.post.append(_NormAct(norm, activation, o) if (not last or last_activation) else nn.Identity())
+            use_res = residual and (not last or last_activation)
+            self.res.append((nn.Identity() if d == o else nn.Linear(d, o, bias=False)) if use_res else None)
             d = o
 
     def forward(self, x, edge_index_or_adj, return_hidden: bool = False):
         hidden = []
-        for conv, post in zip(self.layers, self.post):
-            x = conv(self.drop(x), edge_index_or_adj)
-            x = post(x)
+        for conv, post, res in zip(self.layers, self.post, self.res):
+            xin = self.drop(x)
+            x = post(conv(xin, edge_index_or_adj))
+            if res is not None:
+                x = x + res(xin)
             hidden.append(x)
         return (x, hidden) if return_hidden else x

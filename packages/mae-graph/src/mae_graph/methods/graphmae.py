@@ -52,6 +52,11 @@ class GraphMAEConfig:
     attn_drop: float = field(0.1, "GAT attention dropout")
     negative_slope: float = field(0.2, "GAT leaky-relu slope")
     norm: str | None = field(None, "normalisation inside the GNN: none, batchnorm or layernorm")
+    residual: bool = field(False, "residual connection in every encoder layer (the authors' --residual)")
+    drop_edge_rate: float = field(0.0, "pretraining: each edge dropped with this probability per forward pass, "
+                                       "then one self loop per node added (the authors' drop_edge)")
+    concat_hidden: bool = field(False, "the decoder reads all encoder layers concatenated (the authors' "
+                                       "--concat_hidden; encode still returns the last layer)")
     mask_rate: float = field(0.5, "fraction of nodes masked (in (0, 1): the loss is over the masked nodes)")
     replace_rate: float = field(0.05, "share of masked nodes given a random node's features instead of [MASK]")
     loss_fn: str = field("sce", "sce (scaled cosine error) or mse", choices=["sce", "mse"])
@@ -80,6 +85,7 @@ class GraphMAEConfig:
             raise ConfigError(f"{where}.mask_rate: {self.mask_rate} masks {'no' if self.mask_rate <= 0 else 'every'}"
                               " node, so there is nothing to reconstruct from; give a rate in (0, 1), e.g. 0.5")
         check_range(self.replace_rate, {"ge": 0, "le": 1}, f"{where}.replace_rate")
+        check_range(self.drop_edge_rate, {"ge": 0, "lt": 1}, f"{where}.drop_edge_rate")
 
 
 class GraphMAE(PretrainedMixin, nn.Module):
@@ -89,10 +95,10 @@ class GraphMAE(PretrainedMixin, nn.Module):
         if c.encoder == "gat":
             self.encoder = GAT(c.in_dim, c.num_hidden, c.num_hidden, c.num_layers, c.num_heads, c.num_heads,
                                c.activation, c.in_drop, c.attn_drop, c.negative_slope, last_activation=True,
-                               norm=c.norm)
+                               norm=c.norm, residual=c.residual)
         else:
             self.encoder = GIN(c.in_dim, c.num_hidden, c.num_hidden, c.num_layers, c.activation, c.norm, c.in_drop,
-                               last_activation=True)
+                               last_activation=True, residual=c.residual)
         if c.decoder == "gat":
             self.decoder = GAT(c.num_hidden, c.num_hidden, c.in_dim, 1, c.num_heads, c.num_out_heads, c.activation,
                                c.in_drop, c.attn_drop, c.negative_slope, last_activation=False)
@@ -100,7 +106,8 @@ class GraphMAE(PretrainedMixin, nn.Module):
             self.decoder = GIN(c.num_hidden, c.num_hidden, c.in_dim, 1, c.activation, c.norm, c.in_drop,
                                last_activation=False)
         self.enc_mask_token = nn.Parameter(torch.zeros(1, c.in_dim))
-        self.encoder_to_decoder = nn.Linear(c.num_hidden, c.num_hidden, bias=False)
+        enc_width = c.num_hidden * (c.num_layers if c.concat_hidden else 1)
+        self.encoder_to_decoder = nn.Linear(enc_width, c.num_hidden, bias=False)
 
     @property
     def decay_all_params(self) -> bool:  # read by mae_core.train.param_groups
@@ -138,7 +145,8 @@ class GraphMAE(PretrainedMixin, nn.Module):
     def sparse_features(self, x: torch.Tensor) -> torch.Tensor | None:
         """``x`` as a CSR tensor when the GAT encoder should take the sparse path (share of nonzeros below
         ``sparse_input``), else None. Cached per input tensor, so it is built once per dataset, not per epoch."""
-        if self.config.encoder != "gat" or self.config.sparse_input <= 0 or x.layout != torch.strided:
+        c = self.config
+        if c.encoder != "gat" or c.sparse_input <= 0 or x.layout != torch.strided or c.residual:
             return None
         key = (x.data_ptr(), tuple(x.shape), x._version, x.device)
         cache = getattr(self, "_csr_cache", None)
@@ -169,6 +177,14 @@ class GraphMAE(PretrainedMixin, nn.Module):
             token_rows = first.project(token).expand(len(token_nodes), -1)
         return proj.index_copy_(0, token_nodes, token_rows)  # in place: a fresh tensor
 
+    def drop_edges(self, edge_index: torch.Tensor, n: int, generator=None) -> torch.Tensor:
+        """The authors' ``drop_edge``: every edge kept with probability ``1 - drop_edge_rate`` (one draw per edge
+        from ``generator``), then one self loop per node added (a GAT keeps exactly one loop per node anyway)."""
+        draw = torch.rand(edge_index.shape[1], generator=generator, device=edge_index.device)
+        keep = draw >= self.config.drop_edge_rate
+        loops = torch.arange(n, device=edge_index.device).expand(2, n)
+        return torch.cat([edge_index[:, keep], loops], 1)
+
     # ---- contract ----------------------------------------------------------------------------------------------------
     def forward(self, batch: dict, generator=None) -> ModelOutput:
         g = batch["graph"]
@@ -177,11 +193,17 @@ class GraphMAE(PretrainedMixin, nn.Module):
         xs = self.sparse_features(x)
         if xs is not None:
             mask, token_nodes, noise_nodes, source = self.draw_mask(n, generator, x.device)
-            enc = self.encoder(None, edge_index, proj0=self.corrupted_projection(xs, token_nodes, noise_nodes,
-                                                                                source), num_nodes=n)
         else:
             use_x, mask, token_nodes, noise_nodes = self.mask_nodes(x, generator)
-            enc = self.encoder(use_x, edge_index)
+        if self.config.drop_edge_rate > 0:  # encoder and decoder both see the thinned graph, as the authors'
+            edge_index = self.drop_edges(edge_index, n, generator)
+        if xs is not None:
+            enc, hidden = self.encoder(None, edge_index, return_hidden=True, num_nodes=n,
+                                       proj0=self.corrupted_projection(xs, token_nodes, noise_nodes, source))
+        else:
+            enc, hidden = self.encoder(use_x, edge_index, return_hidden=True)
+        if self.config.concat_hidden:
+            enc = torch.cat(hidden, 1)
         masked = mask.nonzero().flatten()
         if masked.numel() == 0:  # the loss is a mean over the masked nodes: say why instead of a NaN loss
             raise MaeError(f"mask_rate={self.config.mask_rate} masks no node of this {n}-node batch, so the loss is "
