@@ -114,6 +114,47 @@ def five_per_class(labels, seed, k=5):
                       for c in range(10)])
 
 
+def plot(result_files, png, readouts=("mean", "time", "grid")) -> None:
+    """Test accuracy against pool size (log axis), one panel per label budget; dashed: random init (mean of seeds)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves, rand = {}, {}
+    for f in result_files:
+        for key, v in json.loads(Path(f).read_text())["runs"].items():
+            parts = key.split("/")
+            if parts[0] == "random_init":
+                for ro in readouts:
+                    for lab in ("all_labels", "5_per_class"):
+                        rand.setdefault((ro, lab), []).append(v[ro][lab])
+                continue
+            tag, recipe, pool = parts[0], parts[1], int(parts[2][4:])
+            if recipe != "fsdd":
+                continue
+            for ro in readouts:
+                for lab in ("all_labels", "5_per_class"):
+                    curves.setdefault((tag, ro, lab), {}).setdefault(pool, []).append(v["probes"][ro][lab])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for ax, lab in zip(axes, ("all_labels", "5_per_class")):
+        for i, ro in enumerate(readouts):
+            color = f"C{i}"
+            for (tag, r, lb), pts in sorted(curves.items()):
+                if r != ro or lb != lab:
+                    continue
+                xs = sorted(pts)
+                ax.plot(xs, [100 * sum(pts[x]) / len(pts[x]) for x in xs], "o-" if "1500" in tag else "s--",
+                        color=color, label=f"{ro}, {tag}")
+            if (ro, lab) in rand:
+                ax.axhline(100 * sum(rand[(ro, lab)]) / len(rand[(ro, lab)]), color=color, ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("unlabelled pretraining pool (FSDD clips)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"linear probe, {lab.replace('_', ' ')} (dotted: random init)")
+        ax.legend(fontsize=7)
+    fig.savefig(png, dpi=110)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True)
@@ -135,8 +176,13 @@ def main(argv=None):
                     help="pools whose model (and the random init) also get the prototypical probes")
     ap.add_argument("--synthetic", type=int, default=0, help="synthetic calls for the pretrain-on-synthetic recipe")
     ap.add_argument("--synthetic-pools", type=int, nargs="+", default=[100], help="pools that get that recipe")
+    ap.add_argument("--plot", nargs="+", metavar="RESULTS_JSON", help="only draw <out>/pool_size.png from these")
     args = ap.parse_args(argv)
     out = Path(args.out)
+    if args.plot:
+        out.mkdir(parents=True, exist_ok=True)
+        plot(args.plot, out / "pool_size.png")
+        return
     out.mkdir(parents=True, exist_ok=True)
     res_path = out / "results.json"
     results = json.loads(res_path.read_text()) if res_path.exists() else {}
