@@ -11,8 +11,8 @@ Pretraining applies ``roll_mag_aug`` as the reference does (a random roll of the
 Beta(10, 10) + 0.5, i.e. + 2 ln(gain) in log-mel), here on the cached fbank.
 
 Fine-tuning (mae-core ``finetune``: mean-pooled tokens, layer-wise lr decay) uses, while the model is in training
-mode: SpecAugment (frequency and time masking of the input; the masks hold raw log-mel 0, what the reference writes
-before it normalises, i.e. (0 - mean) / (2 std) on the normalised input), mixup of inputs and labels (soft labels: CE for
+mode: SpecAugment (frequency and time masking of the input; the masks hold raw log-mel 0, what the reference
+writes before it normalises, i.e. (0 - mean) / (2 std) on the normalised input), mixup of inputs and labels (soft labels: CE for
 single-label, BCE for multi-label), and the paper's token dropping (structured time + frequency masking of the
 patch tokens) in ``encode``.
 """
@@ -261,7 +261,21 @@ class AudioMAE(MaskedAutoencoder):
         return {**batch, "x": x}
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> ModelOutput:
-        if self.training and self.config.roll_mag_aug:
+        """Pretraining step. In training mode with a ``generator``, the draws that use the global generator (the
+        roll_mag_aug gain, the dropout of the Swin decoder's position-bias MLP) run on a global state seeded from
+        ``generator``, so the same generator gives the same loss (mae-core's model contract)."""
+        if not self.training:
+            return super().forward(batch, generator)
+        x = batch["x"]
+        if generator is None:
+            return self._train_forward(batch, None)
+        seed = int(torch.randint(2 ** 62, (1,), generator=generator, device=generator.device))
+        with torch.random.fork_rng(devices=[x.device.index or 0] if x.is_cuda else []):
+            torch.manual_seed(seed)
+            return self._train_forward(batch, generator)
+
+    def _train_forward(self, batch: dict, generator: torch.Generator | None) -> ModelOutput:
+        if self.config.roll_mag_aug:
             batch = self.roll_mag(batch, generator)
         return super().forward(batch, generator)
 
