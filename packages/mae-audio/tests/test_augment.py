@@ -97,4 +97,4 @@ def test_same_generator_same_training_loss():
     a = m({"x": x}, torch.Generator().manual_seed(5)).loss
     b = m({"x": x}, torch.Generator().manual_seed(5)).loss
     c = m({"x": x}, torch.Generator().manual_seed(6)).loss
-    assert float(a) == float(b) and float(a) != float(c)
+    assert float(a.detach()) == float(b.detach()) and float(a.detach()) != float(c.detach())
