@@ -187,3 +187,18 @@ def test_benchmark_takes_any_tu_name_and_folder(tmp_path, capsys):
     res = json.loads((out / "results.json").read_text())
     assert set(res) == {"nci1", "TOY"} and res["nci1"]["paper"] == 80.40
     assert all(0 <= r["runs"][0]["acc"] <= 100 for r in res.values())
+
+
+def test_seeds_command_pretrains_and_probes_once_per_seed(tmp_path, capsys):
+    from mae_graph.cli import main
+    tiny = ("--epochs 2 --num-nodes 90 --num-blocks 3 --num-features 12 --num-val 15 --train-per-class 5 "
+            "--num-hidden 8 --num-heads 2 --max-epoch-f 10")
+    assert main(["seeds", "--out", str(tmp_path), "--seeds", "2", "--first-seed", "3", "--pretrain-args", tiny]) == 0
+    rec = json.loads((tmp_path / "seeds.json").read_text())
+    accs = [rec["runs"][s]["acc"] for s in ("3", "4")]
+    assert rec["summary"] == summarize_seeds(accs)
+    for s in (3, 4):  # one pretraining per seed, each probed once with probe seed s
+        summ = json.loads((tmp_path / f"seed{s}" / "summary.json").read_text())
+        assert summ["probe"]["logreg"]["seeds"] == 1
+        assert json.loads((tmp_path / f"seed{s}" / "config.json").read_text())["run_config"]["train"]["seed"] == s
+    assert "over 2 pretraining seeds" in capsys.readouterr().out
