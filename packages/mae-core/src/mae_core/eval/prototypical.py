@@ -102,23 +102,31 @@ def extract_token_grids(model, dataset, batch_size: int = 64, device="cpu", coll
     return torch.cat(toks), torch.cat(labels), tuple(grid)
 
 
-def _metrics(logits, y, multilabel):
+def _metrics(logits, y, multilabel, extra=None):
     from .linear import accuracy, mean_auc
-    if multilabel:
-        return {"auc": mean_auc(torch.sigmoid(logits), y)}
-    return {"acc": accuracy(logits, y.long())}
+    res = {"auc": mean_auc(torch.sigmoid(logits), y)} if multilabel else {"acc": accuracy(logits, y.long())}
+    if extra is not None:
+        res.update(extra(torch.sigmoid(logits) if multilabel else logits.softmax(-1), y))
+    return res
 
 
 def prototypical_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor,
                        grid, num_classes: int, num_prototypes: int = 20, epochs: int = 30, proto_lr: float = 0.05,
                        head_lr: float = 0.01, ortho_weight: float = 0.1, weight_decay: float = 1e-4,
                        batch_size: int = 64, seed: int = 0, multilabel: bool = False, device="cpu",
-                       return_head: bool = False):
-    """Train a :class:`PrototypicalHead` on frozen token grids (N, L, D); report test accuracy (or mean AUC)."""
+                       return_head: bool = False, head_cls: type = None, multilabel_loss=None, extra_metrics=None):
+    """Train a :class:`PrototypicalHead` on frozen token grids (N, L, D); report test accuracy (or mean AUC).
+
+    A method's own variant plugs in here: ``head_cls(dim, num_classes, num_prototypes)`` (a PrototypicalHead
+    subclass: other initialisation or orthogonality term), ``multilabel_loss(logits, targets)`` (default
+    :func:`asymmetric_loss`) and ``extra_metrics(scores, labels) -> dict`` (scores are probabilities) for more
+    numbers in the report."""
     g = torch.Generator().manual_seed(seed)
+    head_cls = head_cls or PrototypicalHead
+    multilabel_loss = multilabel_loss or asymmetric_loss
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        head = PrototypicalHead(x_train.shape[-1], num_classes, num_prototypes).to(device)
+        head = head_cls(x_train.shape[-1], num_classes, num_prototypes).to(device)
     opt = torch.optim.AdamW([
         {"params": [head.prototypes], "lr": proto_lr, "weight_decay": 0.0},
         {"params": [head.weight, head.bias], "lr": head_lr, "weight_decay": weight_decay},
@@ -135,7 +143,7 @@ def prototypical_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_test: tor
             idx = perm[i:i + batch_size]
             xb, yb = x_train[idx].to(device), y_train[idx].to(device)
             logits = head(xb, grid)
-            cls = asymmetric_loss(logits, yb) if multilabel else F.cross_entropy(logits, yb.long())
+            cls = multilabel_loss(logits, yb) if multilabel else F.cross_entropy(logits, yb.long())
             loss = cls + ortho_weight * head.orthogonality()
             opt.zero_grad()
             loss.backward()
@@ -149,8 +157,8 @@ def prototypical_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_test: tor
         with torch.no_grad():
             return torch.cat([head(x[i:i + 256].to(device), grid).cpu() for i in range(0, len(x), 256)])
 
-    res = _metrics(predict(x_test), y_test, multilabel)
-    res.update({f"train_{k}": v for k, v in _metrics(predict(x_train), y_train, multilabel).items()})
+    res = _metrics(predict(x_test), y_test, multilabel, extra_metrics)
+    res.update({f"train_{k}": v for k, v in _metrics(predict(x_train), y_train, multilabel, extra_metrics).items()})
     res["loss_first_epoch"], res["loss_last_epoch"] = history[0], history[-1]
     return (res, head) if return_head else res
 
