@@ -232,3 +232,21 @@ def test_benchmark_script_runs_and_tabulates(tmp_path, monkeypatch):
     text = subprocess.run([sys.executable, str(script), "--out", str(tmp_path), "--table"], check=True,
                           capture_output=True, text=True).stdout
     assert "| mae | 0 | 2 |" in text and "| dmae-95 | 0 | 2 |" in text and "| maskalign-no-da | 0 | 2 |" in text
+
+
+def test_cli_pretrain_probe_and_reconstruct_of_maskalign(tmp_path, capsys):
+    from mae_core.cli import main
+
+    run = tmp_path / "run"
+    flags = ["--image-size", "16", "--num-train", "16", "--num-test", "8", "--batch-size", "8", "--epochs", "1",
+             "--patch-size", "4", "--embed-dim", "32", "--depth", "2", "--num-heads", "2", "--teacher", "random",
+             "--teacher-embed-dim", "32", "--teacher-depth", "2", "--teacher-num-heads", "2", "--no-progress"]
+    assert main(["pretrain", "--method", "maskalign", "--out", str(run), *flags]) == 0
+    saved = __import__("json").loads((run / "config.json").read_text())["config"]
+    assert saved["teacher"] == "random" and saved["mask_ratio"] == 0.7 and saved["dynamic_alignment"] is True
+    assert "loss_t1" in (run / "metrics.jsonl").read_text()  # each target block's term is logged
+    assert main(["probe", "--run", str(run), "--probe-epochs", "2", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["reconstruct", "--run", str(run), "--out", str(tmp_path / "r.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no reconstruction picture" in err[0]
