@@ -70,8 +70,12 @@ def test_finetune_starts_from_its_own_optimiser_defaults():
     ft = resolve_run_config("image-mae", base="finetune", overrides={"epochs": 100})
     assert pre.train.betas == (0.9, 0.95)  # pretraining: MAE's betas
     assert ft.train.betas == (0.9, 0.999) == FINETUNE_TRAIN_DEFAULTS["betas"]  # fine-tuning: AdamW's defaults
-    assert (ft.train.base_lr, ft.train.min_lr, ft.train.warmup_epochs) == (1e-3, 1e-6, 5.0)
-    assert pre.train.base_lr == get_method("image-mae").train_defaults["base_lr"] != ft.train.base_lr
+    assert (ft.train.min_lr, ft.train.warmup_epochs) == (1e-6, 5.0)
+    assert FINETUNE_TRAIN_DEFAULTS["base_lr"] == 1e-3  # main_finetune.py's blr
+    assert ft.train.base_lr == get_method("image-mae").finetune_defaults["base_lr"] == 1.5e-3  # measured better
+    # a method without its own fine-tuning lr takes the reference's
+    sim = resolve_run_config("image-simclr", base="finetune")
+    assert (sim.train.base_lr, sim.train.betas) == (1e-3, (0.9, 0.999))
 
 
 def test_finetune_warmup_is_capped_at_a_tenth_of_the_epochs_unless_given():
@@ -98,4 +102,4 @@ def test_finetune_help_shows_the_fine_tuning_defaults(capsys):
         main(["finetune", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "AdamW betas (default: (0.9, 0.999))" in text
-    assert "(default: 0.001)" in text
+    assert "(default: 0.0015)" in text and "(default: 1e-06)" in text  # image-mae's fine-tuning lr, min lr
