@@ -103,3 +103,22 @@ def test_finetune_help_shows_the_fine_tuning_defaults(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "AdamW betas (default: (0.9, 0.999))" in text
     assert "(default: 0.0015)" in text and "(default: 1e-06)" in text  # image-mae's fine-tuning lr, min lr
+
+
+def test_method_finetune_options_and_data_are_defaults_that_flags_override(monkeypatch, capsys):
+    from mae_core.workflows import FinetuneConfig, finetune_config
+
+    spec = get_method("image-mae")
+    monkeypatch.setattr(spec, "finetune_options", {"layer_decay": 0.6, "pool": "cls"})
+    monkeypatch.setattr(spec, "finetune_data", {"num_train": 8, "augment": "finetune"})  # shapes has no augment
+    fc = finetune_config(spec, {})
+    assert (fc.layer_decay, fc.pool, fc.drop_path_rate) == (0.6, "cls", FinetuneConfig().drop_path_rate)
+    assert finetune_config(spec, {"layer_decay": 0.9}).layer_decay == 0.9
+    ft = resolve_run_config("image-mae", base="finetune")
+    assert ft.data.num_train == 8 and not hasattr(ft.data, "augment")
+    assert resolve_run_config("image-mae", base="finetune", overrides={"num_train": 16}).data.num_train == 16
+    assert resolve_run_config("image-mae").data.num_train != 8  # pretraining is untouched
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "layer-wise lr decay (1 = none) (default: 0.6)" in text

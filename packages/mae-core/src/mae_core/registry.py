@@ -28,8 +28,12 @@ class MethodSpec:
     visualize: Callable | None = None  # visualize(model, dataset, path, num=, seed=) -> writes a picture
     picture: str = "reconstruction"  # file name (without .png) of that picture in the run's pictures/ folder
     train_defaults: dict = field(default_factory=dict)  # overrides of TrainConfig for this method
-    # overrides of TrainConfig for fine-tuning this method, over mae_core.runconfig.FINETUNE_TRAIN_DEFAULTS
+    # fine-tuning this method: overrides of TrainConfig (over mae_core.runconfig.FINETUNE_TRAIN_DEFAULTS), of
+    # FinetuneConfig (layer_decay, drop_path_rate, ...) and of the data config (fields the dataset has, e.g. a
+    # fine-tuning augmentation); flags, keywords and config files still win
     finetune_defaults: dict = field(default_factory=dict)
+    finetune_options: dict = field(default_factory=dict)
+    finetune_data: dict = field(default_factory=dict)
     # adapt(model_config, data_config, dataset) -> model_config: make the model follow the data (input size,
     # channels, vocabulary...). Applied by create_model whenever a model is built for data, on every path.
     adapt: Callable | None = None

@@ -222,6 +222,8 @@ def resolve(ch: Chosen, sel: Selection, explicit: dict[str, dict] | None = None,
             layered[s].update(layer(s, pspec.overrides.get(s, {}), f"preset {pspec.name}"))
     if base == "finetune":
         layered["train"].update(layer("train", finetune_train_defaults(mspec), f"{mspec.name} fine-tuning"))
+        data_fields = {f.name for f in dataclasses.fields(dspec.config_cls)}
+        layered["data"].update({k: v for k, v in mspec.finetune_data.items() if k in data_fields})
     unknown_top = set(file_cfg) - set(TOP_KEYS)
     if unknown_top:
         raise ConfigError(f"{ch.where}: unknown key {sorted(unknown_top)[0]!r} (known: {', '.join(TOP_KEYS)})")

@@ -251,8 +251,14 @@ def finetune(run: Run | str | os.PathLike | None = None, *, method: str | None =
     :class:`FinetuneConfig` fields and train / data options by name; train options not given start from
     :func:`mae_core.runconfig.finetune_train_defaults` (AdamW betas (0.9, 0.999), base lr 1e-3, 5 warm-up epochs
     capped at a tenth of the epochs). Returns the summary (test accuracy, ...)."""
-    cfg, fc, path = _eval_config(run, method, options, FinetuneConfig, base="finetune")
-    return run_finetune(cfg, fc, path, out=out, overwrite=overwrite)
+    own = {k: options.pop(k) for k in [f.name for f in dataclasses.fields(FinetuneConfig)] if k in options}
+    cfg, _, path = _eval_config(run, method, options, FinetuneConfig, base="finetune")
+    return run_finetune(cfg, finetune_config(cfg.method, own), path, out=out, overwrite=overwrite)
+
+
+def finetune_config(mspec, given: dict) -> FinetuneConfig:
+    """The fine-tuning options: FinetuneConfig's defaults < the method's ``finetune_options`` < ``given``."""
+    return from_dict(FinetuneConfig, {**mspec.finetune_options, **given}, where="finetune options")
 
 
 def run_finetune(cfg: RunConfig, fc: FinetuneConfig, run: str | None, out: str | None = None,

@@ -1,7 +1,7 @@
 """mae-medical: masked autoencoders for medical images on MONAI.
 
 Importing the package registers its methods (``bm-mae``, ``xray-mae``, ``anomaly-mae``), datasets, presets and
-extra commands (``impute``, ``export-unetr``, ``anomaly``, and ``finetune`` with the X-ray recipe for ``xray-mae``) with
+extra commands (``impute``, ``export-unetr``, ``anomaly``; ``finetune`` follows the X-ray recipe for ``xray-mae``) with
 mae-core's registry.
 """
 from __future__ import annotations
@@ -63,7 +63,7 @@ for _name, (_over, _desc) in BM_PRESETS.items():
 from .data.xray import (ChestAnomaly, ChestAnomalyConfig, MedicalImages, MedicalImagesConfig,  # noqa: E402
                         SyntheticChest, SyntheticChestConfig)
 from .methods.anomaly_mae import AnomalyMAE, AnomalyMAEConfig  # noqa: E402
-from .methods.xray_mae import XRayMAE, XRayMAEConfig  # noqa: E402
+from .methods.xray_mae import FINETUNE_TRAIN, RECIPE, XRayMAE, XRayMAEConfig  # noqa: E402
 
 
 def _visualize_2d(model, dataset, path, num: int = 8, seed: int = 0):
@@ -84,6 +84,11 @@ XRAY = register_method(MethodSpec(
     paper="Xiao et al., Delving into Masked Autoencoders for Multi-Label Thorax Disease Classification, WACV 2023",
     visualize=_visualize_2d,
     train_defaults={"epochs": 10, "batch_size": 128, "base_lr": 1.5e-4, "warmup_epochs": 1},
+    # `finetune` of an xray-mae run (or --scratch) follows the reference fine-tuning recipe unless a flag is given
+    finetune_defaults={k: v for k, v in FINETUNE_TRAIN.items() if v is not None},
+    finetune_options={"layer_decay": RECIPE["layer_decay"], "drop_path_rate": RECIPE["drop_path"],
+                      "label_smoothing": RECIPE["label_smoothing"], "pool": RECIPE["pool"]},
+    finetune_data={"augment": "finetune"},
     adapt=adapt_2d,
     tiny={"model": {"patch_size": 4, "embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 16,
                     "decoder_depth": 1, "decoder_num_heads": 2},
@@ -118,4 +123,4 @@ register_dataset(DatasetSpec(
     build=lambda cfg, split: ChestAnomaly(cfg, split),
     description="embedded: normal synthetic chests (train); test half with inserted lesions, lesion masks"))
 
-from . import commands, finetune_cmd  # noqa: E402,F401  (impute, export-unetr, anomaly; finetune)
+from . import commands  # noqa: E402,F401  (impute, export-unetr, anomaly)

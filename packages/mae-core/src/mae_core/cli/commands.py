@@ -1,6 +1,7 @@
 """The commands every ``mae-<domain>`` has: flags -> typed configs -> the calls of :mod:`mae_core.workflows`."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Sequence
@@ -9,7 +10,7 @@ from .. import registry
 from ..errors import ConfigError
 from ..eval.probes import PROBES, ProbeConfig
 from ..runconfig import resolve
-from ..workflows import FinetuneConfig, run_finetune, run_pretrain, run_probe, run_reconstruct
+from ..workflows import FinetuneConfig, finetune_config, run_finetune, run_pretrain, run_probe, run_reconstruct
 from .flags import Parser, add_common_flags, add_dataclass_flags, add_run_config_flags, explicit_sections, \
     parse_run_command, pre_parse
 
@@ -78,23 +79,30 @@ def cmd_probe(domain: str, argv: Sequence[str]) -> int:
     return 0
 
 
-def finetune_flags(p) -> None:
+def finetune_flags(p, method=None) -> None:
+    """The ``finetune`` command's own flags; their defaults (shown by ``--help``) are the method's
+    ``finetune_options`` over FinetuneConfig's. A flag left out parses to None: :func:`finetune_config` fills it."""
     g = p.add_argument_group("fine-tuning")
-    d = FinetuneConfig()
+    d = dataclasses.asdict(FinetuneConfig())
+    d.update(getattr(method, "finetune_options", None) or {})
+
+    def shown(name: str, text: str) -> str:
+        return f"{text} (default: {d[name]})"
+
     g.add_argument("--scratch", action="store_true", help="train the same architecture from random init")
-    g.add_argument("--layer-decay", type=float, default=d.layer_decay, help="layer-wise lr decay (1 = none)")
-    g.add_argument("--drop-path-rate", type=float, default=d.drop_path_rate, help="stochastic depth while fine-tuning")
-    g.add_argument("--label-smoothing", type=float, default=d.label_smoothing,
-                   help="label smoothing of the cross-entropy")
-    g.add_argument("--label-fraction", type=float, default=d.label_fraction, help="fraction of training labels used")
-    g.add_argument("--pool", default=d.pool, help="features fed to the head: mean, cls or cls+mean")
+    g.add_argument("--layer-decay", type=float, metavar="FLOAT", help=shown("layer_decay", "layer-wise lr decay (1 = none)"))
+    g.add_argument("--drop-path-rate", type=float, metavar="FLOAT", help=shown("drop_path_rate", "stochastic depth while fine-tuning"))
+    g.add_argument("--label-smoothing", type=float, metavar="FLOAT", help=shown("label_smoothing", "label smoothing of the cross-entropy"))
+    g.add_argument("--label-fraction", type=float, metavar="FLOAT", help=shown("label_fraction", "fraction of training labels used"))
+    g.add_argument("--pool", metavar="STR", help=shown("pool", "features fed to the head: mean, cls or cls+mean"))
     g.add_argument("--out", metavar="DIR", help="where to write the fine-tuning run")
     g.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     g.add_argument("--nproc", type=int, default=1, help="processes on this machine (DDP)")
 
 
 def cmd_finetune(domain: str, argv: Sequence[str]) -> int:
-    cfg, args = parse_run_command(domain, argv, f"mae-{domain} finetune", finetune_flags,
+    method = pre_parse(argv, domain)[1].method
+    cfg, args = parse_run_command(domain, argv, f"mae-{domain} finetune", lambda p: finetune_flags(p, method),
                                   "Fine-tune a pretrained encoder (or one from scratch) with a linear head, "
                                   "layer-wise lr decay and drop path; reports test accuracy. Training flags not "
                                   "given take the fine-tuning defaults shown (AdamW betas 0.9, 0.999, own lr and "
@@ -103,8 +111,9 @@ def cmd_finetune(domain: str, argv: Sequence[str]) -> int:
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         from ..train.distributed import relaunch
         return relaunch(domain, ["finetune", *argv], args.nproc)
-    summary = run_finetune(cfg, _dataclass_from_args(FinetuneConfig, args), args.run, out=args.out,
-                           overwrite=args.overwrite)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)
+             if getattr(args, f.name, None) is not None}
+    summary = run_finetune(cfg, finetune_config(cfg.method, given), args.run, out=args.out, overwrite=args.overwrite)
     if "run_dir" in summary:
         print(json.dumps({k: v for k, v in summary.items() if k != "run_dir"}))
     return 0
