@@ -196,3 +196,12 @@ def test_reference_finetune_head_cls_and_max_through_bn_mlp(tiny_shapes):
     clf({**batch, "label": torch.arange(8) % 5}).loss.backward()
     assert model.cls_token.grad is not None and head[0].weight.grad is not None
     assert model.layer_id("cls_token") == 0 and model.layer_id("cls_head.0.weight") == model.num_layers()
+
+
+def test_finetune_defaults_to_the_reference_head():
+    from mae_core import registry
+    from mae_core.workflows import finetune_config
+
+    for method in ("point-mae", "point-cmae"):
+        assert finetune_config(registry.get_method(method), {}).pool == "cls+max"
+        assert finetune_config(registry.get_method(method), {"pool": "max+mean"}).pool == "max+mean"

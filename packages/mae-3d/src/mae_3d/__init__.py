@@ -40,13 +40,15 @@ _POINT_TINY = {"model": {"num_groups": 8, "group_size": 16, "embed_dim": 32, "de
                "data": {"num_points": 64, "num_classes": 4, "train_per_class": 1, "test_per_class": 1}}
 POINT_TRAIN = {"epochs": 6, "batch_size": 32, "lr": 1e-3, "warmup_epochs": 1, "weight_decay": 0.05,
                "log_every": 5}
+# the reference fine-tuning model: cls token, [cls, max over groups] -> MLP with BatchNorm (PointMAE.encode)
+POINT_FINETUNE = {"pool": "cls+max"}
 
 register_method(MethodSpec(
     name="point-mae", domain="3d", config_cls=PointMAEConfig, model_cls=PointMAE,
     description="Point-MAE: mini-PointNet group tokens, 60 % of groups masked, Chamfer reconstruction",
     default_dataset="shapes3d", paper="Pang et al., Masked Autoencoders for Point Cloud Self-supervised Learning, "
                                       "ECCV 2022", visualize=draw_point_reconstruction, train_defaults=POINT_TRAIN,
-    adapt=adapt_points, tiny=_POINT_TINY,
+    adapt=adapt_points, tiny=_POINT_TINY, finetune_options=POINT_FINETUNE,
 ))
 
 register_method(MethodSpec(
@@ -55,7 +57,7 @@ register_method(MethodSpec(
                 "masked in both views",
     default_dataset="shapes3d", paper="Ren et al., Bringing Contrastive Learning to Point Cloud Masked "
                                       "Autoencoders (Point-CMAE), ACCV 2024", visualize=draw_point_reconstruction,
-    train_defaults=POINT_TRAIN, adapt=adapt_points,
+    train_defaults=POINT_TRAIN, adapt=adapt_points, finetune_options=POINT_FINETUNE,
     tiny={"model": {**_POINT_TINY["model"], "proj_dim": 16}, "data": _POINT_TINY["data"]},
 ))
 
