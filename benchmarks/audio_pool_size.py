@@ -11,7 +11,7 @@ tokens, averaged), the patch tokens averaged over frequency only (time order kep
 (the whole grid, 32 x D). ``--synthetic N`` adds the recipe "pretrain on N synthetic calls (the library's
 ``birdcalls``, at the FSDD front end), then on the small pool".
 
-    /work/notes/heavy uv run python benchmarks/audio_pool_size.py --data <fsdd> --out runs/pool --seeds 0 1
+    OMP_NUM_THREADS=1 uv run python benchmarks/audio_pool_size.py --data <fsdd> --out runs/pool --seeds 0 1
 """
 from __future__ import annotations
 
