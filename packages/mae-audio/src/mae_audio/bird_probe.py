@@ -17,14 +17,11 @@ asymmetric loss), all from the authors' code:
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mae_core.eval.linear import accuracy, mean_auc
-from mae_core.eval.prototypical import PrototypicalHead, asymmetric_loss
+from mae_core.eval.prototypical import PrototypicalHead, asymmetric_loss, prototypical_probe
 
 
 class ReferencePrototypicalHead(PrototypicalHead):
@@ -62,54 +59,15 @@ def average_precisions(scores: torch.Tensor, labels: torch.Tensor) -> dict:
     return {"mAP": float(average_precision_score(y.ravel(), s.ravel())), "cmAP": cmap}
 
 
-def _metrics(logits, y, multilabel):
-    res = {"auc": mean_auc(torch.sigmoid(logits), y)} if multilabel else {"acc": accuracy(logits, y.long())}
-    res.update(average_precisions(torch.sigmoid(logits) if multilabel else logits.softmax(-1), y))
-    return res
-
-
 def bird_mae_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, grid,
                    num_classes: int, num_prototypes: int = 20, epochs: int = 30, proto_lr: float = 0.05,
                    head_lr: float = 0.01, ortho_weight: float = 1.0, weight_decay: float = 1e-4,
                    batch_size: int = 64, seed: int = 0, multilabel: bool = False, device="cpu",
                    return_head: bool = False):
-    """Train a :class:`ReferencePrototypicalHead` on frozen token grids (N, L, D) (AdamW, prototypes and last layer
-    with their own learning rates, cosine schedule); report test accuracy or AUC, mAP and cmAP."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        head = ReferencePrototypicalHead(x_train.shape[-1], num_classes, num_prototypes).to(device)
-    opt = torch.optim.AdamW([
-        {"params": [head.prototypes], "lr": proto_lr, "weight_decay": 0.0},
-        {"params": [head.weight, head.bias], "lr": head_lr, "weight_decay": weight_decay},
-    ])
-    n = len(x_train)
-    steps = max(1, epochs * math.ceil(n / batch_size))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    history = []
-    head.train()
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=g)
-        tot = 0.0
-        for i in range(0, n, batch_size):
-            idx = perm[i:i + batch_size]
-            xb, yb = x_train[idx].to(device), y_train[idx].to(device)
-            logits = head(xb, grid)
-            cls = asymmetric_loss_mean(logits, yb) if multilabel else F.cross_entropy(logits, yb.long())
-            loss = cls + ortho_weight * head.orthogonality()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            tot += float(loss.detach()) * len(idx)
-        history.append(tot / n)
-    head.eval()
-
-    def predict(x):
-        with torch.no_grad():
-            return torch.cat([head(x[i:i + 256].to(device), grid).cpu() for i in range(0, len(x), 256)])
-
-    res = _metrics(predict(x_test), y_test, multilabel)
-    res.update({f"train_{k}": v for k, v in _metrics(predict(x_train), y_train, multilabel).items()})
-    res["loss_first_epoch"], res["loss_last_epoch"] = history[0], history[-1]
-    return (res, head) if return_head else res
+    """mae-core's prototypical probe training (AdamW, prototypes and last layer with their own learning rates,
+    cosine schedule) with the reference's head, loss and weight; reports test accuracy or AUC, mAP and cmAP."""
+    return prototypical_probe(x_train, y_train, x_test, y_test, grid, num_classes, num_prototypes=num_prototypes,
+                              epochs=epochs, proto_lr=proto_lr, head_lr=head_lr, ortho_weight=ortho_weight,
+                              weight_decay=weight_decay, batch_size=batch_size, seed=seed, multilabel=multilabel,
+                              device=device, return_head=return_head, head_cls=ReferencePrototypicalHead,
+                              multilabel_loss=asymmetric_loss_mean, extra_metrics=average_precisions)
