@@ -72,7 +72,8 @@ def test_block_masking_is_contiguous():
 
 def test_tube_masking_identical_over_time():
     m = tube_masking(3, (4, 6, 6), 0.9, torch.Generator().manual_seed(0))
-    check_contract(m, 3, 4 * 36, 4 * int(36 * 0.1))
+    check_contract(m, 3, 4 * 36, 4 * (36 - int(0.9 * 36)))  # the reference count: 4 kept (int(36 * 0.1) = 3)
+    assert tube_masking(1, (8, 14, 14), 0.9).num_keep == 8 * 20  # VideoMAE's 20 of 196 per frame
     grid = m.mask.reshape(3, 4, 36)
     assert torch.all(grid == grid[:, :1])
     assert not torch.equal(grid[0, 0], grid[1, 0])

@@ -104,10 +104,13 @@ def block_masking(batch: int, grid: Sequence[int], ratio: float, generator: torc
 
 def tube_masking(batch: int, grid: Sequence[int], ratio: float, generator: torch.Generator | None = None,
                  device="cpu") -> MaskInfo:
-    """VideoMAE tube masking on a (T, H, W) token grid: one spatial mask repeated over every time slot."""
+    """VideoMAE tube masking on a (T, H, W) token grid: one spatial mask repeated over every time slot. The count
+    is the reference's (``TubeMaskingGenerator``): ``int(ratio * H W)`` positions masked per slot, so 20 of 196
+    stay visible at 0.9 (``int(H W (1 - ratio))`` would give 19)."""
     t, *spatial = tuple(grid)
     hw = math.prod(spatial)
-    k = num_keep(hw, ratio)
+    num_keep(hw, ratio)  # checks the ratio
+    k = hw - int(ratio * hw)
     noise = uniform_noise((batch, 1, hw), generator, device).expand(batch, t, hw).reshape(batch, t * hw)
     return mask_from_scores(noise, t * k)
 

@@ -29,8 +29,7 @@ from mae_core.config import field
 from mae_core.errors import MaeError
 from mae_core.layers import PatchEmbed3d, grid_shape, patchify, sincos_pos_embed, unpatchify
 from mae_core.losses import masked_mse, normalize_patches
-from mae_core.masking import (MaskInfo, gather_tokens, mask_from_mask, mask_from_scores, running_cell_masking,
-                              uniform_noise)
+from mae_core.masking import MaskInfo, gather_tokens, mask_from_mask, running_cell_masking, tube_masking
 from mae_core.models import MaskedAutoencoder, ModelOutput, ViTConfig
 
 
@@ -50,16 +49,6 @@ class VideoMAEConfig(ViTConfig):
                                              "at every decoder-kept position, as VideoMAE V2's code) or masked (mask "
                                              "tokens only at kept positions the encoder did not see)",
                                 choices=["reference", "masked"])
-
-
-def tube_masking(batch: int, grid, ratio: float, generator=None, device="cpu") -> MaskInfo:
-    """Tube masking with the reference's count: ``int(ratio * H'W')`` positions masked per time slot (20 of 196
-    visible at 0.9, where ``int(H'W' * (1 - ratio))`` gives 19), one spatial draw repeated over time."""
-    t, h, w = tuple(grid)
-    hw = h * w
-    keep = hw - int(ratio * hw)
-    noise = uniform_noise((batch, 1, hw), generator, device).expand(batch, t, hw).reshape(batch, t * hw)
-    return mask_from_scores(noise, t * keep)
 
 
 class VideoMAE(MaskedAutoencoder):
