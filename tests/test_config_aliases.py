@@ -132,9 +132,20 @@ DEFAULTS_BEFORE = {
 }
 
 
+# defaults changed on purpose since, to match the authors' code (issues 17 / 18; docs/benchmarks/<domain>.md)
+CHANGED_SINCE = {
+    "audio-mae": {"decoder_mode": "swin", "decoder_window_freq": 4, "roll_mag_aug": True, "probe_tokens": "focal",
+                  "norm_mean": None, "norm_std": None},
+    "siammae": {"decoder_block": "reference", "decoder_dropout": 0.1, "decoder_ffn_dim": 0, "frame_gap_min": 4,
+                "frame_gap_max": 48, "crop_scale": [0.5, 1.0], "aspect": [0.75, 4 / 3], "flip": True},
+}
+
+
 @pytest.mark.parametrize("method", sorted(DEFAULTS_BEFORE))
 def test_defaults_are_unchanged(method):
-    assert dataclasses.asdict(registry.get_method(method).config_cls()) == DEFAULTS_BEFORE[method]
+    """Nothing but the renames and the listed fidelity changes moved a default."""
+    expected = {**DEFAULTS_BEFORE[method], **CHANGED_SINCE.get(method, {})}
+    assert dataclasses.asdict(registry.get_method(method).config_cls()) == expected
 
 
 def test_no_method_config_keeps_an_old_name_and_vit_methods_share_the_base():
