@@ -22,7 +22,7 @@ def tiny(**kw):
 
 
 def test_body_part_masking_masks_whole_parts():
-    m = tiny(mask_ratio=0.4, part_prob=1.0, mask_mode="mixed")
+    m = tiny(mask_ratio=0.4, part_prob=1.0, mask_strategy="mixed")
     info, by_part = m.mixed_mask(64, torch.Generator().manual_seed(0))
     n_mask = 25 - int(25 * 0.6)
     assert (info.mask.sum(1) == n_mask).all() and by_part.all()
@@ -33,7 +33,7 @@ def test_body_part_masking_masks_whole_parts():
         assert len(partial) <= 1  # whole parts, the last one cut at random joints
     info2, _ = m.mixed_mask(64, torch.Generator().manual_seed(0))
     assert torch.equal(info.mask, info2.mask)
-    rnd = tiny(mask_ratio=0.4, part_prob=0.0, mask_mode="mixed")
+    rnd = tiny(mask_ratio=0.4, part_prob=0.0, mask_strategy="mixed")
     info_r, by_part_r = rnd.mixed_mask(256, torch.Generator().manual_seed(0))
     assert not by_part_r.any() and (info_r.mask.sum(1) == n_mask).all()
     assert info_r.mask.mean(0).min() > 0.2  # every joint gets masked sometimes
@@ -59,7 +59,7 @@ def test_skeletonmae_loss_falls():
     ds = make_skeleton_actions(SkeletonActionsConfig(num_train=16, num_test=6, frames=16), "train")
     first, last = loss_falls(tiny(), {"skeleton": ds.x}, steps=60, lr=3e-3)
     assert last < 0.85 * first  # SCE (beta 2) on whole masked parts: 1.14 -> 0.90 here
-    old = tiny(loss_fn="mse", mask_mode="mixed", embed_dim=0)  # the earlier model: MSE, mixed masks, raw joints
+    old = tiny(loss_fn="mse", mask_strategy="mixed", embed_dim=0)  # the earlier model: MSE, mixed masks, raw joints
     first, last = loss_falls(old, {"skeleton": ds.x}, steps=60, lr=3e-3)
     assert last < 0.75 * first
 

@@ -12,7 +12,7 @@ def model(**kw):
 
 def test_defaults_are_the_papers():
     c = SkeletonMAEConfig()
-    assert (c.loss_fn, c.alpha_l, c.embed_dim, c.mask_mode, c.head, c.num_layers) == ("sce", 2.0, 64, "parts",
+    assert (c.loss_fn, c.alpha_l, c.embed_dim, c.mask_strategy, c.head, c.num_layers) == ("sce", 2.0, 64, "parts",
                                                                                       "strl", 3)
 
 

@@ -6,7 +6,7 @@ this follows the paper's text.
 Pretraining (``forward``): a sample is a sequence ``(C, T, V)``. Joint coordinates are first projected to
 ``embed_dim`` (64) dimensions (``joint_embed``); [MASK] is a learnable vector in that space. Masking hides whole body
 regions: per sample, ``k ~ U{1..max_mask_parts}`` of the layout's six parts (head, torso, arms, legs) are drawn and
-all their joints masked, in every frame (``mask_mode=parts``; ``mixed`` is the earlier mix of parts cut to
+all their joints masked, in every frame (``mask_strategy=parts``; ``mixed`` is the earlier mix of parts cut to
 ``mask_ratio`` and random joints). A GIN encoder runs over the joint graph of every frame; ``encoder_to_decoder``
 (bias-free) + re-mask (masked rows set to zero) + a one-layer GIN decoder reconstruct the joint coordinates; the loss
 is the scaled cosine error ``mean((1 - cos) ** beta)``, beta = ``alpha_l`` = 2, over the masked joints (or MSE).
@@ -50,7 +50,7 @@ class SkeletonMAEConfig:
     in_drop: float = field(0.0, "dropout on every GIN layer's input")
     embed_dim: int = field(64, "joint coordinates are projected to this width first, [MASK] lives there (0 = the "
                                "raw coordinates, the earlier model)", ge=0)
-    mask_mode: str = field("parts", "parts: 1..max_mask_parts whole body parts per sample (the paper); mixed: "
+    mask_strategy: str = field("parts", "parts: 1..max_mask_parts whole body parts per sample (the paper); mixed: "
                                     "part_prob of the samples by parts cut to mask_ratio, the rest random joints",
                            choices=["parts", "mixed"])
     max_mask_parts: int = field(2, "parts mode: at most this many of the six body parts masked per sample", ge=1)
@@ -101,7 +101,7 @@ class SkeletonMAE(PretrainedMixin, nn.Module):
         """``(mask (B, V) float, masked by parts (B,) bool)``. ``parts`` mode: ``k ~ U{1..max_mask_parts}`` parts
         per sample (a uniform draw), the k parts of highest random rank masked whole."""
         c = self.config
-        if c.mask_mode == "parts":
+        if c.mask_strategy == "parts":
             kmax = min(c.max_mask_parts, self.num_parts - 1)  # never every part: something must stay visible
             k = (uniform_noise((batch_size, 1), generator, device) * kmax).long() + 1
             part_rank = uniform_noise((batch_size, self.num_parts), generator, device).argsort(1).argsort(1)
