@@ -174,6 +174,9 @@ def test_reference_finetune_head_cls_and_max_through_bn_mlp(tiny_shapes):
     assert head[3].p == head[7].p == 0.5
     clf = Classifier(model, num_classes=5, pool="cls+max")
     assert clf.head.in_features == 256 == model.feature_dim("cls+max")
+    # the reference's last Linear reads the BN-ReLU output directly: no LayerNorm in between (other pools keep it)
+    assert isinstance(clf.fc_norm, torch.nn.Identity)
+    assert isinstance(Classifier(model, num_classes=5, pool="max+mean").fc_norm, torch.nn.LayerNorm)
     batch = _batch(tiny_shapes[0])
     model.eval()
     with torch.no_grad():

@@ -244,6 +244,10 @@ class PointMAE(MaskedAutoencoder):
             return torch.cat([feats.max(1).values, feats.mean(1)], dim=-1)
         raise MaeError(f"unknown pool {pool!r} (max+mean, max, mean, or cls+max: the reference fine-tuning head)")
 
+    def head_norm(self, pool: str | None = None) -> bool:
+        """No LayerNorm in front of the classifier after the reference head (it ends in BatchNorm + ReLU)."""
+        return (pool or self.pool) != "cls+max"
+
     def feature_dim(self, pool: str | None = None) -> int:
         pool = pool or self.pool
         if pool == "cls+max":

@@ -25,7 +25,10 @@ class Classifier(nn.Module):
             decoder.requires_grad_(False)
         self.pool = pool
         dim = backbone.feature_dim(pool) if hasattr(backbone, "feature_dim") else None
-        self.fc_norm = nn.LayerNorm(dim) if dim else nn.Identity()
+        # a backbone whose pooled features already end in their own normalisation (a reference head with BatchNorm)
+        # turns the LayerNorm off with ``head_norm(pool) -> False``
+        norm = getattr(backbone, "head_norm", None)
+        self.fc_norm = nn.LayerNorm(dim) if dim and (norm is None or norm(pool)) else nn.Identity()
         self.head = nn.LazyLinear(num_classes) if dim is None else nn.Linear(dim, num_classes)
         if dim is not None:
             nn.init.trunc_normal_(self.head.weight, std=2e-5)
