@@ -79,3 +79,4 @@ for _name, (_over, _desc) in SIMCLR_PRESETS.items():
 
 # ---- the distillation methods (DMAE, MaskAlign) register themselves ---------------------------------------------------
 from .distill import dmae, maskalign  # noqa: E402,F401
+from .distill import g2sd  # noqa: E402,F401

@@ -34,6 +34,9 @@ class MethodSpec:
     finetune_defaults: dict = field(default_factory=dict)
     finetune_options: dict = field(default_factory=dict)
     finetune_data: dict = field(default_factory=dict)
+    # finetune_teacher(run_config, finetune_config, run_dir) -> directory of a fine-tuned classifier: the teacher
+    # that ``--distill-teacher default`` (hard distillation with a distillation token) uses; None: the method has none
+    finetune_teacher: Callable | None = None
     # adapt(model_config, data_config, dataset) -> model_config: make the model follow the data (input size,
     # channels, vocabulary...). Applied by create_model whenever a model is built for data, on every path.
     adapt: Callable | None = None

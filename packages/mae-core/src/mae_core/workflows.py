@@ -33,6 +33,14 @@ class FinetuneConfig:
     label_smoothing: float = field(0.1, "label smoothing of the cross-entropy", ge=0, lt=1)
     label_fraction: float = field(1.0, "fraction of training labels used", gt=0, le=1)
     pool: str = field("mean", "features fed to the head: mean, cls or cls+mean (and what the method offers)")
+    distill_teacher: str = field("", "hard distillation (DeiT, G2SD's specific stage): a fine-tuned classifier (a "
+                                     "finetune output directory) whose argmax trains a distillation token; loss "
+                                     "(CE on labels + CE on the teacher's argmax) / 2, test logits the mean of both "
+                                     "heads; 'default': the method's own teacher; empty or 'none': off")
+
+    @property
+    def distills(self) -> bool:
+        return self.distill_teacher not in ("", "none")
 
 
 def _split_options(cls, options: dict) -> tuple[Any, dict]:
@@ -261,6 +269,26 @@ def finetune_config(mspec, given: dict) -> FinetuneConfig:
     return from_dict(FinetuneConfig, {**mspec.finetune_options, **given}, where="finetune options")
 
 
+def finetune_teacher(cfg: RunConfig, fc: FinetuneConfig, run: str | None):
+    """The frozen classifier teacher of ``fc.distill_teacher``: a finetune output directory, or with 'default' the one
+    the method's ``MethodSpec.finetune_teacher(cfg, fc, run)`` returns (G2SD: T-FT, trained and cached)."""
+    from .eval.finetune import load_classifier
+    from .teacher import FrozenTeacher, file_sha256
+
+    path = fc.distill_teacher
+    if path == "default":
+        if cfg.method.finetune_teacher is None:
+            raise ConfigError(f"--distill-teacher default: method {cfg.method.name!r} has no fine-tuning teacher of "
+                              "its own (give a finetune output directory)")
+        path = str(cfg.method.finetune_teacher(cfg, fc, run))
+    directory = Path(path)
+    if not directory.is_dir():
+        raise ConfigError(f"--distill-teacher: {path}: directory not found")
+    clf = load_classifier(directory)
+    return FrozenTeacher(clf, source=directory.resolve(), sha256=file_sha256(directory / "model.safetensors"),
+                         encoder=clf.backbone.encoder)
+
+
 def run_finetune(cfg: RunConfig, fc: FinetuneConfig, run: str | None, out: str | None = None,
                  overwrite: bool = False) -> dict:
     from safetensors.torch import save_file
@@ -268,9 +296,13 @@ def run_finetune(cfg: RunConfig, fc: FinetuneConfig, run: str | None, out: str |
     from .checkpoint import atomic_write, save_pretrained
     from .data.utils import subset_fraction
     from .eval import finetune as train_classifier
+    from .eval.finetune import HEAD_WEIGHTS, classifier_head_state
     from .rundir import RunDir, default_run_path
     from .train.distributed import world_info
 
+    # the teacher first (a default one may be trained now): prepare_eval then seeds, so the student's start does not
+    # depend on whether the teacher was cached
+    teacher = finetune_teacher(cfg, fc, run) if fc.distills else None
     train_set, test_set, model = prepare_eval(cfg, run, fc.scratch, cfg.train.seed)
     require_labels(train_set, model)
     nc = num_classes(train_set)
@@ -282,6 +314,8 @@ def run_finetune(cfg: RunConfig, fc: FinetuneConfig, run: str | None, out: str |
     rdir = RunDir(dest, overwrite=overwrite, keep_replaced=True).lock() if rank == 0 else RunDir(dest, create=False)
     record = cfg.to_dict()
     record["finetune"] = dataclasses.asdict(fc)
+    if teacher is not None:
+        record["finetune"].update(distill_teacher=teacher.source, distill_teacher_sha256=teacher.sha256)
     clean = False
     try:
         if rank == 0:
@@ -289,7 +323,8 @@ def run_finetune(cfg: RunConfig, fc: FinetuneConfig, run: str | None, out: str |
         clf, summary = train_classifier(model, train_set, test_set, nc, cfg.train, layer_decay=fc.layer_decay,
                                         drop_path=fc.drop_path_rate, pool=fc.pool, multilabel=multilabel,
                                         label_smoothing=fc.label_smoothing, run_dir=rdir,
-                                        collate_fn=dataset_collate(train_set))
+                                        collate_fn=dataset_collate(train_set), distill_token=teacher is not None,
+                                        teacher=teacher)
         clean = True
     except BaseException:
         if rank == 0:  # nothing half-made is left (e.g. a finetune-*/config.yaml inside the source run)
@@ -301,9 +336,8 @@ def run_finetune(cfg: RunConfig, fc: FinetuneConfig, run: str | None, out: str |
         return summary
     rdir.finish_replacement()
     save_pretrained(clf.backbone, dest, extra={"run_config": record, "num_classes": nc})
-    head = {f"head.{k}": v.detach().contiguous().cpu() for k, v in clf.head.state_dict().items()}
-    head.update({f"fc_norm.{k}": v.detach().contiguous().cpu() for k, v in clf.fc_norm.state_dict().items()})
-    atomic_write(dest / "head.safetensors", lambda tmp: save_file(head, tmp))
+    head = classifier_head_state(clf)  # head, fc_norm (and distillation token + head)
+    atomic_write(dest / HEAD_WEIGHTS, lambda tmp: save_file(head, tmp))
     rdir.write_summary(summary)
     rdir.unlock()
     print(f"run directory: {dest}")

@@ -95,6 +95,9 @@ def finetune_flags(p, method=None) -> None:
     g.add_argument("--label-smoothing", type=float, metavar="FLOAT", help=shown("label_smoothing", "label smoothing of the cross-entropy"))
     g.add_argument("--label-fraction", type=float, metavar="FLOAT", help=shown("label_fraction", "fraction of training labels used"))
     g.add_argument("--pool", metavar="STR", help=shown("pool", "features fed to the head: mean, cls or cls+mean"))
+    g.add_argument("--distill-teacher", metavar="DIR", help=shown(
+        "distill_teacher", "hard distillation with a distillation token from a fine-tuned classifier (a finetune "
+        "output directory; 'default': the method's own; 'none': off)"))
     g.add_argument("--out", metavar="DIR", help="where to write the fine-tuning run")
     g.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     g.add_argument("--nproc", type=int, default=1, help="processes on this machine (DDP)")

@@ -1,5 +1,16 @@
-"""Fine-tuning with layer-wise lr decay and drop path, on top of any model that has ``encode`` and ``layer_id``."""
+"""Fine-tuning with layer-wise lr decay and drop path, on top of any model that has ``encode`` and ``layer_id``.
+
+With ``distill_token=True`` and a ``teacher`` classifier the fine-tuning is DeiT's hard distillation (as G2SD's
+specific stage, ``engine_finetune_dis.py``): a learned distillation token joins the patch tokens of a ViT backbone, its
+encoder output goes through its own linear head, and the loss is (CE(class head, labels) + CE(distillation head,
+teacher's argmax)) / 2; at test time the logits are the mean of both heads. The teacher (a fine-tuned classifier,
+:func:`load_classifier`) is a :class:`~mae_core.teacher.FrozenTeacher`: eval, no gradients, not in the student's
+weights.
+"""
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -7,16 +18,18 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.utils import collate_dicts
-from ..models.mae import ModelOutput
+from ..errors import MaeError
+from ..models.mae import MaskedAutoencoder, ModelOutput
 from ..train.optim import param_groups
 from ..train.trainer import Trainer, TrainConfig, move_to
 
 
 class Classifier(nn.Module):
-    """backbone.encode(batch) -> (optional norm) -> linear head. Single- or multi-label loss."""
+    """backbone.encode(batch) -> (optional norm) -> linear head. Single- or multi-label loss. ``distill_token`` /
+    ``teacher`` (a :class:`~mae_core.teacher.FrozenTeacher` of a classifier): hard distillation (module docstring)."""
 
     def __init__(self, backbone: nn.Module, num_classes: int, pool: str | None = "mean", multilabel: bool = False,
-                 label_smoothing: float = 0.0):
+                 label_smoothing: float = 0.0, distill_token: bool = False, teacher: nn.Module | None = None):
         super().__init__()
         self.backbone = backbone
         decoder = getattr(backbone, "decoder", None)
@@ -36,13 +49,47 @@ class Classifier(nn.Module):
         self.multilabel = multilabel
         self.label_smoothing = label_smoothing
         self.config = getattr(backbone, "config", None)
+        self.dist_token = self.head_dist = self.teacher = None
+        if distill_token:
+            if not (isinstance(backbone, MaskedAutoencoder) and not backbone.encoder.pos_every_block
+                    and type(backbone).forward_features is MaskedAutoencoder.forward_features) or multilabel:
+                raise MaeError(f"a distillation token needs a single-label ViT backbone whose encode is the "
+                               f"MaskedAutoencoder's ({type(backbone).__name__} is not)")
+            d = backbone.encoder.embed_dim
+            self.dist_token = nn.Parameter(torch.zeros(1, 1, d))
+            nn.init.trunc_normal_(self.dist_token, std=0.02)
+            self.head_dist = nn.Linear(d, num_classes)
+            nn.init.trunc_normal_(self.head_dist.weight, std=0.02)
+            nn.init.zeros_(self.head_dist.bias)
+        if teacher is not None:
+            if not distill_token:
+                raise MaeError("a fine-tuning teacher needs a distillation token (distill_token=True): its argmax "
+                               "trains it")
+            self.teacher = teacher
+
+    def features(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(pooled features, the distillation token's normed encoder output or None)."""
+        b = self.backbone
+        if self.dist_token is None:
+            return (b.encode(batch, pool=self.pool) if self.pool else b.encode(batch)), None
+        tokens, pos = b.tokenize(batch)  # MaskedAutoencoder.forward_features with one more token after the patches
+        x = b.embed_tokens(tokens)
+        x = x + pos if pos is not None else x
+        feats = b.encoder(torch.cat([x, self.dist_token.expand(x.shape[0], -1, -1).to(x.dtype)], dim=1))
+        return b.pool_features(feats[:, :-1], self.pool), feats[:, -1]
+
+    def both_logits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(class head logits, distillation head logits or None)."""
+        f, dist = self.features(batch)
+        return self.head(self.fc_norm(f)), (self.head_dist(dist) if dist is not None else None)
 
     def logits(self, batch: dict) -> torch.Tensor:
-        f = self.backbone.encode(batch, pool=self.pool) if self.pool else self.backbone.encode(batch)
-        return self.head(self.fc_norm(f))
+        """Test logits: the class head, or with a distillation token the mean of both heads (DeiT, G2SD)."""
+        cls, dist = self.both_logits(batch)
+        return cls if dist is None else (cls + dist) / 2
 
     def forward(self, batch: dict, generator=None) -> ModelOutput:
-        logits = self.logits(batch)
+        logits, dist = self.both_logits(batch)
         y = batch["label"]
         if self.multilabel:
             loss = F.binary_cross_entropy_with_logits(logits, y.float())
@@ -52,6 +99,17 @@ class Classifier(nn.Module):
             loss = F.cross_entropy(logits, y if soft else y.long(), label_smoothing=self.label_smoothing)
             hard = y.argmax(-1) if soft else y
             metrics = {"acc": float((logits.argmax(-1) == hard).float().mean())}
+            if dist is not None:
+                if self.teacher is not None:  # hard distillation: (CE(labels) + CE(teacher's argmax)) / 2
+                    with torch.no_grad():
+                        t = self.teacher.model.logits(batch).argmax(-1)
+                    term = F.cross_entropy(dist, t)
+                    metrics.update(loss_labels=loss.detach(), loss_teacher=term.detach(),
+                                   teacher_acc=float((t == hard).float().mean()))
+                else:  # no teacher: the distillation head learns the labels too
+                    term = F.cross_entropy(dist, y if soft else y.long(), label_smoothing=self.label_smoothing)
+                loss = (loss + term) / 2
+                metrics["acc"] = float((((logits + dist) / 2).argmax(-1) == hard).float().mean())
         return ModelOutput(loss=loss, pred=logits, metrics=metrics)
 
     def num_layers(self) -> int:
@@ -83,11 +141,14 @@ def evaluate_classifier(model: Classifier, dataset: Dataset, batch_size: int = 2
 def finetune(backbone: nn.Module, train_set: Dataset, test_set: Dataset, num_classes: int, config: TrainConfig,
              layer_decay: float | None = 0.75, drop_path: float = 0.1, pool: str | None = "mean",
              multilabel: bool = False, label_smoothing: float = 0.1, run_dir=None, collate_fn=collate_dicts,
-             eval_every_epoch: bool = False) -> tuple[Classifier, dict]:
-    """Fine-tune ``backbone`` + a linear head end to end; returns the classifier and its test metrics."""
+             eval_every_epoch: bool = False, distill_token: bool = False,
+             teacher: nn.Module | None = None) -> tuple[Classifier, dict]:
+    """Fine-tune ``backbone`` + a linear head end to end; returns the classifier and its test metrics.
+    ``distill_token`` + ``teacher``: hard distillation from a frozen classifier (module docstring)."""
     if drop_path and hasattr(backbone, "encoder") and hasattr(backbone.encoder, "set_drop_path"):
         backbone.encoder.set_drop_path(drop_path)
-    model = Classifier(backbone, num_classes, pool=pool, multilabel=multilabel, label_smoothing=label_smoothing)
+    model = Classifier(backbone, num_classes, pool=pool, multilabel=multilabel, label_smoothing=label_smoothing,
+                       distill_token=distill_token, teacher=teacher)
 
     def groups(m):
         return param_groups(m, config.weight_decay, layer_decay=layer_decay, layer_id=m.layer_id,
@@ -105,3 +166,36 @@ def finetune(backbone: nn.Module, train_set: Dataset, test_set: Dataset, num_cla
     metrics = evaluate_classifier(model, test_set, device=trainer.device, collate_fn=collate_fn)
     summary.update({f"test_{k}": v for k, v in metrics.items()})
     return model, summary
+
+
+HEAD_WEIGHTS = "head.safetensors"
+
+
+def classifier_head_state(model: Classifier) -> dict[str, torch.Tensor]:
+    """Everything of a classifier that is not its backbone (head, norm, distillation token and head): what a
+    fine-tuning run saves as ``head.safetensors`` beside the backbone's ``model.safetensors``."""
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+
+
+def load_classifier(directory: str | Path) -> Classifier:
+    """A fine-tuned classifier from a ``finetune`` output directory (backbone ``model.safetensors`` + ``config.json``
+    with ``num_classes`` and the fine-tuning options, ``head.safetensors``), in eval mode."""
+    from safetensors.torch import load_file
+
+    from ..checkpoint import CONFIG, from_pretrained
+
+    directory = Path(directory)
+    if not (directory / HEAD_WEIGHTS).is_file() or not (directory / CONFIG).is_file():
+        raise MaeError(f"{directory}: not a fine-tuned classifier (no {HEAD_WEIGHTS} / {CONFIG}: give a finetune "
+                       "output directory)")
+    meta = json.loads((directory / CONFIG).read_text())
+    ft = meta.get("run_config", {}).get("finetune", {})
+    state = load_file(str(directory / HEAD_WEIGHTS))
+    model = Classifier(from_pretrained(directory), int(meta["num_classes"]), pool=ft.get("pool", "mean"),
+                       distill_token="dist_token" in state)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("backbone.")]
+    if missing or unexpected:
+        raise MaeError(f"{directory / HEAD_WEIGHTS}: head weights do not match (missing {missing}, unexpected "
+                       f"{unexpected})")
+    return model.eval()

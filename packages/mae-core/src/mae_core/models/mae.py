@@ -168,6 +168,14 @@ class MAEDecoder(nn.Module):
 
     def forward(self, latent: torch.Tensor, ids_restore: torch.Tensor, pos: torch.Tensor | None = None,
                 select: torch.Tensor | None = None) -> torch.Tensor:
+        return self.pred(self.norm(self.hidden(latent, ids_restore, pos, select)[:, self.num_prefix_tokens:]))
+
+    def hidden(self, latent: torch.Tensor, ids_restore: torch.Tensor, pos: torch.Tensor | None = None,
+               select: torch.Tensor | None = None, blocks: int | None = None) -> torch.Tensor:
+        """The raw hidden state (B, prefix + L, decoder_dim) after the first ``blocks`` decoder blocks (all when
+        None), before the final norm and the prediction head; only those blocks run (G2SD's teacher target)."""
+        if blocks is not None and not 0 <= blocks <= len(self.blocks):
+            raise ValueError(f"decoder blocks {blocks} out of range for a {len(self.blocks)}-block decoder")
         p = self.num_prefix_tokens
         x = self.embed(latent)
         prefix, x = x[:, :p], restore_tokens(x[:, p:], self.mask_token, ids_restore)
@@ -177,9 +185,9 @@ class MAEDecoder(nn.Module):
         if select is not None:
             x = gather_tokens(x, select)
         x = torch.cat([prefix, x], dim=1)
-        for blk in self.blocks:
+        for blk in self.blocks[:blocks]:
             x = blk(x)
-        return self.pred(self.norm(x[:, p:]))
+        return x
 
 
 class MaskedAutoencoder(PretrainedMixin, nn.Module):
