@@ -33,6 +33,36 @@ TABLES = [("plain MAE vs the methods, and the random-weight teacher control",
           ("MaskAlign: Dynamic Alignment and attention-guided masking",
            ["maskalign", "maskalign-no-da", "maskalign-random-mask"])]
 
+# G2SD: the generic stage alone ("g2sd") vs generic + specific stage ("g2sd-specific": the same pretraining, fine-tuned
+# with a distillation token from T-FT), plain MAE, a random-weight teacher. The runs in FINETUNE are also fine-tuned on
+# 10 % of the labels (FT_PROTOCOL, every run the same); a run in REUSE takes the pretraining (and probes) of the run it
+# names when that is already in --out with the same seed, and only fine-tunes.
+RUNS.update({
+    "mae-ft": ("image-mae", {}),
+    "g2sd": ("g2sd", {}),
+    "g2sd-specific": ("g2sd", {}),
+    "g2sd-random-teacher": ("g2sd", {"teacher": "random"}),
+})
+FT_PROTOCOL = {"label_fraction": 0.1, "epochs": 30, "batch_size": 64}
+FINETUNE = {"mae-ft": {"distill_teacher": "none"}, "g2sd": {"distill_teacher": "none"},
+            "g2sd-specific": {"distill_teacher": "default"}, "g2sd-random-teacher": {"distill_teacher": "none"}}
+REUSE = {"mae-ft": "mae", "g2sd-specific": "g2sd"}
+FT_TABLES = [("G2SD: generic stage only vs generic + specific stage, plain MAE, random-weight teacher",
+              ["mae-ft", "g2sd", "g2sd-specific", "g2sd-random-teacher"])]
+
+
+def reused(out: Path, name: str, seed: int):
+    """(run, copy of its record) of the pretraining that ``name`` reuses (REUSE), or None."""
+    if name not in REUSE or not (out / "results.jsonl").exists():
+        return None
+    recs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    recs = [r for r in recs if r["run"] == REUSE[name] and r["seed"] == seed]
+    run_dir = out / f"{REUSE[name]}-s{seed}"
+    if not recs or not (run_dir / "model.safetensors").exists():
+        return None
+    import mae_core
+    return mae_core.load_run(run_dir), {**recs[-1], "run": name, "reused": REUSE[name]}
+
 
 def table(out: Path) -> str:
     rows: dict[str, list[dict]] = {}
@@ -52,6 +82,16 @@ def table(out: Path) -> str:
                 rs = rows[n]
                 text.append(f"| {n} | {','.join(str(r['seed']) for r in rs)} | {rs[0]['steps']} | {cell(rs, 'linear')} "
                             f"| {cell(rs, 'knn')} | {statistics.mean(r['final_loss'] for r in rs):.4f} |")
+        text.append("")
+    for title, names in FT_TABLES:  # with the fine-tuning column
+        text += [f"**{title}**", "", "| run | seeds | steps | linear % | kNN % | fine-tune 10 % labels % | wall s "
+                 "(pretrain + probes, fine-tune) |", "|---|---|---|---|---|---|---|"]
+        for n in names:
+            rs = [r for r in rows.get(n, []) if "finetune" in r]
+            if rs:
+                wall = ", ".join(f"{statistics.mean(r[k] for r in rs):.0f}" for k in ("wall_s", "ft_wall_s"))
+                text.append(f"| {n} | {','.join(str(r['seed']) for r in rs)} | {rs[0]['steps']} | {cell(rs, 'linear')} "
+                            f"| {cell(rs, 'knn')} | {cell(rs, 'finetune')} | {wall} |")
         text.append("")
     return "\n".join(text)
 
@@ -78,19 +118,31 @@ def main() -> None:
         method, opts = RUNS[name]
         opts = {**opts, **json.loads(args.set)}
         probe_opts = {k: opts.pop(k) for k in list(opts) if k.startswith("probe_")}
+        ft_over = {k[3:]: opts.pop(k) for k in list(opts) if k.startswith("ft_")}  # e.g. ft_epochs: FT_PROTOCOL
         if method != "image-mae":
             opts.setdefault("teacher", args.teacher)
             opts["teacher_epochs"] = args.teacher_epochs
         run_dir = out / f"{name}-s{args.seed}"
         t0 = time.time()
-        run = mae_core.pretrain(method, out=str(run_dir), overwrite=True, progress=False, seed=args.seed,
-                                **{"epochs": args.epochs, "batch_size": 128, "warmup_epochs": 1, "base_lr": 1.5e-3, **opts})
-        summary = json.loads((run_dir / "summary.json").read_text())
-        res = mae_core.probe(run, kind="linear,knn", **probe_opts)
-        rec = {"run": name, "method": method, "seed": args.seed, "options": opts, "epochs": args.epochs,
-               "steps": summary["steps"], "final_loss": summary["final_loss"], "linear": res["linear"]["acc"],
-               "knn": res["knn"]["acc"], "teacher": getattr(run.model.config, "teacher", None),
-               "wall_s": round(time.time() - t0)}
+        prior = reused(out, name, args.seed)
+        if prior is not None:
+            run, rec = prior
+        else:
+            run = mae_core.pretrain(method, out=str(run_dir), overwrite=True, progress=False, seed=args.seed,
+                                    **{"epochs": args.epochs, "batch_size": 128, "warmup_epochs": 1, "base_lr": 1.5e-3,
+                                       **opts})
+            summary = json.loads((run_dir / "summary.json").read_text())
+            res = mae_core.probe(run, kind="linear,knn", **probe_opts)
+            rec = {"run": name, "method": method, "seed": args.seed, "options": opts, "epochs": args.epochs,
+                   "steps": summary["steps"], "final_loss": summary["final_loss"], "linear": res["linear"]["acc"],
+                   "knn": res["knn"]["acc"], "teacher": getattr(run.model.config, "teacher", None),
+                   "wall_s": round(time.time() - t0)}
+        if name in FINETUNE:  # T-FT, when one has to be trained, counts in ft_wall_s
+            t1 = time.time()
+            ft_opts = {**FT_PROTOCOL, **FINETUNE[name], **ft_over}
+            ft = mae_core.finetune(run, out=str(out / f"{name}-s{args.seed}-ft"), overwrite=True, progress=False,
+                                   **ft_opts)
+            rec.update(finetune=ft["test_acc"], finetune_options=ft_opts, ft_wall_s=round(time.time() - t1))
         with open(out / "results.jsonl", "a") as fh:
             fh.write(json.dumps(rec) + "\n")
         print(json.dumps(rec), flush=True)
