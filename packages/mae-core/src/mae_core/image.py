@@ -77,6 +77,34 @@ for _name, (_over, _desc) in SIMCLR_PRESETS.items():
     register_preset(PresetSpec(name=_name, domain="core", method="image-simclr", overrides={"model": _over},
                                description=_desc))
 
+# ---- LMD: an MAE over the latent grid of a frozen autoencoder that the library trains first --------------------------
+from .models.latent_ae import LatentAE, LatentAEConfig  # noqa: E402
+from .models.lmd import LMD, LMDConfig, adapt_lmd, visualize_lmd  # noqa: E402
+
+register_method(MethodSpec(
+    name="latent-ae", domain="core", config_cls=LatentAEConfig, model_cls=LatentAE,
+    description="small convolutional KL autoencoder (image -> latent grid -> image); LMD's frozen first stage",
+    default_dataset="shapes", paper="Rombach et al., High-Resolution Image Synthesis with Latent Diffusion Models, "
+                                    "CVPR 2022 (the first-stage autoencoder)",
+    train_defaults={"epochs": 10, "batch_size": 128, "base_lr": 1e-3, "warmup_epochs": 1},
+    adapt=adapt_image,
+    tiny={"model": {"width": 8, "latent_channels": 2, "downsample": 2},
+          "data": {"image_size": 16, "num_train": 4, "num_test": 2}},
+))
+register_method(MethodSpec(
+    name="lmd", domain="core", config_cls=LMDConfig, model_cls=LMD,
+    description="LMD: MAE predicting the masked latent patches of a frozen autoencoder, cosine mask-ratio schedule "
+                "0.15 -> 0.75", default_dataset="shapes",
+    paper="Ma et al., LMD: Faster Image Reconstruction with Latent Masking Diffusion, AAAI 2024",
+    visualize=visualize_lmd,
+    train_defaults={"epochs": 30, "batch_size": 128, "base_lr": 1.5e-3, "warmup_epochs": 3, "mask_schedule": "cosine"},
+    adapt=adapt_lmd,
+    tiny={"model": {"patch_size": 2, "embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 16,
+                    "decoder_depth": 1, "decoder_num_heads": 2, "autoencoder": "random", "ae_width": 8,
+                    "latent_downsample": 2},
+          "data": {"image_size": 16, "num_train": 4, "num_test": 2}},
+))
+
 # ---- the distillation methods (DMAE, MaskAlign) register themselves ---------------------------------------------------
 from .distill import dmae, maskalign  # noqa: E402,F401
 from .distill import g2sd  # noqa: E402,F401

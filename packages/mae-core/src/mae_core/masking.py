@@ -180,6 +180,68 @@ def token_budget_masking(group_sizes: Sequence[int], num_visible: int, batch: in
 
 
 
+# ---- mask-ratio schedules over training ------------------------------------------------------------------------------
+MASK_SCHEDULES = ("constant", "linear", "cosine")
+
+
+def scheduled_mask_ratio(progress: float, schedule: str = "constant", start: float = 0.15, end: float = 0.75,
+                         fraction: float = 2 / 3, offset: float = 0.008) -> float:
+    """The mask ratio at training ``progress`` (in [0, 1]).
+
+    ``constant``: ``end`` throughout. ``linear`` / ``cosine``: from ``start`` at progress 0 to ``end`` at progress
+    ``fraction``, then ``end``. ``cosine`` is LMD's (``engine_pretrain.cosine_schedule``, the improved-DDPM cosine
+    with offset ``s = 0.008``): with ``u = progress / fraction`` and ``f(u) = cos((u + s) / (1 + s) * pi / 2) ** 2``,
+    ``ratio = start + (end - start) * (1 - f(u) / f(0))``.
+    """
+    if schedule not in MASK_SCHEDULES:
+        raise MaeError(f"mask schedule must be one of {', '.join(MASK_SCHEDULES)}, got {schedule!r}")
+    if schedule == "constant" or progress >= fraction:
+        return end
+    u = max(progress, 0.0) / fraction
+    if schedule == "linear":
+        w = u
+    else:
+        f = lambda t: math.cos((t + offset) / (1 + offset) * math.pi / 2) ** 2  # noqa: E731
+        w = 1.0 - f(u) / f(0.0)
+    return start + (end - start) * w
+
+
+class MaskRatioSchedule:
+    """Drives a model's mask ratio from the trainer's progress signal: ``set_progress(p)`` (called before every
+    forward, :class:`~mae_core.train.Trainer`) sets the ratio :func:`scheduled_mask_ratio` gives, through the model's
+    ``set_mask_ratio(r)`` when it has one, else its ``mask_ratio`` attribute (what :class:`MaskedAutoencoder`
+    subclasses mask with). ``end=None`` ends at the ratio the model was built with. The ratio derives from the
+    progress alone, so a resumed run gets the same ratios as an uninterrupted one."""
+
+    def __init__(self, model, schedule: str = "cosine", start: float = 0.15, end: float | None = None,
+                 fraction: float = 2 / 3, where: str = "train.mask_schedule"):
+        has_setter = callable(getattr(model, "set_mask_ratio", None))
+        base = getattr(model, "mask_ratio", None)
+        if not has_setter and not isinstance(base, (int, float)):
+            raise MaeError(f"{where}: {type(model).__name__} has no mask ratio to schedule (a schedule works for "
+                           "methods that mask with a ratio, `mask_ratio`)")
+        if schedule not in MASK_SCHEDULES:
+            raise MaeError(f"{where}: must be one of {', '.join(MASK_SCHEDULES)}, got {schedule!r}")
+        end = float(base) if end is None else end
+        for name, v in (("start", start), ("end", end)):
+            if not 0.0 <= v < 1.0:
+                raise MaeError(f"{where}_{name}: a mask ratio must be in [0, 1), got {v}")
+        if not 0.0 < fraction <= 1.0:
+            raise MaeError(f"{where}_fraction: must be in (0, 1], got {fraction}")
+        self.model, self.schedule, self.start, self.end, self.fraction = model, schedule, start, end, fraction
+        self.ratio = self.ratio_at(0.0)
+
+    def ratio_at(self, progress: float) -> float:
+        return scheduled_mask_ratio(progress, self.schedule, self.start, self.end, self.fraction)
+
+    def set_progress(self, progress: float) -> None:
+        self.ratio = self.ratio_at(progress)
+        if callable(getattr(self.model, "set_mask_ratio", None)):
+            self.model.set_mask_ratio(self.ratio)
+        else:
+            self.model.mask_ratio = self.ratio
+
+
 def gather_tokens(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """(B, L, D) gathered at (B, K) -> (B, K, D)."""
     return torch.gather(x, 1, ids.unsqueeze(-1).expand(-1, -1, x.shape[-1]))

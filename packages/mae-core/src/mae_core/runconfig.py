@@ -30,7 +30,9 @@ TOP_KEYS = ("method", "dataset", "preset", "model", "data", "train", "out")
 # AdamW with torch's default betas, blr 1e-3, 5 warm-up epochs, min lr 1e-6). A method refines them with
 # ``MethodSpec.finetune_defaults``; a config file or a flag still wins. The warm-up is also capped at a tenth of the
 # epochs (the reference's 5 of 50), so that a short fine-tuning run gets past its warm-up.
-FINETUNE_TRAIN_DEFAULTS = {"betas": (0.9, 0.999), "base_lr": 1e-3, "warmup_epochs": 5.0, "min_lr": 1e-6}
+# A pretraining mask schedule (a method's train default, e.g. LMD's) does not apply: fine-tuning does not mask.
+FINETUNE_TRAIN_DEFAULTS = {"betas": (0.9, 0.999), "base_lr": 1e-3, "warmup_epochs": 5.0, "min_lr": 1e-6,
+                           "mask_schedule": "constant"}
 FINETUNE_WARMUP_FRACTION = 0.1
 
 

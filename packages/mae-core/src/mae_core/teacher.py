@@ -67,14 +67,11 @@ class TeacherOutput:
     num_prefix_tokens: int
 
 
-def _find_encoder(model: nn.Module) -> TransformerEncoder:
+def _find_encoder(model: nn.Module) -> TransformerEncoder | None:
     if isinstance(model, TransformerEncoder):
         return model
     enc = getattr(model, "encoder", None)
-    if isinstance(enc, TransformerEncoder):
-        return enc
-    raise MaeError(f"FrozenTeacher: {type(model).__name__} is not a TransformerEncoder and has no TransformerEncoder "
-                   "`.encoder`; pass encoder=... explicitly")
+    return enc if isinstance(enc, TransformerEncoder) else None
 
 
 class FrozenTeacher(nn.Module):
@@ -98,6 +95,11 @@ class FrozenTeacher(nn.Module):
 
     @property
     def encoder(self) -> TransformerEncoder:
+        """The wrapped ViT encoder (features, attention maps); a teacher of another kind (a convolutional
+        autoencoder, say) is used through :attr:`model` and has none."""
+        if self._frozen_encoder is None:
+            raise MaeError(f"FrozenTeacher: {type(self.model).__name__} is not a TransformerEncoder and has no "
+                           "TransformerEncoder `.encoder`; pass encoder=... explicitly, or call teacher.model")
         return self._frozen_encoder
 
     @property
@@ -215,6 +217,74 @@ class FrozenTeacher(nn.Module):
         if hasattr(config, hash_field) and not getattr(config, hash_field):
             setattr(config, hash_field, teacher.sha256)
         return teacher
+
+
+# ---- teachers the library trains itself, once per data and recipe -----------------------------------------------------
+def teacher_cache() -> Path:
+    """Where default teachers are cached: ``$MAE_TEACHER_CACHE``, default ``runs/teachers``."""
+    return Path(os.environ.get("MAE_TEACHER_CACHE", "runs/teachers"))
+
+
+class preserve_rng:
+    """Save and restore the Python / NumPy / torch RNG states around a block (teacher training), so that the
+    student's initialisation does not depend on whether its teacher was cached."""
+
+    def __enter__(self):
+        import random
+
+        import numpy as np
+        self.states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+
+    def __exit__(self, *exc):
+        import random
+
+        import numpy as np
+        random.setstate(self.states[0])
+        np.random.set_state(self.states[1])
+        torch.set_rng_state(self.states[2])
+
+
+def data_name(data_cfg) -> str:
+    """The registered dataset whose config class ``data_cfg`` is (a ``ConfigError`` when none is)."""
+    from . import registry
+    from .errors import ConfigError
+
+    names = [d.name for d in registry.datasets() if isinstance(data_cfg, d.config_cls)]
+    if not names:
+        raise ConfigError("--teacher: no default teacher for this data (give --teacher RUN_DIR)")
+    return names[0]
+
+
+def cached_pretrain(method: str, data_cfg, options: dict, prefix: str, what: str) -> Path:
+    """The run directory of ``method`` pretrained with ``options`` (keywords of :func:`mae_core.pretrain`) on the
+    data of ``data_cfg``: trained now, with the RNG states kept (:class:`preserve_rng`), unless it is cached under
+    :func:`teacher_cache` as ``<prefix>-<dataset>-<hash of dataset, data config and options>``. Prints which; two
+    processes asking at once train it once (a file lock). ``what`` names it in the message."""
+    import hashlib
+    import json
+
+    from .checkpoint import WEIGHTS
+    from .config import to_dict
+    from .workflows import pretrain
+
+    name, data = data_name(data_cfg), to_dict(data_cfg)
+    key = hashlib.sha256(json.dumps([name, data, options], sort_keys=True, default=str).encode()).hexdigest()
+    out = (teacher_cache() / f"{prefix}-{name}-{key[:10]}").resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f"{out.name}.lock", "w") as lock:  # two runs at once: the second waits, then reuses
+        try:
+            import fcntl
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except ImportError:  # no fcntl (Windows): no waiting
+            pass
+        if (out / WEIGHTS).exists() and (out / "summary.json").exists():
+            print(f"teacher: cached {what} {out}", flush=True)
+            return out
+        print(f"teacher: none given (--teacher); training the default {what} ({method}, "
+              f"{options.get('epochs')} epochs on {name}) into {out}", flush=True)
+        with preserve_rng():
+            pretrain(method, dataset=name, data_config=data, out=str(out), overwrite=True, progress=False, **options)
+    return out
 
 
 def _check_hash(weights: Path, expected: str | None) -> str:

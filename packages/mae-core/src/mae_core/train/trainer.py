@@ -7,7 +7,8 @@ gradient accumulation and clipping, autocast (bf16; fp16 with a GradScaler on GP
 DDP under torchrun, progress bar, JSONL + TensorBoard metrics, periodic atomic checkpoints and exact resume.
 
 Hooks: ``trainer.progress`` (``step / total_steps``) is handed to every module of the model that defines
-``set_progress(p)`` before each forward (mask-ratio schedules, EMA teachers), and ``callbacks`` run after every
+``set_progress(p)`` before each forward (mask-ratio schedules, EMA teachers; ``mask_schedule`` adds a
+:class:`~mae_core.masking.MaskRatioSchedule` of the model's ratio), and ``callbacks`` run after every
 optimizer step (:mod:`mae_core.train.callbacks`; EMA updates). Both are restored exactly on resume: the progress is
 derived from the restored step, and callbacks' ``state_dict`` tensors are saved in every checkpoint.
 """
@@ -27,6 +28,7 @@ from ..checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, s
 from ..config import field, to_dict
 from ..data.utils import collate_dicts
 from ..errors import MaeError, NonFiniteLossError
+from ..masking import MaskRatioSchedule
 from .distributed import GlobalBatchSampler, ShardedGenerator, all_reduce_mean, init_distributed
 from .optim import build_optimizer, cosine_lr, param_groups, scaled_lr, set_lr
 
@@ -60,6 +62,14 @@ class TrainConfig:
     grad_checkpointing: bool = field(False, "recompute encoder activations in the backward pass (saves memory)")
     compile: bool = field(False, "torch.compile the model (fuses element-wise ops; the first steps are slow)")
     progress: bool = field(True, "show a progress bar")
+    mask_schedule: str = field("constant", "mask-ratio schedule over training, for any method that masks with a "
+                                           "ratio: constant (the model's mask_ratio), linear, or cosine (LMD: from "
+                                           "mask_schedule_start to the end ratio over the first mask_schedule_fraction "
+                                           "of training, then fixed)", choices=["constant", "linear", "cosine"])
+    mask_schedule_start: float = field(0.15, "mask ratio at the start of a linear / cosine schedule", ge=0, lt=1)
+    mask_schedule_end: float | None = field(None, "mask ratio the schedule reaches (none = the model's mask_ratio)",
+                                            ge=0, lt=1)
+    mask_schedule_fraction: float = field(2 / 3, "fraction of training over which the schedule rises", gt=0, le=1)
 
     def validate(self, where: str = "train") -> None:
         """A known device and AdamW betas in [0, 1) (called by ``mae_core.config.from_dict``)."""
@@ -150,6 +160,11 @@ class Trainer:
         self.raw_model = model.to(self.device)
         # modules that read the training progress, found once (set_progress is called before every forward)
         self.progress_modules = [m for m in model.modules() if callable(getattr(m, "set_progress", None))]
+        self.mask_schedule = None  # --mask-schedule: the model's mask ratio follows the progress too
+        if c.mask_schedule != "constant":
+            self.mask_schedule = MaskRatioSchedule(model, c.mask_schedule, c.mask_schedule_start, c.mask_schedule_end,
+                                                   c.mask_schedule_fraction)
+            self.progress_modules.append(self.mask_schedule)
         if c.grad_checkpointing and hasattr(model, "set_grad_checkpointing"):
             model.set_grad_checkpointing(True)
         groups = groups_fn(model) if groups_fn else param_groups(model, c.weight_decay)
@@ -328,6 +343,8 @@ class Trainer:
                     rec = {"step": self.step, "epoch": self.epoch, "loss": loss_avg,
                            "lr": self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0].get("lr_scale", 1.0),
                            "samples_per_s": seen * self.world / max(dt, 1e-9), "time": time.time() - t0}
+                    if self.mask_schedule is not None:
+                        rec["mask_ratio"] = self.mask_schedule.ratio
                     rec.update({k: float(v) for k, v in out.metrics.items()})
                     self._log(rec)
                     self.last_loss = loss_avg
