@@ -84,3 +84,16 @@ def test_skeletonmae_trains_with_two_processes(tmp_path):
                            str(run)], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-1500:]
     assert json.loads((run / "summary.json").read_text())["steps"] == 2  # 16 clips, 4 per step and process
+
+
+def test_import_and_help_do_not_load_pyg():
+    """PyG's import loads torch._dynamo (seconds); the package registers its methods and renders --help without it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, mae_graph\nfrom mae_graph.cli import main\n"
+            "try:\n    main(['pretrain', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print('LOADED', 'torch_geometric' in sys.modules, 'torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "LOADED False False" in out.stdout

@@ -19,11 +19,13 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import Dataset
-from torch_geometric.data import Batch, Data
-from torch_geometric.utils import degree, to_undirected
+
+if TYPE_CHECKING:  # PyG is imported where it is used: importing it loads torch._dynamo (seconds), which the CLI's
+    from torch_geometric.data import Data  # --help and input checks do not need
 
 from mae_core.config import field
 from mae_core.data import safe_unpickle
@@ -33,6 +35,7 @@ from mae_core.errors import DataError
 # ---- batching -----------------------------------------------------------------------------------------------------
 def collate_graphs(samples: list[dict]) -> dict:
     """``{"label": (B,) or cat of node labels, "graph": Batch, "node_index": offset node ids}``."""
+    from torch_geometric.data import Batch
     graphs = [s["graph"] for s in samples]
     if len(samples) == 1 and "node_index" in samples[0]:  # one whole graph (node-level): no copy, so the model's
         s = samples[0]                                      # per-graph caches (CSR features, self loops) persist
@@ -108,6 +111,8 @@ class SBMConfig:
 def make_sbm(cfg: SBMConfig) -> Data:
     """A block-structured graph whose binary features share a per-block vocabulary: neither the edges nor the
     features alone give the class away cleanly, together they do (as in citation graphs)."""
+    from torch_geometric.data import Data
+    from torch_geometric.utils import to_undirected
     g = torch.Generator().manual_seed(cfg.seed)
     n, k = cfg.num_nodes, cfg.num_blocks
     y = torch.arange(n) % k
@@ -192,6 +197,7 @@ def load_planetoid(path: str | Path, name: str = "cora") -> Data:
     test rows reordered, public split masks, coalesced edges without self loops), but the pickles are read with
     :func:`mae_core.data.safe_pickle.safe_unpickle`: only the numpy / scipy types of the format are allowed, so a
     crafted file is refused instead of run."""
+    from torch_geometric.data import Data
     from torch_geometric.io import read_txt_array
     from torch_geometric.io.planetoid import edge_index_from_dict
     from torch_geometric.utils import index_to_mask
@@ -260,6 +266,7 @@ class TUConfig:
 
 def tu_node_features(graphs: list[Data], node_labels: list[torch.Tensor] | None, max_degree: int) -> None:
     """GraphMAE's features: one-hot node labels where present, else one-hot degree (capped at ``max_degree``)."""
+    from torch_geometric.utils import degree
     if node_labels is not None:
         dim = int(max(int(lab.max()) for lab in node_labels)) + 1
         for g, lab in zip(graphs, node_labels):
@@ -281,6 +288,7 @@ def add_self_loops_all(graphs: list[Data]) -> None:
 
 
 def load_tu(path: str | Path, name: str = "MUTAG", max_degree: int = 400, self_loops: bool = True) -> list[Data]:
+    from torch_geometric.data import Data
     from torch_geometric.io import read_tu_data
 
     folder = _find_folder(path, f"{name}_A.txt", name)
@@ -356,6 +364,8 @@ class SyntheticGraphsConfig:
 def make_synthetic_graphs(cfg: SyntheticGraphsConfig, split: str) -> GraphDataset:
     """Three classes of small graphs with the same node count range: two-community graphs, rings with chords and
     trees; node features are one-hot degrees (as for TU graphs without labels). Train = first 80 %, test = rest."""
+    from torch_geometric.data import Data
+    from torch_geometric.utils import to_undirected
     g = torch.Generator().manual_seed(cfg.seed)
     graphs = []
     for i in range(cfg.num_graphs):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch.nn as nn
-from torch_geometric.nn import DenseGINConv, GINConv
 
 from .common import _NormAct
 
@@ -21,6 +20,8 @@ class GIN(nn.Module):
     def __init__(self, in_dim: int, hidden: int, out_dim: int, num_layers: int, activation: str = "prelu",
                  norm: str | None = "batchnorm", in_drop: float = 0.2, last_activation: bool = True,
                  dense: bool = False, residual: bool = False):
+        from torch_geometric.nn import DenseGINConv, GINConv  # here, not at import: PyG loads torch._dynamo
+
         super().__init__()
         self.dense = dense
         self.drop = nn.Dropout(in_drop)

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
 
 from mae_core.config import field
 from mae_core.masking import random_masking
@@ -278,6 +277,8 @@ class GraphMAE(PretrainedMixin, nn.Module):
         b = g.batch if getattr(g, "batch", None) is not None else torch.zeros(h.shape[0], dtype=torch.long,
                                                                                device=h.device)
         pool = pool if pool in ("mean", "max", "sum") else self.config.pooling
+        from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
+
         return {"mean": global_mean_pool, "max": global_max_pool, "sum": global_add_pool}[pool](h, b)
 
     def feature_dim(self, pool: str | None = None) -> int:
