@@ -149,4 +149,4 @@ def test_unetr_export_loads_weights_and_shape(tiny_cfg_factory):
     sd = net.vit.state_dict()
     assert torch.equal(sd["blocks.11.mlp.linear2.weight"], model.encoder.blocks[11].mlp.fc2.weight)
     with pytest.raises(MaeError, match="16"):
-        to_unetr(BMMAE(tiny_cfg_factory()), 3)
+        to_unetr(BMMAE(tiny_cfg_factory(patch_size=4)), 3)

@@ -189,8 +189,11 @@ register_command(CommandSpec(name="impute", domain="medical",
                              add_arguments=_impute_args, run=_impute_run))
 
 
+UNETR_METHODS = ("bm-mae", "hi-end-mae")
+
+
 def _export_args(p):
-    p.add_argument("--run", required=True, metavar="DIR", help="a bm-mae run with patch size 16")
+    p.add_argument("--run", required=True, metavar="DIR", help="a bm-mae or hi-end-mae run with patch size 16 or 8")
     p.add_argument("--out", required=True, metavar="FILE", help="UNETR weights (.safetensors)")
     p.add_argument("--out-channels", type=int, default=4, help="segmentation classes of the UNETR head")
     p.add_argument("--modalities", nargs="+", help="input channels, in order (default: all of the model's)")
@@ -202,7 +205,10 @@ def _export_run(args) -> int:
 
     from .unetr import to_unetr
 
-    model = load_method_run(args.run, "bm-mae").model
+    run = load_run(args.run)
+    if run.method not in UNETR_METHODS:
+        raise MaeError(f"{args.run}: a {' or '.join(UNETR_METHODS)} run is needed, this one is {run.method!r}")
+    model = run.model
     net, report = to_unetr(model, args.out_channels, args.modalities, args.img_size)
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
     atomic_write(args.out, lambda tmp: save_file(state, tmp, metadata={"format": "monai-unetr"}))
@@ -211,7 +217,7 @@ def _export_run(args) -> int:
 
 
 register_command(CommandSpec(name="export-unetr", domain="medical",
-                             help="load a BM-MAE encoder into MONAI's UNETR and save its weights",
+                             help="load a BM-MAE or Hi-End-MAE encoder into MONAI's UNETR and save its weights",
                              add_arguments=_export_args, run=_export_run))
 
 

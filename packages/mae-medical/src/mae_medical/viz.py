@@ -83,3 +83,36 @@ def save_imputation_figure(real: torch.Tensor | None, imputed: torch.Tensor, inp
 def visualize_bm_mae(model, dataset, path, num: int = 1, seed: int = 0):
     sample = dataset[0]
     return save_multimodal_reconstruction(model.cpu(), sample, path, seed=seed)
+
+
+@torch.no_grad()
+def save_volume_reconstruction(model, sample: dict, path, seed: int = 0, title: str = "Hi-End-MAE"):
+    """One case of a model with ``reconstruct(batch, generator)`` -> {input, masked, reconstruction, mask}
+    (B, C, D, H, W): rows = channel x (original, masked, reconstruction), columns = the three views."""
+    plt = pyplot()
+    model.eval()
+    batch = {k: v[None] for k, v in sample.items() if isinstance(v, torch.Tensor) and v.ndim == 4}
+    out = model.reconstruct(batch, generator=torch.Generator().manual_seed(seed))
+    names = list(getattr(model, "modalities", None) or [f"channel {i}" for i in range(out["input"].shape[1])])
+    vis = 100.0 * (1 - float(out["mask"].mean()))
+    fig, axes = plt.subplots(3 * len(names), 3, figsize=(6.3, 2.1 * 3 * len(names)), layout="constrained")
+    for r, name in enumerate(names):
+        orig = out["input"][0, r].float()
+        lo, hi = float(orig.min()), float(orig.max())
+        rows = [(orig, "original"), (out["masked"][0, r], f"masked ({vis:.0f}% visible)"),
+                (out["reconstruction"][0, r], "reconstruction")]
+        for k, (vol, what) in enumerate(rows):
+            for j, img in enumerate(_slices(vol.float())):
+                ax = axes[3 * r + k, j]
+                ax.imshow(img.numpy(), cmap="gray", origin="lower", vmin=lo, vmax=hi)
+                ax.set_xticks([]), ax.set_yticks([])
+                if j == 0:
+                    ax.set_ylabel(f"{name}\n{what}", fontsize=7)
+                if r == 0 and k == 0:
+                    ax.set_title(VIEWS[j], fontsize=8)
+    fig.suptitle(f"{title}: original / masked input / reconstruction (visible patches pasted back)", fontsize=8)
+    return save_figure(fig, path)
+
+
+def visualize_volume_mae(model, dataset, path, num: int = 1, seed: int = 0):
+    return save_volume_reconstruction(model.cpu(), dataset[0], path, seed=seed)
