@@ -154,4 +154,40 @@ HI_END = register_method(MethodSpec(
           "data": {"image_size": 16, "num_train": 4, "num_test": 2}},
 ))
 
+# ---- SparK -------------------------------------------------------------------------------------------------------------
+from .methods.spark import SparK, SparKConfig  # noqa: E402
+from .viz import visualize_spark  # noqa: E402
+
+
+def adapt_spark(model_cfg: SparKConfig, data_cfg, dataset) -> SparKConfig:
+    """Size, channels and 2-D / 3-D follow the data (volumes with one key per modality: 3-D, stacked channels)."""
+    size = int(getattr(data_cfg, "image_size", None) or model_cfg.img_size)
+    mods = getattr(data_cfg, "modalities", None)
+    if mods:
+        return dataclasses.replace(model_cfg, img_size=size, spatial_dims=3, modality_names=list(mods),
+                                   in_chans=len(mods))
+    chans = int(getattr(dataset, "in_chans", None) or getattr(data_cfg, "in_chans", None) or model_cfg.in_chans)
+    return dataclasses.replace(model_cfg, img_size=size, spatial_dims=2, in_chans=chans)
+
+
+_SPARK = dict(
+    config_cls=SparKConfig, model_cls=SparK, domain="medical", visualize=visualize_spark, adapt=adapt_spark,
+    paper="Tian et al., Designing BERT for convolutional networks: sparse and hierarchical masked modeling, ICLR "
+          "2023 (for small medical data sets: Wolf et al., Self-supervised pre-training with contrastive and masked "
+          "autoencoder methods for dealing with small datasets in deep learning for medical imaging, 2023)",
+    # the reference: LAMB, base lr 2e-4 x batch / 256, weight decay 0.04, betas (0.9, 0.95), clip 5
+    train_defaults={"epochs": 5, "batch_size": 32, "lr": 1e-3, "warmup_epochs": 0.5, "weight_decay": 0.04,
+                    "betas": (0.9, 0.95), "clip_grad": 5.0, "log_every": 5},
+    tiny={"model": {"widths": [4, 8, 8, 16], "decoder_width": 16},
+          "data": {"image_size": 16, "num_train": 4, "num_test": 2}},
+)
+register_method(MethodSpec(
+    name="spark", default_dataset="synthetic-chest",
+    description="SparK: sparse CNN (mask re-applied after every conv / pool, sparse BatchNorm) + UNet decoder, 2-D",
+    **_SPARK))
+register_method(MethodSpec(
+    name="spark-3d", default_dataset="synthetic-brain",
+    description="SparK on volumes: sparse 3-D MONAI ResNet + 3-D UNet decoder (the modalities as channels)",
+    **{**_SPARK, "train_defaults": {**_SPARK["train_defaults"], "batch_size": 8}}))
+
 from . import commands  # noqa: E402,F401  (impute, export-unetr, anomaly)

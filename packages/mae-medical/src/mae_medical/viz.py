@@ -116,3 +116,32 @@ def save_volume_reconstruction(model, sample: dict, path, seed: int = 0, title: 
 
 def visualize_volume_mae(model, dataset, path, num: int = 1, seed: int = 0):
     return save_volume_reconstruction(model.cpu(), dataset[0], path, seed=seed)
+
+
+@torch.no_grad()
+def save_image_reconstruction_rows(model, images: torch.Tensor, path, seed: int = 0, title: str = "SparK"):
+    """2-D images (N, C, H, W) of a model with ``reconstruct``: one row per image (original, masked,
+    reconstruction; first channel)."""
+    plt = pyplot()
+    model.eval()
+    out = model.reconstruct({"image": images}, generator=torch.Generator().manual_seed(seed))
+    n = images.shape[0]
+    fig, axes = plt.subplots(n, 3, figsize=(4.2, 1.4 * n), layout="constrained", squeeze=False)
+    for i in range(n):
+        lo, hi = float(images[i, 0].min()), float(images[i, 0].max())
+        for j, key in enumerate(("input", "masked", "reconstruction")):
+            ax = axes[i, j]
+            ax.imshow(out[key][i, 0].float().numpy(), cmap="gray", vmin=lo, vmax=hi)
+            ax.set_xticks([]), ax.set_yticks([])
+            if i == 0:
+                ax.set_title(("original", "masked", "reconstruction")[j], fontsize=8)
+    fig.suptitle(f"{title}: visible patches pasted back", fontsize=8)
+    return save_figure(fig, path)
+
+
+def visualize_spark(model, dataset, path, num: int = 6, seed: int = 0):
+    model = model.cpu()
+    if model.config.spatial_dims == 3:
+        return save_volume_reconstruction(model, dataset[0], path, seed=seed, title="SparK")
+    idx = torch.linspace(0, len(dataset) - 1, min(num, len(dataset))).long().tolist()
+    return save_image_reconstruction_rows(model, torch.stack([dataset[i]["image"] for i in idx]), path, seed=seed)

@@ -40,6 +40,8 @@ from mae_core.losses import masked_mse
 from mae_core.masking import MaskInfo, gather_tokens, restore_tokens
 from mae_core.models import MAEDecoder, MaskedAutoencoder, ModelOutput, ViTConfig
 
+from ..inputs import stacked_input
+
 DECODER_KINDS = ("hi-end", "last", "plain")
 
 
@@ -145,16 +147,9 @@ class HiEndMAE(MaskedAutoencoder):
     # ---- input --------------------------------------------------------------------------------------------------------
     def volume(self, batch: dict) -> torch.Tensor:
         """(B, C, D, H, W): ``batch["image"]``, or the model's modalities stacked as channels."""
-        if batch.get("image") is not None:
-            x = batch["image"]
-        else:
-            missing = [m for m in self.modalities if batch.get(m) is None]
-            if missing:
-                raise MaeError(f"hi-end-mae: the batch has no 'image' and lacks modality {missing[0]!r} "
-                               f"(the model reads {', '.join(self.modalities)})")
-            x = torch.cat([batch[m] for m in self.modalities], dim=1)
+        x = stacked_input(batch, self.modalities, "hi-end-mae")
         self.patch_embed.check_input(x)
-        return x.float()
+        return x
 
     def _pos(self, x: torch.Tensor, dim: int, cached: torch.Tensor) -> torch.Tensor:
         grid = self.patch_embed.grid(x.shape[-3:])
