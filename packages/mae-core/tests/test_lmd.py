@@ -218,3 +218,23 @@ def test_cli_pretrain_probe_and_reconstruct_of_lmd(tmp_path, monkeypatch, capsys
     assert main(["pretrain", "--method", "lmd", "--mask-schedule", "step", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "mask-schedule" in err[0]
+
+
+@pytest.mark.slow  # about 30 s: tiny pretrain + probe + scores of the three runs
+def test_benchmark_script_runs_and_tabulates(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[3] / "benchmarks" / "core_lmd.py"
+    tiny = {"image_size": 16, "num_train": 32, "num_test": 8, "embed_dim": 32, "depth": 1, "num_heads": 2,
+            "decoder_embed_dim": 16, "decoder_num_heads": 2, "probe_epochs": 1}
+    env = {**os.environ, "MAE_TEACHER_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(script), "--out", str(tmp_path), "--steps", "6", "--batch-size", "8",
+                    "--runs", "pixel", "latent-schedule", "--set",
+                    json.dumps({**tiny, "latent_downsample": 2, "ae_width": 4, "ae_epochs": 1})],
+                   check=True, env=env, capture_output=True)
+    text = subprocess.run([sys.executable, str(script), "--out", str(tmp_path), "--table"], check=True,
+                          capture_output=True, text=True).stdout
+    assert "| pixel | 6 | 0 |" in text and "| latent-schedule | 2 | 0 |" in text

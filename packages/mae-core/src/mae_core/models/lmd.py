@@ -146,7 +146,7 @@ def adapt_lmd(model_cfg: LMDConfig, data_cfg, dataset) -> LMDConfig:
     if not cfg.autoencoder:
         batch = min(128, len(dataset)) if dataset is not None else 128
         recipe = {"epochs": cfg.ae_epochs, "batch_size": batch, "latent_channels": cfg.latent_channels,
-                  "downsample": cfg.latent_downsample, "width": cfg.ae_width, "base_lr": 1e-3, "warmup_epochs": 1}
+                  "downsample": cfg.latent_downsample, "width": cfg.ae_width, "base_lr": 3e-3, "warmup_epochs": 1}
         out = cached_pretrain("latent-ae", data_cfg, recipe, prefix="latent-ae", what="latent autoencoder")
         cfg = dataclasses.replace(cfg, autoencoder=str(out), autoencoder_sha256="")
     if cfg.autoencoder != "random":
