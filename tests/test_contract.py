@@ -195,3 +195,45 @@ def test_create_model_config_equals_the_cli_run_config(tmp_path):
     assert saved["method"] == model.method_name == "image-mae"
     assert saved["config"] == json.loads(json.dumps(to_dict(model.config)))
     assert saved["config"]["img_size"] == tiny["data"]["image_size"]  # adapt applied on both paths
+
+
+# ---- --mask-schedule reaches every method that accepts it --------------------------------------------------------------
+# The trainer's mask-ratio schedule (TrainConfig.mask_schedule, mae_core.masking.MaskRatioSchedule) sets a model's
+# ``set_mask_ratio(r)`` or ``mask_ratio`` attribute and refuses a model with neither. These methods have the attribute
+# but mask from their config or another rule, so a schedule would be accepted and ignored; each case is
+# xfail(strict=True) until the method reads the ratio it is given (or refuses it).
+SCHEDULE_IGNORED: dict[str, str] = {
+    "bm-mae": "a visible-token budget (visible_fraction), not mask_ratio",
+    "dupmae": "text whole-word masking reads config.mask_ratio",
+    "maskalign": "masks with config.mask_ratio",
+    "mlm": "text whole-word masking reads config.mask_ratio",
+    "r-mae": "radial sector masking reads config.mask_ratio",
+    "retromae": "whole-word masking reads config.mask_ratio",
+    "starbucks": "whole-word masking reads config.mask_ratio",
+}
+
+
+def _schedule_cases():
+    for p in CASES:
+        domain, name = p.values
+        marks = ([pytest.mark.xfail(strict=True, raises=AssertionError, reason=SCHEDULE_IGNORED[name])]
+                 if name in SCHEDULE_IGNORED else [])
+        yield pytest.param(domain, name, marks=marks, id=p.id)
+
+
+@pytest.mark.parametrize("domain,name", list(_schedule_cases()))
+def test_a_scheduled_mask_ratio_reaches_the_mask_or_is_refused(domain, name):
+    from mae_core.masking import MaskRatioSchedule
+
+    model, batch = build_tiny(registry.get_method(name, domain))
+    try:
+        schedule = MaskRatioSchedule(model, "linear", start=0.2, end=0.6, fraction=1.0)
+    except MaeError as e:
+        assert "has no mask ratio to schedule" in str(e)
+        return
+    fractions = []
+    for p in (0.0, 1.0):
+        schedule.set_progress(p)
+        out = model(batch, generator=torch.Generator().manual_seed(0))
+        fractions.append(float(out.mask.float().mean()))
+    assert fractions[0] < fractions[1], f"method {name!r}: masked fraction {fractions} at ratios 0.2 and 0.6"
