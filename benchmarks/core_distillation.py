@@ -26,12 +26,23 @@ RUNS = {
     "maskalign-no-da": ("maskalign", {"dynamic_alignment": False}),
     "maskalign-random-mask": ("maskalign", {"attention_masking": False}),
     "maskalign-random-teacher": ("maskalign", {"teacher": "random"}),
+    "mr-mae": ("mr-mae", {}),
+    "mr-mae-decoder": ("mr-mae", {"mimic_on": "decoder"}),
+    "mr-mae-random-teachers": ("mr-mae", {"teacher": "random", "cl_teacher": "random"}),
+    "hybrid": ("hybrid-distill", {}),
+    "hybrid-cl-only": ("hybrid-distill", {"relation_weight": 0.0}),
+    "hybrid-relations-only": ("hybrid-distill", {"feature_weight": 0.0}),
+    "hybrid-random-teachers": ("hybrid-distill", {"teacher": "random", "cl_teacher": "random"}),
 }
 TABLES = [("plain MAE vs the methods, and the random-weight teacher control",
            ["mae", "dmae-75", "dmae-random-teacher", "maskalign", "maskalign-random-teacher"]),
           ("DMAE: mask 0.75 vs 0.95", ["dmae-75", "dmae-95"]),
           ("MaskAlign: Dynamic Alignment and attention-guided masking",
-           ["maskalign", "maskalign-no-da", "maskalign-random-mask"])]
+           ["maskalign", "maskalign-no-da", "maskalign-random-mask"]),
+          ("MR-MAE: mimic on the visible tokens vs feature targets through the decoder",
+           ["mae", "mr-mae", "mr-mae-decoder", "mr-mae-random-teachers"]),
+          ("Hybrid Distillation: contrastive teacher only vs relations only vs both",
+           ["mae", "hybrid", "hybrid-cl-only", "hybrid-relations-only", "hybrid-random-teachers"])]
 
 # G2SD: the generic stage alone ("g2sd") vs generic + specific stage ("g2sd-specific": the same pretraining, fine-tuned
 # with a distillation token from T-FT), plain MAE, a random-weight teacher. The runs in FINETUNE are also fine-tuned on

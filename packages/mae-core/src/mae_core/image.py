@@ -108,3 +108,4 @@ register_method(MethodSpec(
 # ---- the distillation methods (DMAE, MaskAlign) register themselves ---------------------------------------------------
 from .distill import dmae, maskalign  # noqa: E402,F401
 from .distill import g2sd  # noqa: E402,F401
+from .distill import hybrid, mr_mae  # noqa: E402,F401

@@ -29,11 +29,13 @@ from ..config import field, to_dict
 from ..errors import ConfigError, MaeError
 from ..masking import MaskInfo, gather_tokens, mask_from_scores, num_keep, uniform_noise
 from ..models.image_mae import ImageMAE, ImageMAEConfig
-from ..teacher import FrozenTeacher, file_sha256
+from ..teacher import FrozenTeacher, cached_pretrain, file_sha256
 
 # the default MIM teacher ("T-MIM"): an image MAE larger than the default student (128 x 4)
 T_MIM = {"embed_dim": 192, "depth": 6, "num_heads": 6, "decoder_embed_dim": 96, "decoder_depth": 1,
          "decoder_num_heads": 4, "mask_ratio": 0.75, "norm_pix_loss": True}
+# the default contrastive teacher ("T-CL"): the core's contrastive ViT recipe (image-simclr, its default 128 x 4)
+T_CL = {"embed_dim": 128, "depth": 4, "num_heads": 4, "warmup_epochs": 1}
 
 
 @dataclass
@@ -115,47 +117,55 @@ def adapt_distill(model_cfg: DistillConfig, data_cfg, dataset) -> DistillConfig:
 class DistillStudent(ImageMAE):
     """An image MAE that reads a frozen teacher (``self.teacher``, loaded on first use)."""
 
-    def init_teacher_fields(self) -> None:
-        """Copy the teacher's width / depth / heads into the config and fill ``teacher_sha256`` (when the teacher
-        is there; a run reloaded without its teacher keeps the recorded values)."""
+    def init_teacher_fields(self, field: str = "teacher") -> None:
+        """Copy the teacher's width / depth / heads into the config (``<field>_embed_dim`` ...) and fill
+        ``<field>_sha256`` (when the teacher is there; a run reloaded without its teacher keeps the recorded
+        values). ``field``: the config field naming the teacher (a second teacher has its own, e.g. ``cl_teacher``)."""
         c = self.config
-        self._teacher = None
-        if not c.teacher or c.teacher == "random":
+        setattr(self, f"_{field}", None)
+        source, flag = getattr(c, field), f"--{field.replace('_', '-')}"
+        if not source or source == "random":
             return
-        path = Path(c.teacher)
+        path = Path(source)
         path = path.parent if path.name == WEIGHTS else path
         if not (path / WEIGHTS).exists():
-            if c.teacher_sha256:  # a saved student: its config already pins the teacher
+            if getattr(c, f"{field}_sha256"):  # a saved student: its config already pins the teacher
                 return
-            raise MaeError(f"{c.teacher}: teacher checkpoint not found (--teacher)")
+            raise MaeError(f"{source}: teacher checkpoint not found ({flag})")
         tc = read_config(path).get("config", {})
-        c.teacher_embed_dim, c.teacher_depth = int(tc["embed_dim"]), int(tc["depth"])
-        c.teacher_num_heads = int(tc.get("num_heads", c.teacher_num_heads))
+        setattr(c, f"{field}_embed_dim", int(tc["embed_dim"]))
+        setattr(c, f"{field}_depth", int(tc["depth"]))
+        setattr(c, f"{field}_num_heads", int(tc.get("num_heads", getattr(c, f"{field}_num_heads"))))
         if tc.get("patch_size", c.patch_size) != c.patch_size:
-            raise MaeError(f"{c.teacher}: teacher patch size {tc.get('patch_size')} differs from the student's "
-                           f"{c.patch_size} (--teacher / --patch-size)")
-        if not c.teacher_sha256:
-            c.teacher_sha256 = file_sha256(path / WEIGHTS)
+            raise MaeError(f"{source}: teacher patch size {tc.get('patch_size')} differs from the student's "
+                           f"{c.patch_size} ({flag} / --patch-size)")
+        if not getattr(c, f"{field}_sha256"):
+            setattr(c, f"{field}_sha256", file_sha256(path / WEIGHTS))
 
     @property
     def teacher(self) -> FrozenTeacher:
-        if self._teacher is None:
+        return self.frozen_teacher("teacher")
+
+    def frozen_teacher(self, field: str = "teacher") -> FrozenTeacher:
+        """The teacher named by ``config.<field>``, loaded on first use (``random``: random weights, fixed seed)."""
+        if getattr(self, f"_{field}") is None:
             c = self.config
-            if c.teacher == "random":
+            source, dim, depth = getattr(c, field), getattr(c, f"{field}_embed_dim"), getattr(c, f"{field}_depth")
+            if source == "random":
                 with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(0)
+                    torch.manual_seed(0 if field == "teacher" else 1)
                     model = ImageMAE(ImageMAEConfig(img_size=c.img_size, patch_size=c.patch_size,
-                                                    in_chans=c.in_chans, embed_dim=c.teacher_embed_dim,
-                                                    depth=c.teacher_depth, num_heads=c.teacher_num_heads,
+                                                    in_chans=c.in_chans, embed_dim=dim, depth=depth,
+                                                    num_heads=getattr(c, f"{field}_num_heads"),
                                                     decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=1))
                 teacher = FrozenTeacher(model, source="random")
             else:
-                teacher = FrozenTeacher.from_config(c)
-            if teacher.encoder.embed_dim != c.teacher_embed_dim or teacher.encoder.depth != c.teacher_depth:
-                raise MaeError(f"{c.teacher}: teacher is {teacher.encoder.embed_dim} x {teacher.encoder.depth}, the "
-                               f"student was built for {c.teacher_embed_dim} x {c.teacher_depth}")
-            self._teacher = teacher.to(self.pos_embed.device)
-        return self._teacher
+                teacher = FrozenTeacher.from_config(c, field=field)
+            if teacher.encoder.embed_dim != dim or teacher.encoder.depth != depth:
+                raise MaeError(f"{source}: teacher is {teacher.encoder.embed_dim} x {teacher.encoder.depth}, the "
+                               f"student was built for {dim} x {depth}")
+            setattr(self, f"_{field}", teacher.to(self.pos_embed.device))
+        return getattr(self, f"_{field}")
 
     def visible(self, batch: dict, generator=None) -> tuple[torch.Tensor, torch.Tensor | None, MaskInfo]:
         """(raw patches, positions, the MAE mask) of ``batch``."""
@@ -216,3 +226,71 @@ def attention_masking(importance: torch.Tensor, ratio: float, generator=None) ->
     u = uniform_noise(importance.shape, generator, importance.device).clamp_(1e-12, 1 - 1e-7)
     keys = importance.clamp_min(1e-30).log() - torch.log(-torch.log(u))
     return mask_from_scores(-keys, num_keep(importance.shape[1], ratio))
+
+
+# ---- a second, contrastive teacher (MR-MAE, Hybrid Distillation) ----------------------------------------------------
+@dataclass
+class TwoTeacherConfig(DistillConfig):
+    cl_teacher: str = field("", "contrastive teacher (T-CL): a run or save_pretrained directory; empty: the default "
+                                "T-CL for the data (image-simclr 128 x 4, trained once and cached under "
+                                "runs/teachers); 'random': random weights (control)")
+    cl_teacher_sha256: str = field("", "sha256 of the contrastive teacher's weights (filled when first seen)")
+    cl_teacher_embed_dim: int = field(T_CL["embed_dim"], "contrastive teacher width (copied from its config)", ge=1)
+    cl_teacher_depth: int = field(T_CL["depth"], "contrastive teacher blocks (copied from its config)", ge=1)
+    cl_teacher_num_heads: int = field(T_CL["num_heads"], "contrastive teacher heads (copied from its config)", ge=1)
+    cl_teacher_epochs: int = field(6, "epochs of the default T-CL teacher when it has to be trained", ge=1)
+
+
+def default_cl_teacher(cfg: TwoTeacherConfig, data_cfg, dataset=None) -> Path:
+    """The cached default T-CL for ``data_cfg``: ``image-simclr`` (``T_CL``) trained for ``cl_teacher_epochs`` by
+    :func:`mae_core.teacher.cached_pretrain` (cached under ``$MAE_TEACHER_CACHE`` as ``t-cl-<dataset>-<hash>``)."""
+    batch = min(128, len(dataset)) if dataset is not None else 128
+    options = {**T_CL, "patch_size": cfg.patch_size, "epochs": cfg.cl_teacher_epochs, "batch_size": batch}
+    return cached_pretrain("image-simclr", data_cfg, options, "t-cl", "T-CL")
+
+
+def adapt_two_teachers(model_cfg: TwoTeacherConfig, data_cfg, dataset) -> TwoTeacherConfig:
+    """:func:`adapt_distill` (the MIM teacher, ``--teacher``), then the default T-CL when no ``--cl-teacher``."""
+    cfg = adapt_distill(model_cfg, data_cfg, dataset)
+    if not cfg.cl_teacher:
+        cfg = dataclasses.replace(cfg, cl_teacher=str(default_cl_teacher(cfg, data_cfg, dataset)),
+                                  cl_teacher_sha256="")
+    return cfg
+
+
+# ---- token relations (attention maps) --------------------------------------------------------------------------------
+def with_prefix(ids: torch.Tensor, prefix: int = 1) -> torch.Tensor:
+    """Indices in a (prefix + L)-token sequence of the prefix tokens and the patch tokens ``ids`` (B, n)."""
+    head = torch.arange(prefix, device=ids.device).expand(ids.shape[0], -1)
+    return torch.cat([head, ids + prefix], dim=1)
+
+
+def restrict_attention(attn: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """The attention (B, H, N, N) among the tokens ``idx`` (B, m) only: rows and columns ``idx``, each row
+    renormalised, i.e. the softmax of the same logits over the kept keys (B, H, m, m)."""
+    b, h, n, _ = attn.shape
+    m = idx.shape[1]
+    rows = attn.gather(2, idx[:, None, :, None].expand(b, h, m, n))
+    sub = rows.gather(3, idx[:, None, None, :].expand(b, h, m, m))
+    return sub / sub.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
+def head_groups(student_heads: int, teacher_heads: int) -> torch.Tensor:
+    """(student_heads, teacher_heads) row-stochastic matrix pairing heads by position: the identity at equal
+    counts; with more teacher heads, student head h averages the teacher heads g with ``g * S // T == h``; with
+    fewer, it takes teacher head ``h * T // S``."""
+    s, t = student_heads, teacher_heads
+    m = torch.zeros(s, t)
+    if t >= s:
+        m[torch.arange(t) * s // t, torch.arange(t)] = 1.0
+    else:
+        m[torch.arange(s), torch.arange(s) * t // s] = 1.0
+    return m / m.sum(1, keepdim=True)
+
+
+def attention_kl(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) of two attention maps (B, H, Q, K), summed over keys, averaged over batch and
+    queries: one value per head (H,)."""
+    t = teacher.float()
+    kl = (t * (t.clamp_min(1e-12).log() - student.float().clamp_min(1e-12).log())).sum(-1)
+    return kl.mean(dim=(0, 2))
