@@ -98,12 +98,12 @@ def table(out: Path) -> str:
         return f"{statistics.mean(v):.{digits}f}" + (f" ± {statistics.stdev(v):.{digits}f}" if len(v) > 1 else "")
 
     text = ["| run | steps | seeds | linear % | PSNR masked dB | PSNR image dB | autoencoder PSNR dB | GFLOP / step | "
-            "training PFLOP |", "|---|---|---|---|---|---|---|---|---|"]
+            "training TFLOP |", "|---|---|---|---|---|---|---|---|---|"]
     for (name, steps), rs in sorted(rows.items(), key=lambda kv: (list(RUNS).index(kv[0][0]), kv[0][1])):
         text.append(f"| {name} | {steps} | {','.join(str(r['seed']) for r in rs)} | {cell(rs, 'linear', 100)} | "
                     f"{cell(rs, 'psnr_masked', digits=2)} | {cell(rs, 'psnr_image', digits=2)} | "
                     f"{cell(rs, 'psnr_ae', digits=2)} | {rs[0]['step_gflop']:.1f} | "
-                    f"{rs[0]['step_gflop'] * steps / 1e6:.4f} |")
+                    f"{rs[0]['step_gflop'] * steps / 1e3:.2f} |")
     return "\n".join(text)
 
 
