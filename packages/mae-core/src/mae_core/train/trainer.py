@@ -55,6 +55,10 @@ class TrainConfig:
     seed: int = field(0, "seed of python, numpy, torch, the masking generator and the data order")
     num_workers: int = field(0, "data-loader worker processes", ge=0)
     log_every: int = field(10, "optimizer steps between metric lines", ge=1)
+    finite_check_every: int = field(1, "optimizer steps between checks of the non-finite loss guard; each check "
+                                       "waits for the device, so on a GPU a larger value (e.g. 50) keeps the steps "
+                                       "free of host synchronisation (a check also runs before every metric line "
+                                       "and checkpoint, so no non-finite weights are saved)", ge=1)
     checkpoint_every: int = field(0, "optimizer steps between checkpoints (0 = at the end of every epoch)",
                                   ge=0)
     keep_last: int = field(2, "training checkpoints kept on disk", ge=1)
@@ -291,8 +295,25 @@ class Trainer:
             pbar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
                         leave=True)
         t0 = time.time()
-        seen, window_loss, window_n, window_t = 0, 0.0, 0, time.time()
+        # the window's loss sum and the non-finite guard stay on the device: read at log / check steps only
+        seen, window_loss, window_n, window_t = 0, torch.zeros((), device=self.device), 0, time.time()
+        bad = torch.zeros((), device=self.device)  # non-finite losses since the last check
+        first_bad = torch.zeros((), device=self.device)  # the first of them
         last_good = self.latest_checkpoint()
+        checked_step = self.step
+
+        def check_finite():
+            nonlocal checked_step
+            if self.world > 1:
+                torch.distributed.all_reduce(bad)
+            if bad.item() > 0:
+                when = (f"at step {self.step}" if checked_step >= self.step else
+                        f"between steps {checked_step} and {self.step}")
+                where = f"; the last good checkpoint is {last_good}" if last_good else ""
+                raise NonFiniteLossError(
+                    f"loss became {first_bad.item()} {when} (epoch {self.epoch}){where}: lower the "
+                    "learning rate, enable --clip-grad, or check the data for NaN / inf values")
+            checked_step = self.step
         done = self.step >= self.total_steps
         while not done and self.epoch < c.epochs:
             self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
@@ -310,17 +331,14 @@ class Trainer:
                     with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                         out = self.model(batch, generator=self.generator)
                     loss = out.loss
-                    finite = torch.isfinite(loss.detach()).float()
-                    if self.world > 1:
-                        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-                    if finite.item() < 1:
-                        where = f"; the last good checkpoint is {last_good}" if last_good else ""
-                        raise NonFiniteLossError(
-                            f"loss became {loss.item()} at step {self.step} (epoch {self.epoch}){where}: lower the "
-                            "learning rate, enable --clip-grad, or check the data for NaN / inf values")
+                    nonfinite = ~torch.isfinite(loss.detach())
+                    first_bad.copy_(torch.where((bad == 0) & nonfinite, loss.detach().float(), first_bad))
+                    bad.add_(nonfinite)
+                    if c.finite_check_every == 1:  # before the backward pass: nothing non-finite is applied
+                        check_finite()
                     self.scaler.scale(loss / c.accum_steps).backward()
                 self.batch_in_epoch += 1
-                window_loss += float(loss.detach())
+                window_loss += loss.detach().float()
                 window_n += 1
                 seen += len(next(iter(batch.values()))) if isinstance(batch, dict) else 0
                 if not sync:
@@ -334,11 +352,17 @@ class Trainer:
                 self.step += 1
                 for _, hook in self._callbacks("on_step_end"):
                     hook(self)
+                log_now = self.step % c.log_every == 0 or self.step == self.total_steps
+                if c.finite_check_every > 1 and (log_now or self.step % c.finite_check_every == 0 or self.step >=
+                                                 self.total_steps or (c.checkpoint_every and
+                                                                      self.step % c.checkpoint_every == 0)):
+                    check_finite()
                 if pbar is not None:
                     pbar.update(1)
-                    pbar.set_postfix(loss=f"{window_loss / max(window_n, 1):.4f}", epoch=self.epoch)
-                if self.step % c.log_every == 0 or self.step == self.total_steps:
-                    loss_avg, = all_reduce_mean([window_loss / max(window_n, 1)], self.device)
+                if log_now:
+                    loss_avg, = all_reduce_mean([window_loss.item() / max(window_n, 1)], self.device)
+                    if pbar is not None:
+                        pbar.set_postfix(loss=f"{loss_avg:.4f}", epoch=self.epoch)
                     dt = time.time() - window_t
                     rec = {"step": self.step, "epoch": self.epoch, "loss": loss_avg,
                            "lr": self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0].get("lr_scale", 1.0),
@@ -348,7 +372,7 @@ class Trainer:
                     rec.update({k: float(v) for k, v in out.metrics.items()})
                     self._log(rec)
                     self.last_loss = loss_avg
-                    window_loss, window_n, seen, window_t = 0.0, 0, 0, time.time()
+                    window_loss, window_n, seen, window_t = torch.zeros((), device=self.device), 0, 0, time.time()
                 if c.checkpoint_every and self.step % c.checkpoint_every == 0:
                     last_good = self.save() or last_good
                 if self.step >= self.total_steps:
@@ -363,11 +387,14 @@ class Trainer:
                         self._log({"step": self.step, "epoch": self.epoch - 1, **extra})
                     self.model.train()
                 if not c.checkpoint_every:
+                    if c.finite_check_every > 1:
+                        check_finite()
                     last_good = self.save() or last_good
         if pbar is not None:
             pbar.close()
+        check_finite()
         if window_n:
-            self.last_loss, = all_reduce_mean([window_loss / window_n], self.device)
+            self.last_loss, = all_reduce_mean([window_loss.item() / window_n], self.device)
         if self.writer:
             self.writer.close()
         latest = self.latest_checkpoint()
