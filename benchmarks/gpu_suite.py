@@ -192,6 +192,7 @@ def vit_configs(ctx: Ctx, mask_ratio: float):
 
 def build_ours_vit(ctx: Ctx, mask_ratio: float):
     import mae_core
+    import mae_core.image  # noqa: F401  (registers image-mae: from PYTHONPATH there are no entry points)
     from mae_core.train.optim import build_optimizer, param_groups
     d, cfg = vit_configs(ctx, mask_ratio)
     torch.manual_seed(0)
@@ -424,6 +425,7 @@ def row_loader(ctx: Ctx) -> dict:
     from torch.utils.data import DataLoader
 
     import mae_core
+    import mae_core.image  # noqa: F401  (registers image-folder)
     from mae_core.data.utils import collate_dicts
     n, side, size, b = (32, 40, 32, 8) if ctx.tiny else (2048, 256, 224, 256)
     workers = ctx.args.workers if ctx.args.workers is not None else (1 if ctx.tiny else min(16, os.cpu_count() or 1))
