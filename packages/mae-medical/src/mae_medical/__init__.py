@@ -155,7 +155,7 @@ HI_END = register_method(MethodSpec(
 ))
 
 # ---- SparK -------------------------------------------------------------------------------------------------------------
-from .methods.spark import SparK, SparKConfig  # noqa: E402
+from .methods.spark import SparK, SparK3DConfig, SparKConfig  # noqa: E402
 from .viz import visualize_spark  # noqa: E402
 
 
@@ -188,6 +188,6 @@ register_method(MethodSpec(
 register_method(MethodSpec(
     name="spark-3d", default_dataset="synthetic-brain",
     description="SparK on volumes: sparse 3-D MONAI ResNet + 3-D UNet decoder (the modalities as channels)",
-    **{**_SPARK, "train_defaults": {**_SPARK["train_defaults"], "batch_size": 8}}))
+    **{**_SPARK, "config_cls": SparK3DConfig, "train_defaults": {**_SPARK["train_defaults"], "batch_size": 8}}))
 
 from . import commands  # noqa: E402,F401  (impute, export-unetr, anomaly)

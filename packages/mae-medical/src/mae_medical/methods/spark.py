@@ -65,6 +65,16 @@ class SparKConfig:
     decoder_scales: int = field(4, "densified stage maps fed to the decoder (1: single-scale ablation)", ge=1, le=4)
 
 
+@dataclass
+class SparK3DConfig(SparKConfig):
+    """``spark-3d``: the same model with narrower CPU defaults (3-D convolutions at full resolution are costly)."""
+
+    spatial_dims: int = field(3, "2 (images) or 3 (volumes); follows the data", choices=[2, 3])
+    widths: list[int] = field([8, 16, 32, 64], "MONAI ResNet stage widths (block_inplanes)")
+    decoder_width: int = field(32, "decoder width at the smallest scale, halved per up-sampling (reference: 768)",
+                               ge=1)
+
+
 def build_cnn(c: SparKConfig) -> nn.Module:
     """The dense ResNet with a stem of ``conv1_stride`` / ``max_pool`` and no classifier."""
     if c.backbone == "monai":
