@@ -222,12 +222,18 @@ def row_vit_mae(ctx: Ctx) -> dict:
     steps = {"ours": train_step(ctx, lambda: ours({"image": x}, generator=g).loss, opt),
              "hf": train_step(ctx, lambda: hf(pixel_values=x).loss, hopt),
              "ours_channels_last": train_step(ctx, lambda: ours_cl({"image": x_cl}, generator=g).loss, opt_cl)}
+    phases, t0 = {}, time.perf_counter()
     flops = {k: count_flops(f) for k, f in steps.items() if k != "ours_channels_last"}
     peak = ctx.shared.setdefault("peak", matmul_peak(ctx))
     prof = {"ours": profile_ops(steps["ours"]), "hf": profile_ops(steps["hf"])}
+    phases["flops_peak_profile_s"], t0 = time.perf_counter() - t0, time.perf_counter()
     n_steps, warm = (2, 1) if ctx.tiny else (20, 3)
     t = interleave(ctx, steps, n_steps, warm)
+    phases["eager_s"] = time.perf_counter() - t0
+    if ctx.cuda:
+        phases["max_memory_gib"] = torch.cuda.max_memory_allocated(ctx.dev) / 2 ** 30
     res = {"batch": d["batch"], "matmul_peak_tflops": peak / 1e12, "flops_per_step": flops, "profile": prof,
+           "phases": phases,
            "flash_accepts_encoder_shape": flash_accepts(ctx, d["batch"], d["heads"],
                                                         1 + (d["img"] // d["patch"]) ** 2 // 4,
                                                         d["dim"] // d["heads"])}
@@ -469,8 +475,10 @@ def environment(ctx: Ctx) -> dict:
            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
            "threads": torch.get_num_threads(), "amp": ctx.args.amp, "tiny": ctx.tiny}
     if ctx.cuda:
+        props = torch.cuda.get_device_properties(ctx.dev)
         env.update(gpu=torch.cuda.get_device_name(ctx.dev), cuda=torch.version.cuda,
-                   cudnn=torch.backends.cudnn.version())
+                   cudnn=torch.backends.cudnn.version(), capability=f"{props.major}.{props.minor}",
+                   gpu_memory_gib=round(props.total_memory / 2 ** 30, 1))
         try:
             env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                                            capture_output=True, text=True, timeout=20).stdout.strip().splitlines()[0]
