@@ -402,7 +402,7 @@ def row_graphmae(ctx: Ctx) -> dict:
     from mae_graph.data.graphs import collate_graphs
     folder = ctx.args.planetoid_folder
     if folder:
-        ds, data = mae_core.create_dataset("planetoid", path=folder, name="cora"), f"Cora from {folder}"
+        ds, data = mae_core.create_dataset("planetoid", config={"path": folder, "name": "cora"}), f"Cora from {folder}"
     else:
         ds, data = mae_core.create_dataset("sbm"), "embedded SBM graph (no --planetoid-folder given)"
     _, model_cfg, _, train_cfg, _ = mg.PRESETS["cora"]
