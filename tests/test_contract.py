@@ -199,26 +199,15 @@ def test_create_model_config_equals_the_cli_run_config(tmp_path):
 
 # ---- --mask-schedule reaches every method that accepts it --------------------------------------------------------------
 # The trainer's mask-ratio schedule (TrainConfig.mask_schedule, mae_core.masking.MaskRatioSchedule) sets a model's
-# ``set_mask_ratio(r)`` or ``mask_ratio`` attribute and refuses a model with neither. These methods have the attribute
-# but mask from their config or another rule, so a schedule would be accepted and ignored; each case is
-# xfail(strict=True) until the method reads the ratio it is given (or refuses it).
-SCHEDULE_IGNORED: dict[str, str] = {
-    "bm-mae": "a visible-token budget (visible_fraction), not mask_ratio",
-    "dupmae": "text whole-word masking reads config.mask_ratio",
-    "maskalign": "masks with config.mask_ratio",
-    "mlm": "text whole-word masking reads config.mask_ratio",
-    "r-mae": "radial sector masking reads config.mask_ratio",
-    "retromae": "whole-word masking reads config.mask_ratio",
-    "starbucks": "whole-word masking reads config.mask_ratio",
-}
+# ``set_mask_ratio(r)`` or ``mask_ratio`` attribute, and refuses a model with neither or one that masks by another rule
+# (``mask_schedule_refused``: bm-mae, maskalign, r-mae and the text methods), so a schedule is never accepted and ignored.
+REFUSE_SCHEDULE = {"bm-mae", "dupmae", "maskalign", "mlm", "r-mae", "retromae", "starbucks"}
 
 
 def _schedule_cases():
     for p in CASES:
         domain, name = p.values
-        marks = ([pytest.mark.xfail(strict=True, raises=AssertionError, reason=SCHEDULE_IGNORED[name])]
-                 if name in SCHEDULE_IGNORED else [])
-        yield pytest.param(domain, name, marks=marks, id=p.id)
+        yield pytest.param(domain, name, id=p.id)
 
 
 @pytest.mark.parametrize("domain,name", list(_schedule_cases()))
@@ -231,6 +220,7 @@ def test_a_scheduled_mask_ratio_reaches_the_mask_or_is_refused(domain, name):
     except MaeError as e:
         assert "has no mask ratio to schedule" in str(e)
         return
+    assert name not in REFUSE_SCHEDULE, f"{name} masks by its own rule: the schedule must be refused"
     fractions = []
     for p in (0.0, 1.0):
         schedule.set_progress(p)

@@ -220,6 +220,9 @@ class MaskRatioSchedule:
         if not has_setter and not isinstance(base, (int, float)):
             raise MaeError(f"{where}: {type(model).__name__} has no mask ratio to schedule (a schedule works for "
                            "methods that mask with a ratio, `mask_ratio`)")
+        refused = getattr(model, "mask_schedule_refused", None)
+        if refused:
+            raise MaeError(f"{where}: {type(model).__name__} has no mask ratio to schedule: {refused}")
         if schedule not in MASK_SCHEDULES:
             raise MaeError(f"{where}: must be one of {', '.join(MASK_SCHEDULES)}, got {schedule!r}")
         end = float(base) if end is None else end

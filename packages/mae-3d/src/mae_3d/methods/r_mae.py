@@ -143,6 +143,7 @@ class VoxelDecoder(MAEDecoder):
 
 
 class RMAE(MaskedAutoencoder):
+    mask_schedule_refused = "radial sector masking reads the config's mask ratio"
     method_name = "r-mae"
     pool = "mean"
 

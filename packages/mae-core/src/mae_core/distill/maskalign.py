@@ -47,6 +47,8 @@ class MaskAlignConfig(DistillConfig):
 
 
 class MaskAlign(DistillStudent):
+    mask_schedule_refused = "its visible set is drawn from the teacher's attention at the config's ratio"
+
     def __init__(self, config: MaskAlignConfig):
         super().__init__(config)
         del self.decoder  # no reconstruction

@@ -199,6 +199,9 @@ class MaskedAutoencoder(PretrainedMixin, nn.Module):
 
     method_name = "mae"
     pool = "cls+mean"
+    # why a method refuses ``--mask-schedule`` although it has a ``mask_ratio`` (it masks by another rule); None: the
+    # schedule drives ``mask_ratio``
+    mask_schedule_refused: str | None = None
 
     # ---- construction --------------------------------------------------------------------------------------------
     def build_mae(self, *, embed_dim: int, depth: int, num_heads: int, decoder_dim: int, decoder_depth: int,

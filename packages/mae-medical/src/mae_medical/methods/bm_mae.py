@@ -67,6 +67,7 @@ class BMMAEConfig:
 
 class BMMAE(MaskedAutoencoder):
     """Multimodal 3-D MAE with per-modality tokenizers and a Dirichlet token budget."""
+    mask_schedule_refused = "it keeps a visible-token budget (visible_fraction), not a mask ratio"
 
     method_name = "bm-mae"
     pool = "mean"

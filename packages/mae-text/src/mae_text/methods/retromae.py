@@ -77,6 +77,7 @@ class MLMHead(nn.Module):
 
 
 class RetroMAE(MaskedAutoencoder):
+    mask_schedule_refused = "whole-word masking reads the config's mask ratios"
     method_name = "retromae"
     pool = "cls"
     has_decoder = True
