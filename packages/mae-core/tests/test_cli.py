@@ -97,3 +97,15 @@ def test_cli_info(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "image-mae" in out and "shapes" in out and "vit-s16" in out
+
+
+def test_the_default_method_does_not_depend_on_import_order():
+    """A method module imported before the domain's entry module (as a test or a user script may do) registers
+    first; the domain's default is still the method marked ``default``."""
+    code = ("import mae_core.distill.hybrid, mae_core.distill.g2sd\n"
+            "from mae_core import registry\n"
+            "from mae_core.runconfig import _default_method\n"
+            "assert registry.methods('core')[0].name != 'image-mae', 'the import order no longer tests anything'\n"
+            "print(_default_method('core'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "image-mae"

@@ -44,7 +44,7 @@ POINT_TRAIN = {"epochs": 6, "batch_size": 32, "lr": 1e-3, "warmup_epochs": 1, "w
 POINT_FINETUNE = {"pool": "cls+max"}
 
 register_method(MethodSpec(
-    name="point-mae", domain="3d", config_cls=PointMAEConfig, model_cls=PointMAE,
+    name="point-mae", domain="3d", default=True, config_cls=PointMAEConfig, model_cls=PointMAE,
     description="Point-MAE: mini-PointNet group tokens, 60 % of groups masked, Chamfer reconstruction",
     default_dataset="shapes3d", paper="Pang et al., Masked Autoencoders for Point Cloud Self-supervised Learning, "
                                       "ECCV 2022", visualize=draw_point_reconstruction, train_defaults=POINT_TRAIN,

@@ -39,7 +39,7 @@ _TRAIN = {"epochs": 30, "batch_size": 32, "base_lr": 4e-3, "warmup_epochs": 3, "
 _TRAIN_AUDIO_MAE = {**_TRAIN, "weight_decay": 1e-4}  # the reference's AudioSet pretraining (--weight_decay 0.0001)
 
 for _spec in (
-    MethodSpec(name="audio-mae", domain="audio", config_cls=AudioMAEConfig, model_cls=AudioMAE,
+    MethodSpec(name="audio-mae", domain="audio", default=True, config_cls=AudioMAEConfig, model_cls=AudioMAE,
                description="Audio-MAE: ViT MAE on log-mel fbank patches, 80 % masking, Swin-window decoder",
                default_dataset="birdcalls", visualize=visualize_audio, train_defaults=dict(_TRAIN_AUDIO_MAE), adapt=adapt_audio,
                tiny=_TINY,

@@ -29,7 +29,7 @@ def adapt_image(model_cfg: ImageMAEConfig, data_cfg, dataset) -> ImageMAEConfig:
 
 
 METHOD = register_method(MethodSpec(
-    name="image-mae", domain="core", config_cls=ImageMAEConfig, model_cls=ImageMAE,
+    name="image-mae", domain="core", default=True, config_cls=ImageMAEConfig, model_cls=ImageMAE,
     description="ViT masked autoencoder for images", default_dataset="shapes",
     paper="He et al., Masked Autoencoders Are Scalable Vision Learners, CVPR 2022",
     visualize=visualize_images,

@@ -43,6 +43,9 @@ class MethodSpec:
     # {"model": {...}, "data": {...}}: overrides of the model config and of the default dataset's config that make
     # both tiny; tests/test_contract.py builds every registered method this way
     tiny: dict = field(default_factory=dict)
+    # the domain's default method (what ``pretrain`` runs with no --method); registration order does not decide it,
+    # since a test or a user may import a method module before its domain's entry module
+    default: bool = False
 
 
 @dataclass

@@ -95,7 +95,8 @@ def _default_method(domain: str) -> str:
     ms = registry.methods(domain)
     if not ms:
         raise ConfigError(f"no methods registered for domain {domain!r}")
-    return ms[0].name
+    marked = [m for m in ms if m.default]
+    return (marked or ms)[0].name
 
 
 def choose(sel: Selection, domain: str | None = None) -> Chosen:

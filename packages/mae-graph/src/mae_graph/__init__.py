@@ -37,7 +37,7 @@ def _build_sbm(cfg: SBMConfig, split: str) -> NodeGraphDataset:
 
 
 GRAPHMAE = register_method(MethodSpec(
-    name="graphmae", domain="graph", config_cls=GraphMAEConfig, model_cls=GraphMAE,
+    name="graphmae", domain="graph", default=True, config_cls=GraphMAEConfig, model_cls=GraphMAE,
     description="masked feature reconstruction with a GNN (GAT / GIN), re-mask + SCE loss",
     default_dataset="sbm", paper="Hou et al., GraphMAE: Self-Supervised Masked Graph Autoencoders, KDD 2022",
     visualize=draw_graph_embeddings, picture="embeddings-tsne",

@@ -29,7 +29,7 @@ def adapt_bm_mae(model_cfg: BMMAEConfig, data_cfg, dataset) -> BMMAEConfig:
 
 
 BM_MAE = register_method(MethodSpec(
-    name="bm-mae", domain="medical", config_cls=BMMAEConfig, model_cls=BMMAE,
+    name="bm-mae", domain="medical", default=True, config_cls=BMMAEConfig, model_cls=BMMAE,
     description="3-D multimodal MRI MAE for any subset of modalities (per-modality tokenizers, Dirichlet budget)",
     default_dataset="synthetic-brain",
     paper="Robinet et al., BM-MAE: multimodal masked autoencoder pre-training for 3D MRI with missing modalities, 2025",

@@ -21,7 +21,7 @@ _TINY_MODEL = {"embed_dim": 32, "depth": 2, "num_heads": 2, "max_len": 32, "voca
 _TINY_DATA = {"max_passages": 16}
 
 for _spec in (
-    MethodSpec(name="retromae", domain="text", config_cls=RetroMAEConfig, model_cls=RetroMAE,
+    MethodSpec(name="retromae", domain="text", default=True, config_cls=RetroMAEConfig, model_cls=RetroMAE,
                description="BERT-style encoder, whole-word MLM 0.3 + one-layer enhanced decoder from [CLS]",
                default_dataset="pydocs", train_defaults=dict(PRETRAIN_DEFAULTS), adapt=adapt_text, visualize=visualize_text,
                paper="Xiao et al., RetroMAE, EMNLP 2022",

@@ -14,13 +14,12 @@ derived from the restored step, and callbacks' ``state_dict`` tensors are saved 
 """
 from __future__ import annotations
 
-import random
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -31,6 +30,7 @@ from ..errors import MaeError, NonFiniteLossError
 from ..masking import MaskRatioSchedule
 from .distributed import GlobalBatchSampler, ShardedGenerator, all_reduce_mean, init_distributed
 from .optim import build_optimizer, cosine_lr, param_groups, scaled_lr, set_lr
+from .runtime import move_to, resolve_device, rng_state, seed_everything, set_rng_state  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -88,55 +88,6 @@ class TrainConfig:
             raise ConfigError(f"{where}.betas: expected two numbers, got {list(self.betas)}")
         for i, b in enumerate(self.betas):
             check_range(b, {"ge": 0, "lt": 1}, f"{where}.betas[{i}]")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MaeError(f"device {name!r} requested but CUDA is not available")
-    return dev
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def move_to(batch, device):
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: move_to(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to(v, device) for v in batch)
-    if hasattr(batch, "to") and callable(batch.to) and not isinstance(batch, type):  # e.g. PyG Data / Batch
-        return batch.to(device)
-    return batch
-
-
-def _rng_state(mask_gen: torch.Generator) -> tuple[dict, dict]:
-    py = random.getstate()
-    npst = np.random.get_state()
-    js = {"python": [py[0], list(py[1]), py[2]],
-          "numpy": [npst[0], npst[1].tolist(), int(npst[2]), int(npst[3]), float(npst[4])]}
-    tensors = {"rng.torch": torch.get_rng_state(), "rng.mask": mask_gen.get_state()}
-    if torch.cuda.is_available():
-        tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    return js, tensors
-
-
-def _set_rng_state(js: dict, tensors: dict, mask_gen: torch.Generator) -> None:
-    py = js["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    n = js["numpy"]
-    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
-    torch.set_rng_state(tensors["rng.torch"])
-    mask_gen.set_state(tensors["rng.mask"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
 
 
 class Trainer:
@@ -224,7 +175,7 @@ class Trainer:
     def save(self) -> Path | None:
         if not (self.is_main and self.run_dir is not None):
             return None
-        js, tensors = _rng_state(self.mask_gen)
+        js, tensors = rng_state(self.mask_gen)
         for i, state_fn in self._callbacks("state_dict"):
             tensors.update({f"callback.{i}.{k}": v.detach().contiguous().cpu() for k, v in state_fn().items()})
         state = self.state_dict_json()
@@ -240,7 +191,7 @@ class Trainer:
         if state.get("world", 1) != self.world and self.is_main:
             print(f"note: resuming a {state.get('world')}-process run with {self.world} processes; "
                   "the data order stays the same, RNG streams of the new processes restart")
-        _set_rng_state(state["rng"], tensors, self.mask_gen)
+        set_rng_state(state["rng"], tensors, self.mask_gen)
         for i, load_fn in self._callbacks("load_state_dict"):
             prefix = f"callback.{i}."
             saved = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -324,7 +275,7 @@ class Trainer:
                                                      self.lr, c.min_lr))
                 batch = move_to(batch, self.device)
                 sync = (self.batch_in_epoch + 1) % c.accum_steps == 0
-                ctx = self.model.no_sync() if (self.world > 1 and not sync) else _nullctx()
+                ctx = self.model.no_sync() if (self.world > 1 and not sync) else contextlib.nullcontext()
                 for m in self.progress_modules:
                     m.set_progress(self.progress)
                 with ctx:
@@ -402,11 +353,3 @@ class Trainer:
             self.save()
         return {"steps": self.step, "epochs": self.step // self.steps_per_epoch, "final_loss": self.last_loss,
                 "train_time_s": time.time() - t0, "effective_batch": self.effective_batch, "lr": self.lr}
-
-
-class _nullctx:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
