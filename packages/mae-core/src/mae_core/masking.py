@@ -180,6 +180,35 @@ def token_budget_masking(group_sizes: Sequence[int], num_visible: int, batch: in
 
 
 
+def padded_masking(scores: torch.Tensor, lengths: torch.Tensor, ratio: float) -> MaskInfo:
+    """Masking of padded variable-length sequences (LV-MAE's segment sequences): row i has ``lengths[i]`` real
+    tokens at its front and padding after them. Each row keeps the ``int(n_i (1 - ratio))`` real tokens of lowest
+    ``scores`` (ties by position) and masks its other real tokens; the dense kept set (``K = max_i k_i``) is
+    completed with padding positions, never with masked real ones, so no hidden token reaches the encoder (padding
+    always suffices: ``K - k_i <= L - n_i``). ``mask`` is 1 at every position outside ``ids_keep`` (padding
+    included): multiply by the real-token mask for the loss."""
+    b, length = scores.shape
+    lengths = lengths.to(scores.device).long()
+    pos = torch.arange(length, device=scores.device)
+    real = pos[None] < lengths[:, None]
+    num_keep(1, ratio)  # checks the ratio
+    k = (lengths.double() * (1 - ratio)).long()  # int(n (1 - ratio)) per row, as num_keep
+    rank = torch.argsort(torch.argsort(scores.masked_fill(~real, float("inf")), dim=1, stable=True), dim=1)
+    # three groups sorted in this order: kept real tokens (by score), padding (by position), masked real tokens
+    group = torch.where(real, (rank >= k[:, None]).long() * 2, torch.ones_like(rank))
+    order = group * (length + 1) + torch.where(real, rank, pos[None].expand(b, -1))
+    return mask_from_scores(order.float(), int(k.max()) if b else 0)
+
+
+def predecessor_similarity(x: torch.Tensor) -> torch.Tensor:
+    """LV-MAE's importance scores for a sequence of embeddings (B, L, D): the cosine similarity of each token to
+    the one before it, 0 for the first. With :func:`mask_from_scores` / :func:`padded_masking` (lowest kept), the
+    tokens least like their predecessor are kept and the repetitive ones masked, as the reference
+    ``importance_masking`` (``data/CombinedData.py``)."""
+    sim = torch.nn.functional.cosine_similarity(x[:, :-1], x[:, 1:], dim=-1)
+    return torch.cat([sim.new_zeros(x.shape[0], 1), sim], dim=1)
+
+
 # ---- mask-ratio schedules over training ------------------------------------------------------------------------------
 MASK_SCHEDULES = ("constant", "linear", "cosine")
 

@@ -1,5 +1,6 @@
 """mae-video: masked autoencoders for video. VideoMAE / VideoMAE V2 (tube + dual masking), SiamMAE and CropMAE
-(siamese MAEs with a cross-attention decoder), label propagation, PyAV video reading.
+(siamese MAEs with a cross-attention decoder), LV-MAE (masked-embedding autoencoding of long videos), label
+propagation, PyAV video reading.
 
 Importing the package registers its methods, datasets, presets and the ``propagate`` command with mae-core.
 """
@@ -12,9 +13,11 @@ from mae_core.registry import (CommandSpec, DatasetSpec, MethodSpec, PresetSpec,
 
 from . import propagation
 from .data.folder import VideoFolderConfig, VideoFolderDataset
+from .data.stories import LongVideoConfig, LongVideoStories
 from .data.synthetic import CLASSES, MovingShapes, MovingShapesConfig, generate_clips
-from .methods import cropmae, siammae, videomae
+from .methods import cropmae, lvmae, siammae, videomae
 from .methods.cropmae import CropMAE, CropMAEConfig
+from .methods.lvmae import LVMAE, LVMAEConfig
 from .methods.siammae import SiamMAE, SiamMAEConfig
 from .methods.videomae import VideoMAE, VideoMAEConfig
 from .viz import save_video_reconstruction, visualize_video
@@ -67,10 +70,39 @@ for _name, _cfg, _cls, _desc, _paper, _train, _presets in _SPECS:
         register_preset(PresetSpec(name=_pname, domain=DOMAIN, method=_name, overrides={"model": _over, "data": _data},
                                    description=_pdesc))
 
+
+
+def adapt_lvmae(model_cfg, data_cfg, dataset):
+    """The transformer follows the segment embeddings' size."""
+    dim = getattr(dataset, "dim", None)
+    return dataclasses.replace(model_cfg, segment_dim=dim) if dim else model_cfg
+
+
+register_method(MethodSpec(
+    name="lv-mae", domain=DOMAIN, config_cls=LVMAEConfig, model_cls=LVMAE,
+    description="LV-MAE: masked-embedding autoencoder over a long video's segment embeddings (frozen VideoMAE), "
+                "mask 0.5, random or importance masking",
+    paper="Naiman et al., LV-MAE: Learning Long Video Representations through Masked-Embedding Autoencoders, "
+          "ICCV 2025", default_dataset="long-video-stories", adapt=adapt_lvmae,
+    train_defaults={"epochs": 40, "batch_size": 16, "base_lr": 1e-3, "warmup_epochs": 4},
+    tiny={"model": {"embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 16, "decoder_depth": 1,
+                    "decoder_num_heads": 2},
+          "data": {"teacher": "random", "segment_pool": "mean", "num_frames": 4, "image_size": 16,
+                   "pool_train": 32, "pool_test": 32, "num_train": 4, "num_test": 4, "min_segments": 8,
+                   "max_segments": 12}}))
+for _pname, (_over, _pdesc) in lvmae.PRESETS.items():
+    register_preset(PresetSpec(name=_pname, domain=DOMAIN, method="lv-mae", overrides={"model": _over},
+                               description=_pdesc))
+
 register_dataset(DatasetSpec(
     name="moving-shapes", domain=DOMAIN, config_cls=MovingShapesConfig,
     build=lambda cfg, split: MovingShapes(cfg, split),
     description="embedded: clips of a moving shape on a textured background, 8 motion classes, object masks"))
+register_dataset(DatasetSpec(
+    name="long-video-stories", domain=DOMAIN, config_cls=LongVideoConfig,
+    build=lambda cfg, split: LongVideoStories(cfg, split),
+    description="embedded: long stories of 20-60 moving-shapes segments as frozen-VideoMAE embeddings, 8 story "
+                "labels (4 motion sets x 2 orders), embeddings cached on disk"))
 register_dataset(DatasetSpec(
     name="video-folder", domain=DOMAIN, config_cls=VideoFolderConfig,
     build=lambda cfg, split: VideoFolderDataset(cfg, split), takes_path=True,
@@ -79,6 +111,6 @@ register_command(CommandSpec(
     name="propagate", domain=DOMAIN, help="label propagation of the first-frame mask by feature affinity (IoU)",
     add_arguments=propagation.add_arguments, run=propagation.run))
 
-__all__ = ["VideoMAE", "VideoMAEConfig", "SiamMAE", "SiamMAEConfig", "CropMAE", "CropMAEConfig", "MovingShapes",
+__all__ = ["VideoMAE", "VideoMAEConfig", "LVMAE", "LVMAEConfig", "LongVideoStories", "LongVideoConfig", "SiamMAE", "SiamMAEConfig", "CropMAE", "CropMAEConfig", "MovingShapes",
            "MovingShapesConfig", "VideoFolderDataset", "VideoFolderConfig", "CLASSES", "generate_clips",
            "save_video_reconstruction", "adapt_video"]

@@ -167,13 +167,16 @@ class MAEDecoder(nn.Module):
         nn.init.normal_(self.mask_token, std=0.02)
 
     def forward(self, latent: torch.Tensor, ids_restore: torch.Tensor, pos: torch.Tensor | None = None,
-                select: torch.Tensor | None = None) -> torch.Tensor:
-        return self.pred(self.norm(self.hidden(latent, ids_restore, pos, select)[:, self.num_prefix_tokens:]))
+                select: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.pred(self.norm(self.hidden(latent, ids_restore, pos, select,
+                                               attn_mask=attn_mask)[:, self.num_prefix_tokens:]))
 
     def hidden(self, latent: torch.Tensor, ids_restore: torch.Tensor, pos: torch.Tensor | None = None,
-               select: torch.Tensor | None = None, blocks: int | None = None) -> torch.Tensor:
+               select: torch.Tensor | None = None, blocks: int | None = None,
+               attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The raw hidden state (B, prefix + L, decoder_dim) after the first ``blocks`` decoder blocks (all when
-        None), before the final norm and the prediction head; only those blocks run (G2SD's teacher target)."""
+        None), before the final norm and the prediction head; only those blocks run (G2SD's teacher target).
+        ``attn_mask``: passed to every block (e.g. a key-padding mask (B, 1, 1, prefix + L), True = may attend)."""
         if blocks is not None and not 0 <= blocks <= len(self.blocks):
             raise ValueError(f"decoder blocks {blocks} out of range for a {len(self.blocks)}-block decoder")
         p = self.num_prefix_tokens
@@ -186,7 +189,7 @@ class MAEDecoder(nn.Module):
             x = gather_tokens(x, select)
         x = torch.cat([prefix, x], dim=1)
         for blk in self.blocks[:blocks]:
-            x = blk(x)
+            x = blk(x) if attn_mask is None else blk(x, attn_mask=attn_mask)
         return x
 
 
