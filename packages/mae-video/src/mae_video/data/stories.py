@@ -63,11 +63,6 @@ class LongVideoConfig:
     seed: int = field(0, "story and clip seed")
     cache_dir: str = field("", "where segment embeddings are cached (empty: <teacher cache>/segment-embeddings)")
 
-    def validate(self, where: str = "data") -> None:
-        if self.max_segments < self.min_segments:
-            raise ConfigError(f"{where}.max_segments ({self.max_segments}) is below min_segments "
-                              f"({self.min_segments})")
-
 
 def clip_config(c: LongVideoConfig) -> MovingShapesConfig:
     """The moving-shapes clips of the pools (the default segment encoder is trained on the training pool)."""
@@ -151,7 +146,9 @@ class LongVideoStories(Dataset):
 
     def __init__(self, config: LongVideoConfig | None = None, split: str = "train"):
         self.config = c = config or LongVideoConfig()
-        c.validate()
+        if c.max_segments < c.min_segments:  # checked here, not in the config: either bound alone is valid
+            raise ConfigError(f"data.max_segments ({c.max_segments}) is below data.min_segments "
+                              f"({c.min_segments})")
         self.embeddings, self.motions = pool_embeddings(c, split)
         n = c.num_train if split == "train" else c.num_test
         self.labels, self.stories = make_stories(n, self.motions, c.min_segments, c.max_segments,
