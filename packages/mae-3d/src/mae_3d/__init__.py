@@ -16,7 +16,9 @@ from .data.lidar import DrivingScenes, DrivingScenesConfig, LidarFolder, LidarFo
 from .data.folder import PointFolderConfig, build_point_data
 from .data.shapes import Shapes3D, Shapes3DConfig
 from .methods.r_mae import RMAE, RMAEConfig, adapt_grid
+from .methods.point_bert import PointBERT, PointBERTConfig, adapt_point_bert
 from .methods.point_cmae import PointCMAE, PointCMAEConfig
+from .methods.point_dvae import PointDVAE, PointDVAEConfig
 from .methods.point_mae import PRESETS as POINT_MAE_PRESETS
 from .methods.point_mae import PointMAE, PointMAEConfig
 from .viz import draw_lidar_reconstruction, draw_point_reconstruction
@@ -59,6 +61,30 @@ register_method(MethodSpec(
                                       "Autoencoders (Point-CMAE), ACCV 2024", visualize=draw_point_reconstruction,
     train_defaults=POINT_TRAIN, adapt=adapt_points, finetune_options=POINT_FINETUNE,
     tiny={"model": {**_POINT_TINY["model"], "proj_dim": 16}, "data": _POINT_TINY["data"]},
+))
+
+_DVAE_TINY = {"num_groups": 8, "group_size": 16, "pointnet_dims": [16, 16, 32], "encoder_dims": 32, "num_tokens": 16}
+register_method(MethodSpec(
+    name="point-dvae", domain="3d", config_cls=PointDVAEConfig, model_cls=PointDVAE,
+    description="Point-BERT's tokenizer: discrete VAE over point groups (DGCNN logits, annealed Gumbel-softmax, "
+                "folding decoder, Chamfer-L1 + KL to uniform)",
+    default_dataset="shapes3d", paper="Yu et al., Point-BERT: Pre-training 3D Point Cloud Transformers with Masked "
+                                      "Point Modeling, CVPR 2022", visualize=draw_point_reconstruction,
+    train_defaults={**POINT_TRAIN, "epochs": 10, "lr": 5e-4, "weight_decay": 5e-4}, adapt=adapt_points,
+    tiny={"model": {**_DVAE_TINY, "tokens_dims": 16, "decoder_dims": 16, "dgcnn_width": 4, "decoder_hidden": 16},
+          "data": _POINT_TINY["data"]},
+))
+
+register_method(MethodSpec(
+    name="point-bert", domain="3d", config_cls=PointBERTConfig, model_cls=PointBERT,
+    description="Point-BERT: block-masked groups as [MASK] tokens, cross-entropy to a frozen dVAE's token ids, "
+                "point-mixing contrastive loss with a momentum encoder and a queue",
+    default_dataset="shapes3d", paper="Yu et al., Point-BERT: Pre-training 3D Point Cloud Transformers with Masked "
+                                      "Point Modeling, CVPR 2022",
+    train_defaults={**POINT_TRAIN, "lr": 5e-4, "weight_decay": 0.05}, adapt=adapt_point_bert,
+    tiny={"model": {**_DVAE_TINY, "embed_dim": 32, "depth": 1, "num_heads": 2, "cls_dim": 16, "queue_size": 8,
+                    "drop_path": 0.0, "teacher": "random"},
+          "data": _POINT_TINY["data"]},
 ))
 
 register_method(MethodSpec(
