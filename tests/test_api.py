@@ -30,7 +30,7 @@ def test_list_models_sees_every_installed_domain():
     names = mae_core.list_models()
     for name in ("image-mae", "point-mae", "bm-mae", "videomae", "graphmae", "audio-mae", "retromae"):
         assert name in names
-    assert mae_core.list_models("point-*") == ["point-cmae", "point-mae"]
+    assert mae_core.list_models("point-*") == ["point-bert", "point-cmae", "point-dvae", "point-mae"]
     core = mae_core.list_models(domain="core")
     assert "image-mae" in core and "point-mae" not in core
     assert "shapes" in mae_core.list_datasets() and "shapes3d" in mae_core.list_datasets()

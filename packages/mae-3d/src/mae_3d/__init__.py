@@ -1,4 +1,5 @@
-"""mae-3d: masked autoencoders for point clouds and LiDAR on Open3D — Point-MAE, Point-CMAE and R-MAE.
+"""mae-3d: masked autoencoders for point clouds and LiDAR on Open3D — Point-MAE, Point-CMAE, Point-BERT (and its dVAE
+tokenizer) and R-MAE.
 
 Importing the package registers its methods, datasets, presets, the ``svm`` probe and the ``fewshot`` / ``segment``
 commands with mae-core.
@@ -70,7 +71,7 @@ register_method(MethodSpec(
                 "folding decoder, Chamfer-L1 + KL to uniform)",
     default_dataset="shapes3d", paper="Yu et al., Point-BERT: Pre-training 3D Point Cloud Transformers with Masked "
                                       "Point Modeling, CVPR 2022", visualize=draw_point_reconstruction,
-    train_defaults={**POINT_TRAIN, "epochs": 10, "lr": 5e-4, "weight_decay": 5e-4}, adapt=adapt_points,
+    train_defaults={**POINT_TRAIN, "epochs": 4, "lr": 5e-4, "weight_decay": 5e-4}, adapt=adapt_points,
     tiny={"model": {**_DVAE_TINY, "tokens_dims": 16, "decoder_dims": 16, "dgcnn_width": 4, "decoder_hidden": 16},
           "data": _POINT_TINY["data"]},
 ))

@@ -67,7 +67,7 @@ class PointBERTConfig:
     teacher: str = field("", "the dVAE tokenizer: a point-dvae run directory; empty: trained once on the data and "
                              "cached under runs/teachers; 'random': random weights (control)")
     teacher_sha256: str = field("", "sha256 of the teacher's weights (filled when the teacher is first seen)")
-    teacher_epochs: int = field(10, "epochs of the default dVAE when it has to be trained", ge=1)
+    teacher_epochs: int = field(4, "epochs of the default dVAE when it has to be trained", ge=1)
 
     def validate(self, where: str = "model") -> None:
         if self.mask_max < self.mask_min:
