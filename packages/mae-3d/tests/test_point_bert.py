@@ -147,6 +147,7 @@ def test_two_stages_through_the_library(tmp_path, monkeypatch):
     data = dict(num_points=64, num_classes=2, train_per_class=4, test_per_class=1)
     dvae = mae_core.pretrain("point-dvae", out=str(tmp_path / "dvae"), epochs=1, batch_size=4, progress=False,
                              **data, **DVAE, decoder_dims=16, tokens_dims=12, dgcnn_width=4, decoder_hidden=16)
+    assert (dvae.path / "pictures" / "tokens.png").is_file()  # groups coloured by code id, decoded groups
     small = dict(embed_dim=32, depth=1, num_heads=2, cls_dim=16, queue_size=8, drop_path=0.0)
     model = mae_core.create_model("point-bert", teacher=str(dvae.path), num_tokens=64, **small)
     assert model.config.num_tokens == 16 and model.config.teacher_sha256  # from the teacher's config, hash pinned

@@ -22,7 +22,7 @@ from .methods.point_cmae import PointCMAE, PointCMAEConfig
 from .methods.point_dvae import PointDVAE, PointDVAEConfig
 from .methods.point_mae import PRESETS as POINT_MAE_PRESETS
 from .methods.point_mae import PointMAE, PointMAEConfig
-from .viz import draw_lidar_reconstruction, draw_point_reconstruction
+from .viz import draw_lidar_reconstruction, draw_point_reconstruction, draw_point_tokens
 
 __version__ = "0.1.0"
 
@@ -70,7 +70,7 @@ register_method(MethodSpec(
     description="Point-BERT's tokenizer: discrete VAE over point groups (DGCNN logits, annealed Gumbel-softmax, "
                 "folding decoder, Chamfer-L1 + KL to uniform)",
     default_dataset="shapes3d", paper="Yu et al., Point-BERT: Pre-training 3D Point Cloud Transformers with Masked "
-                                      "Point Modeling, CVPR 2022", visualize=draw_point_reconstruction,
+                                      "Point Modeling, CVPR 2022", visualize=draw_point_tokens, picture="tokens",
     train_defaults={**POINT_TRAIN, "epochs": 4, "lr": 5e-4, "weight_decay": 5e-4}, adapt=adapt_points,
     tiny={"model": {**_DVAE_TINY, "tokens_dims": 16, "decoder_dims": 16, "dgcnn_width": 4, "decoder_hidden": 16},
           "data": _POINT_TINY["data"]},

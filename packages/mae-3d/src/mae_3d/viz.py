@@ -50,6 +50,36 @@ def draw_point_reconstruction(model, dataset, path, num: int = 4, seed: int = 0)
 
 
 @torch.no_grad()
+def draw_point_tokens(model, dataset, path, num: int = 4, seed: int = 0):
+    """The dVAE tokenizer (``point-dvae``): original cloud, each group coloured by its code id (argmax), and the
+    groups the decoder rebuilds from the Gumbel-softmax codes."""
+    model.eval()
+    idx = torch.linspace(0, len(dataset) - 1, min(num, len(dataset))).long().tolist()
+    pts = torch.stack([dataset[i]["points"] for i in idx]).float()
+    out = model({"points": pts}, generator=torch.Generator().manual_seed(seed))
+    centers, ids = out.extra["centers"], out.extra["ids"]
+    b, g, _ = centers.shape
+    target = out.target.reshape(b, g, -1, 3) + centers[:, :, None]
+    pred = out.pred.reshape(b, g, -1, 3) + centers[:, :, None]
+    plt = pyplot()
+    cmap = plt.get_cmap("tab20")
+    fig = plt.figure(figsize=(9.0, 2.8 * b))
+    for r in range(b):
+        m = target.shape[2]
+        colors = [cmap(int(i) % 20) for i in ids[r].repeat_interleave(m).tolist()]
+        ax = fig.add_subplot(b, 3, 3 * r + 1, projection="3d")
+        _scatter(ax, pts[r], "tab:gray", title="original cloud" if r == 0 else None)
+        ax = fig.add_subplot(b, 3, 3 * r + 2, projection="3d")
+        _scatter(ax, target[r].reshape(-1, 3), colors,
+                 title=f"groups coloured by code id\n({len(ids[r].unique())} codes in {g} groups)" if r == 0 else None)
+        ax = fig.add_subplot(b, 3, 3 * r + 3, projection="3d")
+        _scatter(ax, pred[r].reshape(-1, 3), "tab:red", title="decoded groups" if r == 0 else None)
+    fig.suptitle(f"point-dvae: {int(out.metrics['codes_used'])} of {model.config.num_tokens} codes used in this batch",
+                 fontsize=9)
+    return save_figure(fig, path)
+
+
+@torch.no_grad()
 def draw_lidar_reconstruction(model, dataset, path, num: int = 2, seed: int = 0):
     """Bird's-eye views per scan: kept (blue) and masked (red) occupied voxels with the sensor, the predicted
     occupancy probability (max over height) and the true occupancy."""
