@@ -114,7 +114,7 @@ def test_targets_are_the_frozen_dvae_argmax_and_the_loss_is_ce_on_masked(tiny_sh
     mask = block_mask(centers, 0.25, 0.45, torch.Generator().manual_seed(1))
     assert torch.equal(out.mask.bool(), mask)
     logits = model.q.lm_head(model.q(nb, centers, mask)[:, 1:])
-    assert float(out.loss.detach()) == pytest.approx(float(F.cross_entropy(logits[mask], out.target[mask])), rel=1e-5)
+    assert float(out.loss.detach()) == pytest.approx(float(F.cross_entropy(logits[mask], out.target[mask]).detach()), rel=1e-5)
     out.loss.backward()  # the teacher: no gradients, not in the student's weights
     assert all(p.grad is None and not p.requires_grad for p in model.teacher.model.parameters())
     assert not any(k.startswith("teacher") for k in model.state_dict())
@@ -158,3 +158,6 @@ def test_two_stages_through_the_library(tmp_path, monkeypatch):
     teacher = run.model.config.teacher
     assert teacher.startswith(str((tmp_path / "cache").resolve())) and (tmp_path / "cache").is_dir()
     assert run.summary["steps"] == 2
+    # fine-tuning reads the student through encode (max + mean) and sets its drop path
+    ft = mae_core.finetune(run, out=str(tmp_path / "ft"), epochs=1, batch_size=4, progress=False, drop_path=0.2)
+    assert 0.0 <= ft["test_acc"] <= 1.0

@@ -83,6 +83,7 @@ register_method(MethodSpec(
     default_dataset="shapes3d", paper="Yu et al., Point-BERT: Pre-training 3D Point Cloud Transformers with Masked "
                                       "Point Modeling, CVPR 2022",
     train_defaults={**POINT_TRAIN, "epochs": 4, "lr": 5e-4, "weight_decay": 0.05}, adapt=adapt_point_bert,
+    finetune_options={"pool": "max+mean"},
     tiny={"model": {**_DVAE_TINY, "embed_dim": 32, "depth": 1, "num_heads": 2, "cls_dim": 16, "queue_size": 8,
                     "drop_path": 0.0, "teacher": "random"},
           "data": _POINT_TINY["data"]},

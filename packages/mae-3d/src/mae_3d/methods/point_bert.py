@@ -142,6 +142,7 @@ class MaskTransformer(nn.Module):
 class PointBERT(PretrainedMixin, nn.Module):
     method_name = "point-bert"
     pool = "max+mean"
+    ddp_find_unused_parameters = True  # the cls projection is unused with --no-mixing, both heads when fine-tuning
 
     def __init__(self, config: PointBERTConfig):
         super().__init__()
@@ -188,6 +189,11 @@ class PointBERT(PretrainedMixin, nn.Module):
 
     points = PointMAE.points
     group = PointMAE.group
+
+    @property
+    def encoder(self) -> TransformerEncoder:
+        """The student's transformer (fine-tuning sets its drop path through this)."""
+        return self.q.encoder
 
     def targets(self, neighborhood: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
         """(B, G) the frozen dVAE's token ids (argmax of its DGCNN logits)."""
@@ -245,14 +251,18 @@ class PointBERT(PretrainedMixin, nn.Module):
         tok = x[:, 1:]
         if pool == "max+mean":
             return torch.cat([tok.max(1).values, tok.mean(1)], -1)
+        if pool in ("max", "mean"):
+            return tok.amax(1) if pool == "max" else tok.mean(1)
         if pool == "cls+max":
             return torch.cat([x[:, 0], tok.max(1).values], -1)
         if pool == "cls-proj":
             return self.q.cls_head(x[:, 0])
-        raise MaeError(f"unknown pool {pool!r} for point-bert (max+mean, cls+max, cls-proj)")
+        raise MaeError(f"unknown pool {pool!r} for point-bert (max+mean, max, mean, cls+max, cls-proj)")
 
     def feature_dim(self, pool: str | None = None) -> int:
         pool = pool or self.pool
+        if pool in ("max", "mean"):
+            return self.config.embed_dim
         return self.config.cls_dim if pool == "cls-proj" else 2 * self.config.embed_dim
 
     def num_layers(self) -> int:
