@@ -125,7 +125,7 @@ def test_mixing_momentum_and_queue(tiny_shapes):
     batch = batch_of(tiny_shapes[0])
     out = model(batch, generator=torch.Generator().manual_seed(1))
     assert {"mpm", "mpm_mixed", "mixing"} <= set(out.metrics)
-    assert float(out.loss) == pytest.approx(float(out.metrics["mpm"] + out.metrics["mpm_mixed"]
+    assert float(out.loss.detach()) == pytest.approx(float(out.metrics["mpm"] + out.metrics["mpm_mixed"]
                                                   + out.metrics["mixing"]), rel=1e-5)
     keys = model.pending_keys.clone()
     out.loss.backward()
@@ -161,3 +161,25 @@ def test_two_stages_through_the_library(tmp_path, monkeypatch):
     # fine-tuning reads the student through encode (max + mean) and sets its drop path
     ft = mae_core.finetune(run, out=str(tmp_path / "ft"), epochs=1, batch_size=4, progress=False, drop_path=0.2)
     assert 0.0 <= ft["test_acc"] <= 1.0
+
+
+def test_moco_term_and_bad_configs(tiny_shapes):
+    """--moco (off in the released config) adds InfoNCE between the cls projection and the key, queue negatives."""
+    from mae_core.errors import ConfigError
+    from mae_core.losses import info_nce
+
+    model = tiny_bert(mixing=False, moco=True)
+    assert model.k is not None
+    batch = batch_of(tiny_shapes[0])
+    out = model(batch, generator=torch.Generator().manual_seed(1))
+    assert float(out.loss.detach()) == pytest.approx(float(out.metrics["mpm"] + out.metrics["moco"]), rel=1e-5)
+    nb, centers = model.group(model.points(batch))
+    g = torch.Generator().manual_seed(1)
+    q = model.q.cls_head(model.q(nb, centers, block_mask(centers, 0.25, 0.45, g))[:, 0])
+    k = model.k.module.cls_head(model.k(nb, centers, block_mask(centers, 0.25, 0.45, g))[:, 0])
+    want = info_nce(q, k, 0.07, negatives=model.queue.features)
+    assert float(out.metrics["moco"]) == pytest.approx(float(want.detach()), rel=1e-5)
+    with pytest.raises(ConfigError, match="mask_max"):
+        mae_core.create_model("point-bert", teacher="random", mask_min=0.5, mask_max=0.4)
+    with pytest.raises(ConfigError, match="group_size must be a multiple of 4"):
+        mae_core.create_model("point-dvae", group_size=30)
