@@ -98,6 +98,11 @@ def finetune_flags(p, method=None) -> None:
     g.add_argument("--distill-teacher", metavar="DIR", help=shown(
         "distill_teacher", "hard distillation with a distillation token from a fine-tuned classifier (a finetune "
         "output directory; 'default': the method's own; 'none': off)"))
+    g.add_argument("--adversary", metavar="FIELD", help=shown(
+        "adversary", "identity-adversarial training (FMAE-IAT): a linear head behind a gradient-reversal layer "
+        "predicts this sample field (e.g. subject); its BCE loss is added ('none': off)"))
+    g.add_argument("--adversary-lambda", type=float, metavar="FLOAT", help=shown(
+        "adversary_lambda", "gradient-reversal strength (the encoder gets -lambda x the adversary's gradient)"))
     g.add_argument("--out", metavar="DIR", help="where to write the fine-tuning run")
     g.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     g.add_argument("--nproc", type=int, default=1, help="processes on this machine (DDP)")

@@ -20,6 +20,19 @@ def dataset_labels(ds: Dataset) -> torch.Tensor:
     return torch.as_tensor([ds[i]["label"] for i in range(len(ds))])
 
 
+def label_column(ds: Dataset, key: str) -> torch.Tensor:
+    """The field ``key`` of every sample, in order: the dataset's ``columns[key]`` (or ``labels`` for ``"label"``)
+    when it keeps one, through Subsets, else read sample by sample."""
+    if key == "label":
+        return dataset_labels(ds)
+    cols = getattr(ds, "columns", None)
+    if isinstance(cols, dict) and key in cols:
+        return torch.as_tensor(cols[key])
+    if isinstance(ds, Subset):
+        return label_column(ds.dataset, key)[torch.as_tensor(ds.indices)]
+    return torch.as_tensor([ds[i][key] for i in range(len(ds))])
+
+
 def subset_fraction(ds: Dataset, fraction: float, seed: int = 0) -> Dataset:
     """A class-stratified random subset with ``fraction`` of the samples (at least one per class)."""
     if fraction >= 1.0:

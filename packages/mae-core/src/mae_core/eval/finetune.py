@@ -1,5 +1,12 @@
 """Fine-tuning with layer-wise lr decay and drop path, on top of any model that has ``encode`` and ``layer_id``.
 
+With ``adversary_key`` / ``adversary_classes`` a second linear head behind a gradient-reversal layer of strength
+``adversary_lambda`` (:class:`~mae_core.layers.AdversaryHead`) reads the same normed pooled features as the class head
+and predicts the sample's ``batch[adversary_key]`` (e.g. the subject); its loss, BCE on the one-hot label, is added to
+the task loss with weight 1, so the head learns the nuisance label while the encoder is pushed to hide it (FMAE-IAT,
+``models_vit.py`` / ``engine_finetune.py``: ``loss = AU_loss + ID_loss``, ``GradReverse`` scaling the gradient by
+``-lambda``).
+
 With ``distill_token=True`` and a ``teacher`` classifier the fine-tuning is DeiT's hard distillation (as G2SD's
 specific stage, ``engine_finetune_dis.py``): a learned distillation token joins the patch tokens of a ViT backbone, its
 encoder output goes through its own linear head, and the loss is (CE(class head, labels) + CE(distillation head,
@@ -19,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data.utils import collate_dicts
 from ..errors import MaeError
+from ..layers import AdversaryHead
 from ..models.mae import MaskedAutoencoder, ModelOutput
 from ..train.optim import param_groups
 from ..train.trainer import Trainer, TrainConfig, move_to
@@ -29,7 +37,8 @@ class Classifier(nn.Module):
     ``teacher`` (a :class:`~mae_core.teacher.FrozenTeacher` of a classifier): hard distillation (module docstring)."""
 
     def __init__(self, backbone: nn.Module, num_classes: int, pool: str | None = "mean", multilabel: bool = False,
-                 label_smoothing: float = 0.0, distill_token: bool = False, teacher: nn.Module | None = None):
+                 label_smoothing: float = 0.0, distill_token: bool = False, teacher: nn.Module | None = None,
+                 adversary_key: str = "", adversary_classes: int = 0, adversary_lambda: float = 1.0):
         super().__init__()
         self.backbone = backbone
         decoder = getattr(backbone, "decoder", None)
@@ -66,6 +75,12 @@ class Classifier(nn.Module):
                 raise MaeError("a fine-tuning teacher needs a distillation token (distill_token=True): its argmax "
                                "trains it")
             self.teacher = teacher
+        self.adversary_key = adversary_key
+        self.adversary = None
+        if adversary_classes:
+            if not adversary_key:
+                raise MaeError("an adversary head needs the sample key of its label (adversary_key)")
+            self.adversary = AdversaryHead(dim, int(adversary_classes), adversary_lambda)
 
     def features(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(pooled features, the distillation token's normed encoder output or None)."""
@@ -78,10 +93,18 @@ class Classifier(nn.Module):
         feats = b.encoder(torch.cat([x, self.dist_token.expand(x.shape[0], -1, -1).to(x.dtype)], dim=1))
         return b.pool_features(feats[:, :-1], self.pool), feats[:, -1]
 
+    def encode(self, batch: dict) -> torch.Tensor:
+        """The features the class head (and the adversary head) read: the normed pooled backbone features."""
+        return self.fc_norm(self.features(batch)[0])
+
     def both_logits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(class head logits, distillation head logits or None)."""
+        return self._heads(batch)[:2]
+
+    def _heads(self, batch: dict):
         f, dist = self.features(batch)
-        return self.head(self.fc_norm(f)), (self.head_dist(dist) if dist is not None else None)
+        f = self.fc_norm(f)
+        return self.head(f), (self.head_dist(dist) if dist is not None else None), f
 
     def logits(self, batch: dict) -> torch.Tensor:
         """Test logits: the class head, or with a distillation token the mean of both heads (DeiT, G2SD)."""
@@ -89,7 +112,7 @@ class Classifier(nn.Module):
         return cls if dist is None else (cls + dist) / 2
 
     def forward(self, batch: dict, generator=None) -> ModelOutput:
-        logits, dist = self.both_logits(batch)
+        logits, dist, f = self._heads(batch)
         y = batch["label"]
         if self.multilabel:
             loss = F.binary_cross_entropy_with_logits(logits, y.float())
@@ -110,6 +133,15 @@ class Classifier(nn.Module):
                     term = F.cross_entropy(dist, y if soft else y.long(), label_smoothing=self.label_smoothing)
                 loss = (loss + term) / 2
                 metrics["acc"] = float((((logits + dist) / 2).argmax(-1) == hard).float().mean())
+        if self.adversary is not None:  # FMAE-IAT: loss = task loss + BCE(adversary head, one-hot label)
+            adv = self.adversary(f)
+            if self.adversary_key not in batch:
+                raise MaeError(f"adversary: the batch has no {self.adversary_key!r} (it has {', '.join(batch)})")
+            a = batch[self.adversary_key].long()
+            term = F.binary_cross_entropy_with_logits(adv, F.one_hot(a, adv.shape[-1]).to(adv.dtype))
+            metrics.update(loss_task=loss.detach(), loss_adversary=term.detach(),
+                           adversary_acc=float((adv.argmax(-1) == a).float().mean()))
+            loss = loss + term
         return ModelOutput(loss=loss, pred=logits, metrics=metrics)
 
     def num_layers(self) -> int:
@@ -134,7 +166,10 @@ def evaluate_classifier(model: Classifier, dataset: Dataset, batch_size: int = 2
         labels.append(batch["label"].cpu())
     logits, labels = torch.cat(logits), torch.cat(labels)
     if model.multilabel:
-        return {"auc": mean_auc(torch.sigmoid(logits), labels)}
+        from .multilabel import best_threshold_f1, mean_f1
+        probs = torch.sigmoid(logits)
+        best, at = best_threshold_f1(probs, labels)
+        return {"auc": mean_auc(probs, labels), "f1": mean_f1(probs, labels), "f1_best": best, "f1_best_threshold": at}
     return {"acc": float((logits.argmax(-1) == labels).float().mean())}
 
 
@@ -142,13 +177,16 @@ def finetune(backbone: nn.Module, train_set: Dataset, test_set: Dataset, num_cla
              layer_decay: float | None = 0.75, drop_path: float = 0.1, pool: str | None = "mean",
              multilabel: bool = False, label_smoothing: float = 0.1, run_dir=None, collate_fn=collate_dicts,
              eval_every_epoch: bool = False, distill_token: bool = False,
-             teacher: nn.Module | None = None) -> tuple[Classifier, dict]:
+             teacher: nn.Module | None = None, adversary_key: str = "", adversary_classes: int = 0,
+             adversary_lambda: float = 1.0) -> tuple[Classifier, dict]:
     """Fine-tune ``backbone`` + a linear head end to end; returns the classifier and its test metrics.
-    ``distill_token`` + ``teacher``: hard distillation from a frozen classifier (module docstring)."""
+    ``distill_token`` + ``teacher``: hard distillation from a frozen classifier; ``adversary_*``: a
+    gradient-reversal head on ``batch[adversary_key]`` (module docstring)."""
     if drop_path and hasattr(backbone, "encoder") and hasattr(backbone.encoder, "set_drop_path"):
         backbone.encoder.set_drop_path(drop_path)
     model = Classifier(backbone, num_classes, pool=pool, multilabel=multilabel, label_smoothing=label_smoothing,
-                       distill_token=distill_token, teacher=teacher)
+                       distill_token=distill_token, teacher=teacher, adversary_key=adversary_key,
+                       adversary_classes=adversary_classes, adversary_lambda=adversary_lambda)
 
     def groups(m):
         return param_groups(m, config.weight_decay, layer_decay=layer_decay, layer_id=m.layer_id,
@@ -191,8 +229,12 @@ def load_classifier(directory: str | Path) -> Classifier:
     meta = json.loads((directory / CONFIG).read_text())
     ft = meta.get("run_config", {}).get("finetune", {})
     state = load_file(str(directory / HEAD_WEIGHTS))
+    adv = state.get("adversary.linear.weight")
     model = Classifier(from_pretrained(directory), int(meta["num_classes"]), pool=ft.get("pool", "mean"),
-                       distill_token="dist_token" in state)
+                       multilabel=bool(meta.get("multilabel", False)), distill_token="dist_token" in state,
+                       adversary_key=ft.get("adversary", "") if adv is not None else "",
+                       adversary_classes=0 if adv is None else adv.shape[0],
+                       adversary_lambda=float(ft.get("adversary_lambda", 1.0)))
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("backbone.")]
     if missing or unexpected:

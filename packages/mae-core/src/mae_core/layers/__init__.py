@@ -1,4 +1,5 @@
 """Small single-purpose building blocks shared by every domain."""
+from .adversary import AdversaryHead, GradReverse, grad_reverse
 from .blocks import (LayerNorm, Attention, Block, CrossAttention, CrossBlock, DropPath, LayerScale, Mlp, attention_probs,
                      cls_attention, drop_path, init_weights)
 from .ema import EMA
@@ -8,7 +9,7 @@ from .queue import FeatureQueue
 from .taps import TapCrossBlock
 
 __all__ = [
-    "LayerNorm",
+    "LayerNorm", "AdversaryHead", "GradReverse", "grad_reverse",
     "Attention", "Block", "CrossAttention", "CrossBlock", "DropPath", "LayerScale", "Mlp", "drop_path", "init_weights",
     "attention_probs", "cls_attention", "EMA",
     "PatchEmbed", "PatchEmbed2d", "PatchEmbed3d", "grid_shape", "patchify", "unpatchify",
