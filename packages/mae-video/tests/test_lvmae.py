@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from mae_core.masking import padded_masking, predecessor_similarity
 from mae_video.data.stories import SCRIPTS, LongVideoConfig, LongVideoStories, make_stories
+from mae_video.data.synthetic import generate_clips
 from mae_video.methods.lvmae import LVMAE, LVMAEConfig, mean_segments
 
 
@@ -107,17 +108,24 @@ def test_random_window_and_mean_baseline():
     assert torch.allclose(mean_segments(batch), torch.stack([torch.ones(8), -torch.ones(8)]) / math.sqrt(8))
 
 
-def test_stories_share_motions_across_orders():
-    motions = torch.arange(64) % 8
-    labels, stories = make_stories(40, motions, 20, 60, seed=0)
-    for lab, idx in zip(labels.tolist(), stories):
-        assert 20 <= len(idx) <= 60
-        seq = motions[torch.from_numpy(idx)].tolist()
-        runs = [(m, len(list(g))) for m, g in itertools.groupby(seq)]
+def test_stories_share_motions_across_orders_and_one_scene():
+    labels, motions = make_stories(40, 20, 60, seed=0)
+    for lab, seq in zip(labels.tolist(), motions):
+        assert 20 <= len(seq) <= 60
+        runs = [(m, len(list(g))) for m, g in itertools.groupby(seq.tolist())]
         assert [m for m, _ in runs] == list(SCRIPTS[lab])  # four acts in the script's order
         assert min(k for _, k in runs) >= 2
     assert sorted(SCRIPTS[0]) == sorted(SCRIPTS[1]) and SCRIPTS[0] != SCRIPTS[1]
+    # one scene per story: the first frames of two clips of a scene differ only where the object is
+    clips, masks, got = generate_clips(3, 4, 16, seed=0, labels=torch.tensor([4, 4, 4]),
+                                       scenes=torch.tensor([0, 0, 1]))
+    assert got.tolist() == [4, 4, 4]
+    bg = (masks[0, 0] == 0) & (masks[1, 0] == 0) & (masks[2, 0] == 0)
+    same = (clips[0, :, 0].float() - clips[1, :, 0].float()).abs().mean(0)[bg].mean()
+    other = (clips[0, :, 0].float() - clips[2, :, 0].float()).abs().mean(0)[bg].mean()
+    assert same < 30 < other  # pixel noise only (0.02 x 255 per channel, about 6 here) vs another background
     ds = LongVideoStories(LongVideoConfig(teacher="random", segment_pool="mean", num_frames=4, image_size=16,
-                                          pool_train=32, num_train=3, min_segments=8, max_segments=10))
+                                          num_train=3, min_segments=8, max_segments=10))
     batch = ds.collate_fn([ds[i] for i in range(3)])
     assert batch["segments"].shape == (3, int(batch["length"].max()), ds.dim)
+    assert batch["length"].tolist() == [len(m) for m in ds.motions]

@@ -1,20 +1,19 @@
 """Long "story" videos as sequences of segment embeddings (the data of LV-MAE), embedded: no download.
 
-A story is 20-60 segments (``min_segments`` / ``max_segments``); each segment is one moving-shapes clip (8 x 32 x
-32, a random shape, colour and background, one of the 8 motions). A story plays four acts, each a run of segments
-of one motion, with random act lengths (at least two segments each). The eight story labels are four motion sets
-played in two orders, forward and backward (``SCRIPTS``): stories of labels 2s and 2s + 1 contain the same motions
-in the same proportions on average, so the mean of a story's segment embeddings cannot tell them apart, only the
-order can.
+A story is 20-60 segments (``min_segments`` / ``max_segments``), each a moving-shapes clip (8 x 32 x 32) of one
+scene: one shape, colour and background for the whole story, as the shots of one long video, while each segment
+has its own start and speed. A story plays four acts, each a run of segments of one motion, with random act
+lengths (at least two segments each). The eight story labels are four motion sets played in two orders, forward
+and backward (``SCRIPTS``): stories of labels 2s and 2s + 1 contain the same motions in the same proportions on
+average, so the mean of a story's segment embeddings cannot tell them apart, only the order can.
 
 Each segment becomes one embedding of a frozen short-clip encoder (``--teacher``: a run or ``save_pretrained``
 directory of the library's ``videomae``, loaded as a :class:`mae_core.teacher.FrozenTeacher`; empty: the default
-VideoMAE on these clips, trained once by :func:`mae_core.teacher.cached_pretrain`; ``random``: a random-weight
-VideoMAE, the control). Segments are drawn from a pool of clips per split (train stories from the training clips,
-test stories from held-out clips); the pool's embeddings are computed once and cached on disk under
-``cache_dir`` (default ``<teacher cache>/segment-embeddings``), keyed by the teacher's sha256, the pool and the pool
-feature. Samples: ``{"segments": (n, D) float, "length": n, "label": int, "index": i}``; ``collate_fn`` pads a
-batch to its longest story with zeros.
+VideoMAE recipe trained once on the moving-shapes clips by :func:`mae_core.teacher.cached_pretrain`; ``random``:
+a random-weight VideoMAE, the control). The embeddings are computed once and cached on disk under ``cache_dir``
+(default ``<teacher cache>/segment-embeddings``), keyed by the teacher's sha256 and the story settings. Samples:
+``{"segments": (n, D) float, "length": n, "label": int, "index": i}``; ``collate_fn`` pads a batch to its longest
+story with zeros.
 """
 from __future__ import annotations
 
@@ -32,7 +31,7 @@ from mae_core.config import field, to_dict
 from mae_core.errors import ConfigError
 from mae_core.teacher import FrozenTeacher, cached_pretrain, preserve_rng, teacher_cache
 
-from .synthetic import CLASSES, MovingShapes, MovingShapesConfig
+from .synthetic import CLASSES, MovingShapesConfig, generate_clips
 
 # four motion sets (indices into CLASSES), each played forward (label 2s) and backward (label 2s + 1)
 SETS = ((0, 2, 4, 7), (1, 3, 5, 6), (0, 3, 6, 4), (1, 2, 7, 5))
@@ -54,8 +53,6 @@ class LongVideoConfig:
                               choices=["grid", "time", "mean"])
     num_frames: int = field(8, "frames per segment clip", ge=1)
     image_size: int = field(32, "frame side of a segment clip", ge=1)
-    pool_train: int = field(1024, "clips the training stories draw their segments from", ge=1)
-    pool_test: int = field(512, "held-out clips the test stories draw their segments from", ge=1)
     num_train: int = field(512, "training stories", ge=1)
     num_test: int = field(256, "test stories", ge=1)
     min_segments: int = field(20, "fewest segments in a story (four acts of at least two)", ge=8)
@@ -65,9 +62,8 @@ class LongVideoConfig:
 
 
 def clip_config(c: LongVideoConfig) -> MovingShapesConfig:
-    """The moving-shapes clips of the pools (the default segment encoder is trained on the training pool)."""
-    return MovingShapesConfig(num_frames=c.num_frames, image_size=c.image_size, num_train=c.pool_train,
-                              num_test=c.pool_test, seed=c.seed)
+    """The moving-shapes clips the default segment encoder is trained on (its default 1024 training clips)."""
+    return MovingShapesConfig(num_frames=c.num_frames, image_size=c.image_size)
 
 
 _TEACHERS: dict = {}
@@ -93,50 +89,55 @@ def segment_encoder(c: LongVideoConfig) -> FrozenTeacher:
     return _TEACHERS[key]
 
 
-@torch.no_grad()
-def embed_clips(teacher: FrozenTeacher, clips: MovingShapes, pool: str, batch: int = 128) -> torch.Tensor:
-    """(N, D) pooled features of every clip of ``clips`` through the frozen encoder."""
-    out = []
-    for s in range(0, len(clips), batch):
-        video = torch.stack([clips[i]["video"] for i in range(s, min(len(clips), s + batch))])
-        out.append(teacher.model.encode({"video": video}, pool=pool).float())
-    return torch.cat(out)
-
-
-def pool_embeddings(c: LongVideoConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(embeddings (N, D), motion labels (N,)) of the split's clip pool, from the disk cache when there."""
-    clips = MovingShapes(clip_config(c), split)
-    teacher = segment_encoder(c)
-    if teacher.sha256 is None:  # random weights: cheap, nothing to key a cache by
-        with preserve_rng():
-            return embed_clips(teacher, clips, c.segment_pool), clips.labels
-    key = json.dumps([teacher.sha256, to_dict(clip_config(c)), split, c.segment_pool], sort_keys=True)
-    cache = Path(c.cache_dir or teacher_cache() / "segment-embeddings")
-    path = cache / f"{split}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
-    if path.exists():
-        return torch.load(path, weights_only=True), clips.labels
-    emb = embed_clips(teacher, clips, c.segment_pool)
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(emb, tmp)
-    os.replace(tmp, path)
-    print(f"segment embeddings: {len(emb)} {split} clips embedded, cached in {path}", flush=True)
-    return emb, clips.labels
-
-
-def make_stories(n: int, motion_labels: torch.Tensor, min_seg: int, max_seg: int, seed: int):
-    """(story labels (n,), list of clip-index arrays): each story = four acts of its script's motions."""
+def make_stories(n: int, min_seg: int, max_seg: int, seed: int) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """(story labels (n,), the motion of every segment of each story): four acts of the script's motions."""
     rng = np.random.default_rng(seed)
-    by_motion = [np.flatnonzero(motion_labels.numpy() == m) for m in range(len(CLASSES))]
     labels = rng.integers(0, len(SCRIPTS), n)
-    stories = []
+    motions = []
     for lab in labels:
         total = int(rng.integers(min_seg, max_seg + 1))
         cuts = np.sort(rng.integers(0, total - 8 + 1, 3))  # each act at least two segments
         acts = 2 + np.diff(np.concatenate([[0], cuts, [total - 8]]))
-        idx = [rng.choice(by_motion[m], size=int(k)) for m, k in zip(SCRIPTS[lab], acts)]
-        stories.append(np.concatenate(idx))
-    return torch.from_numpy(labels), stories
+        motions.append(np.repeat(np.asarray(SCRIPTS[lab]), acts))
+    return torch.from_numpy(labels), motions
+
+
+@torch.no_grad()
+def embed_stories(teacher: FrozenTeacher, c: LongVideoConfig, motions: list[np.ndarray], seed: int,
+                  chunk: int = 32) -> torch.Tensor:
+    """(sum of lengths, D): every segment clip of every story (one scene per story) through the frozen encoder."""
+    out = []
+    for s in range(0, len(motions), chunk):
+        part = motions[s:s + chunk]
+        labels = torch.from_numpy(np.concatenate(part))
+        scenes = torch.repeat_interleave(torch.arange(len(part)), torch.tensor([len(m) for m in part]))
+        clips, _, _ = generate_clips(len(labels), c.num_frames, c.image_size, seed=seed * 100003 + s,
+                                     labels=labels, scenes=scenes)
+        for i in range(0, len(clips), 256):
+            video = (clips[i:i + 256].float() / 255.0 - 0.5) / 0.5  # as MovingShapes
+            out.append(teacher.model.encode({"video": video}, pool=c.segment_pool).float())
+    return torch.cat(out)
+
+
+def story_embeddings(c: LongVideoConfig, split: str, motions: list[np.ndarray], seed: int) -> torch.Tensor:
+    """The split's segment embeddings, from the disk cache when there."""
+    teacher = segment_encoder(c)
+    if teacher.sha256 is None:  # random weights: cheap at test sizes, nothing to key a cache by
+        with preserve_rng():
+            return embed_stories(teacher, c, motions, seed)
+    settings = {k: v for k, v in to_dict(c).items() if k not in ("teacher", "teacher_sha256", "cache_dir")}
+    key = json.dumps([teacher.sha256, settings, split], sort_keys=True)
+    cache = Path(c.cache_dir or teacher_cache() / "segment-embeddings")
+    path = cache / f"{split}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    emb = embed_stories(teacher, c, motions, seed)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(emb, tmp)
+    os.replace(tmp, path)
+    print(f"segment embeddings: {len(emb)} {split} segments embedded, cached in {path}", flush=True)
+    return emb
 
 
 class LongVideoStories(Dataset):
@@ -149,10 +150,11 @@ class LongVideoStories(Dataset):
         if c.max_segments < c.min_segments:  # checked here, not in the config: either bound alone is valid
             raise ConfigError(f"data.max_segments ({c.max_segments}) is below data.min_segments "
                               f"({c.min_segments})")
-        self.embeddings, self.motions = pool_embeddings(c, split)
         n = c.num_train if split == "train" else c.num_test
-        self.labels, self.stories = make_stories(n, self.motions, c.min_segments, c.max_segments,
-                                                 seed=c.seed * 2 + (0 if split == "train" else 1) + 7919)
+        seed = c.seed * 2 + (0 if split == "train" else 1) + 7919
+        self.labels, self.motions = make_stories(n, c.min_segments, c.max_segments, seed)
+        self.embeddings = story_embeddings(c, split, self.motions, seed)
+        self.offsets = np.concatenate([[0], np.cumsum([len(m) for m in self.motions])])
         self.num_classes = len(SCRIPTS)
         self.dim = self.embeddings.shape[1]
 
@@ -160,8 +162,8 @@ class LongVideoStories(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i):
-        idx = torch.from_numpy(self.stories[i])
-        return {"segments": self.embeddings[idx], "length": len(idx), "label": int(self.labels[i]), "index": i}
+        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+        return {"segments": self.embeddings[a:b], "length": b - a, "label": int(self.labels[i]), "index": i}
 
     @staticmethod
     def collate_fn(samples: list[dict]) -> dict:

@@ -70,14 +70,25 @@ def _trajectories(labels: torch.Tensor, t: int, rng: np.random.Generator, speed:
 
 
 def generate_clips(n: int, num_frames: int = 8, size: int = 32, seed: int = 0, speed: float = 0.11,
-                   chunk: int = 128) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(clips (n, 3, T, S, S) uint8, object masks (n, T, S, S) uint8, labels (n,)), deterministic."""
+                   chunk: int = 128, labels: torch.Tensor | None = None, scenes: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(clips (n, 3, T, S, S) uint8, object masks (n, T, S, S) uint8, labels (n,)), deterministic.
+
+    ``labels`` (n,): the motions to draw instead of random ones. ``scenes`` (n,) ints in [0, n): clips of one scene
+    share its shape, aspect, background and colour (the shots of one long video); start, speed and the per-frame
+    noise stay per clip."""
     rng = np.random.default_rng(seed)
     g = torch.Generator().manual_seed(int(rng.integers(2**31)))
-    labels = torch.from_numpy(rng.integers(0, len(CLASSES), n))
+    drawn = torch.from_numpy(rng.integers(0, len(CLASSES), n))
+    labels = drawn if labels is None else torch.as_tensor(labels).long()
     shapes = torch.from_numpy(np.asarray(SHAPES)[rng.integers(0, len(SHAPES), n)])
     aspect = torch.from_numpy(rng.uniform(0.8, 1.25, n)).float()
     centre, theta, scale = _trajectories(labels, num_frames, rng, speed)
+    if scenes is not None:
+        scenes = torch.as_tensor(scenes).long()
+        shapes, aspect = shapes[scenes], aspect[scenes]
+        scene_bg = textured_background(int(scenes.max()) + 1, size, g, noise_cells=max(2, size // 6))
+        scene_fg = contrasting_colour(scene_bg, g)
     coords = torch.linspace(-1, 1, size)
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")
     clips = torch.empty(n, 3, num_frames, size, size, dtype=torch.uint8)
@@ -98,8 +109,11 @@ def generate_clips(n: int, num_frames: int = 8, size: int = 32, seed: int = 0, s
         soft = F.avg_pool2d(F.pad(fg, (1, 1, 1, 1), mode="replicate"), 3, stride=1) * 0.5 + fg * 0.5
         soft = soft.reshape(m, t, 1, size, size).transpose(1, 2)  # (m, 1, T, S, S)
         # static textured background: gradient between two colours plus smooth noise
-        bg2d = textured_background(m, size, g, noise_cells=max(2, size // 6))  # (m, 3, S, S)
-        fgc = contrasting_colour(bg2d, g)[:, :, None]  # (m, 3, 1, 1, 1)
+        if scenes is None:
+            bg2d = textured_background(m, size, g, noise_cells=max(2, size // 6))  # (m, 3, S, S)
+            fgc = contrasting_colour(bg2d, g)[:, :, None]  # (m, 3, 1, 1, 1)
+        else:
+            bg2d, fgc = scene_bg[scenes[s:e]], scene_fg[scenes[s:e]][:, :, None]
         bg = bg2d[:, :, None]  # (m, 3, 1, S, S)
         video = bg * (1 - soft) + fgc * soft
         video = video + 0.02 * torch.randn(video.shape, generator=g)
