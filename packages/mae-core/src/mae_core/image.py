@@ -111,6 +111,28 @@ from .distill import dmae, maskalign  # noqa: E402,F401
 from .distill import g2sd  # noqa: E402,F401
 from .distill import hybrid, mr_mae  # noqa: E402,F401
 
+# ---- TokenUnify: random-token, then next-all + next-token prediction over tokens corrupted in place --------------------
+from .data.membranes import MembranesConfig, SyntheticMembranes  # noqa: E402
+from .models.tokenunify import TokenUnify, TokenUnifyConfig, adapt_tokenunify, visualize_tokenunify  # noqa: E402
+
+register_dataset(DatasetSpec(
+    name="membranes", domain="core", config_cls=MembranesConfig,
+    build=lambda cfg, split: SyntheticMembranes(cfg, split),
+    description="embedded: EM-like grey images of Voronoi cells with wavy, fading membranes and organelles, 32 px, "
+                "with instance labels and boundary maps (the segmentation probe)"))
+register_method(MethodSpec(
+    name="tokenunify", domain="core", config_cls=TokenUnifyConfig, model_cls=TokenUnify,
+    description="TokenUnify: stage 1 random-token prediction (40 % of tokens noise), stage 2 next-all + next-token "
+                "from a noise-filled random-length prefix (ViT, causal pass for the next-token head)",
+    default_dataset="membranes",
+    paper="Chen et al., TokenUnify: Scaling Up Autoregressive Pretraining for Neuron Segmentation, ICCV 2025",
+    visualize=visualize_tokenunify,
+    train_defaults={"epochs": 5, "batch_size": 64, "base_lr": 1.5e-3, "warmup_epochs": 0.5},
+    adapt=adapt_tokenunify,
+    tiny={"model": {"patch_size": 4, "embed_dim": 32, "depth": 1, "num_heads": 2, "init": "none"},
+          "data": {"image_size": 16, "num_train": 4, "num_test": 2}},
+))
+
 # ---- face MAE (FMAE-IAT): the image MAE on faces; fine-tuning detects action units with an identity adversary ---------
 from .data.faces import FaceFolder, FaceFolderConfig, FacesConfig, SyntheticFaces  # noqa: E402
 

@@ -117,3 +117,11 @@ def probe_prototypical(model, train_set, test_set, cfg: ProbeConfig, cache) -> d
 register_probe("linear", probe_linear)
 register_probe("knn", probe_knn)
 register_probe("prototypical", probe_prototypical)
+
+
+def probe_segmentation(model, train_set, test_set, cfg: ProbeConfig, cache) -> dict:
+    from .grid import probe_segmentation as run
+    return run(model, train_set, test_set, cfg, cache)
+
+
+register_probe("segmentation", probe_segmentation)

@@ -81,8 +81,9 @@ def asymmetric_loss(logits: torch.Tensor, targets: torch.Tensor, gamma_neg: floa
 
 
 @torch.no_grad()
-def extract_token_grids(model, dataset, batch_size: int = 64, device="cpu", collate_fn=None, progress: bool = False):
-    """Frozen last-layer patch tokens of a whole data set: ((N, L, D) float32 on CPU, labels, grid)."""
+def extract_token_grids(model, dataset, batch_size: int = 64, device="cpu", collate_fn=None, progress: bool = False,
+                        label_key: str = "label"):
+    """Frozen last-layer patch tokens of a whole data set: ((N, L, D) float32 on CPU, ``batch[label_key]``, grid)."""
     from ..data.utils import collate_dicts
     from ..train.trainer import move_to
 
@@ -98,7 +99,7 @@ def extract_token_grids(model, dataset, batch_size: int = 64, device="cpu", coll
         batch = move_to(batch, device)
         t, grid = model.token_grid(batch)
         toks.append(t.float().cpu())
-        labels.append(batch["label"].cpu())
+        labels.append(batch[label_key].cpu())
     return torch.cat(toks), torch.cat(labels), tuple(grid)
 
 
