@@ -255,20 +255,14 @@ def data_name(data_cfg) -> str:
     return names[0]
 
 
-def cached_pretrain(method: str, data_cfg, options: dict, prefix: str, what: str) -> Path:
-    """The run directory of ``method`` pretrained with ``options`` (keywords of :func:`mae_core.pretrain`) on the
-    data of ``data_cfg``: trained now, with the RNG states kept (:class:`preserve_rng`), unless it is cached under
-    :func:`teacher_cache` as ``<prefix>-<dataset>-<hash of dataset, data config and options>``. Prints which; two
-    processes asking at once train it once (a file lock). ``what`` names it in the message."""
-    import hashlib
+def cached_dir(prefix: str, name: str, recipe: Any, what: str, build, done: Sequence[str] = (WEIGHTS, "summary.json"),
+               how: str = "") -> Path:
+    """``<teacher_cache>/<prefix>-<name>-<hash of recipe>``, built by ``build(out)`` with the RNG states kept
+    (:class:`preserve_rng`) unless every file of ``done`` is already there. Prints which; two processes asking at
+    once build it once (a file lock). ``what`` names it and ``how`` describes the build in the message."""
     import json
 
-    from .checkpoint import WEIGHTS
-    from .config import to_dict
-    from .workflows import pretrain
-
-    name, data = data_name(data_cfg), to_dict(data_cfg)
-    key = hashlib.sha256(json.dumps([name, data, options], sort_keys=True, default=str).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()
     out = (teacher_cache() / f"{prefix}-{name}-{key[:10]}").resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f"{out.name}.lock", "w") as lock:  # two runs at once: the second waits, then reuses
@@ -277,14 +271,27 @@ def cached_pretrain(method: str, data_cfg, options: dict, prefix: str, what: str
             fcntl.flock(lock, fcntl.LOCK_EX)
         except ImportError:  # no fcntl (Windows): no waiting
             pass
-        if (out / WEIGHTS).exists() and (out / "summary.json").exists():
+        if all((out / f).exists() for f in done):
             print(f"teacher: cached {what} {out}", flush=True)
             return out
-        print(f"teacher: none given (--teacher); training the default {what} ({method}, "
-              f"{options.get('epochs')} epochs on {name}) into {out}", flush=True)
+        print(f"teacher: training the default {what} ({how}) into {out}", flush=True)
         with preserve_rng():
-            pretrain(method, dataset=name, data_config=data, out=str(out), overwrite=True, progress=False, **options)
+            build(out)
     return out
+
+
+def cached_pretrain(method: str, data_cfg, options: dict, prefix: str, what: str) -> Path:
+    """The run directory of ``method`` pretrained with ``options`` (keywords of :func:`mae_core.pretrain`) on the
+    data of ``data_cfg``, through :func:`cached_dir`, keyed by the dataset, its config and the options."""
+    from .config import to_dict
+    from .workflows import pretrain
+
+    name, data = data_name(data_cfg), to_dict(data_cfg)
+
+    def build(out: Path) -> None:
+        pretrain(method, dataset=name, data_config=data, out=str(out), overwrite=True, progress=False, **options)
+    return cached_dir(prefix, name, [name, data, options], what, build,
+                      how=f"{method}, {options.get('epochs')} epochs on {name}")
 
 
 def _check_hash(weights: Path, expected: str | None) -> str:

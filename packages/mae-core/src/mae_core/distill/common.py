@@ -2,8 +2,8 @@
 
 - ``--teacher`` (:class:`DistillConfig`): a run or ``save_pretrained`` directory of any ViT method here (image-mae,
   image-simclr...); empty (the default): the default T-MIM teacher for the data (a larger image MAE, 192 wide x 6
-  blocks), trained once by :func:`default_teacher` and cached under ``$MAE_TEACHER_CACHE`` (default
-  ``runs/teachers``), keyed by the data config and the teacher recipe; ``random``: the same architecture with random
+  blocks), trained once by :func:`default_teacher` (:func:`mae_core.teacher.cached_pretrain`) and cached under
+  ``$MAE_TEACHER_CACHE`` (default ``runs/teachers``), keyed by the data config and the teacher recipe; ``random``: the same architecture with random
   weights (the control: a gain must come from the teacher's knowledge).
 - The teacher's width / depth are copied into the student's config when it is built, so the student's heads are
   rebuilt from its own ``config.json`` without the teacher; the teacher itself is loaded on the first training
@@ -13,20 +13,15 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import os
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..checkpoint import WEIGHTS, read_config
-from ..config import field, to_dict
-from ..errors import ConfigError, MaeError
+from ..config import field
+from ..errors import MaeError
 from ..masking import MaskInfo, gather_tokens, mask_from_scores, num_keep, uniform_noise
 from ..models.image_mae import ImageMAE, ImageMAEConfig
 from ..teacher import FrozenTeacher, cached_pretrain, file_sha256
@@ -50,58 +45,11 @@ class DistillConfig(ImageMAEConfig):
     teacher_epochs: int = field(6, "epochs of the default T-MIM teacher when it has to be trained", ge=1)
 
 
-def teacher_cache() -> Path:
-    return Path(os.environ.get("MAE_TEACHER_CACHE", "runs/teachers"))
-
-
-def _preserve_rng():
-    """Save and restore the Python / NumPy / torch RNG states around teacher training, so that the student's
-    initialisation does not depend on whether the teacher was cached."""
-    class _Keep:
-        def __enter__(self):
-            self.states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-
-        def __exit__(self, *exc):
-            random.setstate(self.states[0])
-            np.random.set_state(self.states[1])
-            torch.set_rng_state(self.states[2])
-    return _Keep()
-
-
 def default_teacher(cfg: DistillConfig, data_cfg, dataset=None) -> Path:
     """The cached default T-MIM teacher for ``data_cfg`` (trained now if it is not cached); prints which."""
-    from .. import registry
-
-    names = [d.name for d in registry.datasets() if isinstance(data_cfg, d.config_cls)]
-    if not names:
-        raise ConfigError("--teacher: no default teacher for this data (give --teacher RUN_DIR)")
-    data = to_dict(data_cfg)
     batch = min(128, len(dataset)) if dataset is not None else 128
     recipe = {**T_MIM, "patch_size": cfg.patch_size, "epochs": cfg.teacher_epochs, "batch_size": batch}
-    key = hashlib.sha256(json.dumps([names[0], data, recipe], sort_keys=True, default=str).encode()).hexdigest()
-    out = (teacher_cache() / f"t-mim-{names[0]}-{key[:10]}").resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / f"{out.name}.lock", "w") as lock:  # two runs at once: the second waits, then reuses
-        try:
-            import fcntl
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        except ImportError:  # no fcntl (Windows): no waiting
-            pass
-        return _train_or_reuse(out, names[0], data, batch, cfg)
-
-
-def _train_or_reuse(out: Path, name: str, data: dict, batch: int, cfg: DistillConfig) -> Path:
-    from ..workflows import pretrain
-
-    if (out / WEIGHTS).exists() and (out / "summary.json").exists():
-        print(f"teacher: cached T-MIM {out}", flush=True)
-        return out
-    print(f"teacher: none given (--teacher); training the default T-MIM (image-mae {T_MIM['embed_dim']} x "
-          f"{T_MIM['depth']} blocks, {cfg.teacher_epochs} epochs on {name}) into {out}", flush=True)
-    with _preserve_rng():
-        pretrain("image-mae", dataset=name, data_config=data, out=str(out), overwrite=True, progress=False,
-                 epochs=cfg.teacher_epochs, patch_size=cfg.patch_size, batch_size=batch, **T_MIM)
-    return out
+    return cached_pretrain("image-mae", data_cfg, recipe, prefix="t-mim", what="T-MIM")
 
 
 def adapt_distill(model_cfg: DistillConfig, data_cfg, dataset) -> DistillConfig:

@@ -24,8 +24,6 @@ that block (the last one: a teacher decoder shallower than ``teacher_decoder_blo
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +39,8 @@ from ..masking import MaskInfo, gather_tokens
 from ..models.image_mae import ImageMAE, ImageMAEConfig
 from ..models.mae import ModelOutput
 from ..registry import MethodSpec, register_method
-from ..teacher import FrozenTeacher, file_sha256
-from .common import T_MIM, DistillConfig, DistillStudent, adapt_distill, teacher_cache
+from ..teacher import FrozenTeacher, cached_dir, file_sha256
+from .common import T_MIM, DistillConfig, DistillStudent, adapt_distill
 
 
 @dataclass
@@ -158,24 +156,13 @@ def fine_tuned_teacher(cfg, fc, run) -> Path:
     train = {k: getattr(cfg.train, k) for k in _RECIPE_KEYS}
     tfc = dataclasses.replace(fc, distill_teacher="", scratch=False)
     recipe = [sha, cfg.dataset.name, to_dict(cfg.data), train, dataclasses.asdict(tfc)]
-    key = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()
-    out = (teacher_cache() / f"t-ft-{cfg.dataset.name}-{key[:10]}").resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / f"{out.name}.lock", "w") as lock:  # two runs at once: the second waits, then reuses
-        try:
-            import fcntl
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        except ImportError:  # no fcntl (Windows): no waiting
-            pass
-        if (out / "head.safetensors").exists() and (out / "summary.json").exists():
-            print(f"teacher: cached T-FT {out}", flush=True)
-            return out
-        print(f"teacher: training the default T-FT ({tdir.name} fine-tuned, {train['epochs']} epochs, label "
-              f"fraction {fc.label_fraction}, seed {train['seed']}) into {out}", flush=True)
+    def build(out: Path) -> None:
         tcfg = resolve_run_config(run=str(tdir), base="finetune", dataset=cfg.dataset.name,
                                   sections={"data": to_dict(cfg.data), "train": {**train, "progress": False}})
         run_finetune(tcfg, tfc, str(tdir), out=str(out), overwrite=True)
-    return out
+    return cached_dir("t-ft", cfg.dataset.name, recipe, "T-FT", build, done=("head.safetensors", "summary.json"),
+                      how=f"{tdir.name} fine-tuned, {train['epochs']} epochs, label fraction {fc.label_fraction}, "
+                          f"seed {train['seed']}")
 
 
 def _register():
