@@ -1,5 +1,5 @@
 """mae-3d: masked autoencoders for point clouds and LiDAR on Open3D — Point-MAE, Point-CMAE, Point-BERT (and its dVAE
-tokenizer) and R-MAE.
+tokenizer), I2P-MAE and R-MAE.
 
 Importing the package registers its methods, datasets, presets, the ``svm`` probe and the ``fewshot`` / ``segment``
 commands with mae-core.
@@ -15,7 +15,9 @@ from mae_core.registry import DatasetSpec, MethodSpec, PresetSpec, register_data
 from . import commands  # noqa: F401  (registers fewshot)
 from .data.lidar import DrivingScenes, DrivingScenesConfig, LidarFolder, LidarFolderConfig
 from .data.folder import PointFolderConfig, build_point_data
+from .data.depth import ShapesDepth, ShapesDepthConfig
 from .data.shapes import Shapes3D, Shapes3DConfig
+from .methods.i2p_mae import I2PMAE, I2PMAEConfig, adapt_i2p
 from .methods.r_mae import RMAE, RMAEConfig, adapt_grid
 from .methods.point_bert import PointBERT, PointBERTConfig, adapt_point_bert
 from .methods.point_cmae import PointCMAE, PointCMAEConfig
@@ -90,6 +92,19 @@ register_method(MethodSpec(
 ))
 
 register_method(MethodSpec(
+    name="i2p-mae", domain="3d", config_cls=I2PMAEConfig, model_cls=I2PMAE,
+    description="I2P-MAE: 3-view depth maps through a frozen 2-D ViT; visible 20 % of groups drawn from its "
+                "back-projected cls attention, Chamfer on masked groups + MSE to the 2-D features on visible ones",
+    default_dataset="shapes3d", paper="Zhang et al., Learning 3D Representations from 2D Pre-trained Models via "
+                                      "Image-to-Point Masked Autoencoders, CVPR 2023",
+    visualize=draw_point_reconstruction, train_defaults=POINT_TRAIN, adapt=adapt_i2p,
+    finetune_options=POINT_FINETUNE,
+    tiny={"model": {**_POINT_TINY["model"], "teacher": "random", "img_size": 16, "teacher_embed_dim": 8,
+                    "teacher_depth": 1, "teacher_num_heads": 2},
+          "data": _POINT_TINY["data"]},
+))
+
+register_method(MethodSpec(
     name="r-mae", domain="3d", config_cls=RMAEConfig, model_cls=RMAE,
     description="R-MAE: LiDAR voxels, 80 % of the angular sectors around the sensor masked, occupancy decoder",
     default_dataset="driving-scenes", paper="Tayebati et al., radial masked autoencoding for LiDAR (R-MAE)",
@@ -113,6 +128,9 @@ for _name, (_model, _data, _desc) in POINT_MAE_PRESETS.items():
     register_preset(PresetSpec(name=_name, domain="3d", method="point-mae",
                                overrides={"model": _model, "data": _data}, description=_desc))
 
+register_dataset(DatasetSpec(
+    name="shapes3d-depth", domain="3d", config_cls=ShapesDepthConfig, build=lambda cfg, split: ShapesDepth(cfg, split),
+    description="embedded: the shapes3d clouds as depth maps from I2P-MAE's 3 views (its 2-D teacher's images)"))
 register_dataset(DatasetSpec(
     name="driving-scenes", domain="3d", config_cls=DrivingScenesConfig,
     build=lambda cfg, split: DrivingScenes(cfg, split),

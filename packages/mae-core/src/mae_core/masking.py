@@ -69,6 +69,21 @@ def random_masking(batch: int, length: int, ratio: float, generator: torch.Gener
     return mask_from_scores(uniform_noise((batch, length), generator, device), num_keep(length, ratio))
 
 
+def saliency_masking(logits: torch.Tensor, len_keep: int, generator: torch.Generator | None = None) -> MaskInfo:
+    """Keep ``len_keep`` tokens per row drawn *without replacement* with probabilities ``softmax(logits)`` (B, L):
+    the distribution of ``torch.multinomial(softmax(logits), L, replacement=False)[:, :len_keep]`` (sequential
+    draws, each renormalised over the tokens left; I2P-MAE's 2-D-guided masking, MaskAlign's attention masking with
+    ``logits = log(weights)``). Drawn as the Gumbel top-k (keys ``logits + Gumbel noise``, the ``len_keep`` largest
+    kept), which has exactly that distribution and takes its noise from the generator path every mask here uses
+    (``torch.multinomial`` cannot draw from a :class:`~mae_core.train.distributed.ShardedGenerator`). ``-inf``
+    logits are never kept while finite ones remain."""
+    if not 0 <= len_keep <= logits.shape[1]:
+        raise MaeError(f"cannot keep {len_keep} of {logits.shape[1]} tokens")
+    u = uniform_noise(logits.shape, generator, logits.device).clamp_(1e-12, 1 - 1e-7)
+    keys = logits.float() - torch.log(-torch.log(u))
+    return mask_from_scores(-keys, len_keep)
+
+
 def mask_from_mask(mask: torch.Tensor) -> MaskInfo:
     """An externally supplied binary mask (1 = masked); every row must mask the same number of tokens."""
     mask = mask.float()

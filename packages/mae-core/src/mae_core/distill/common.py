@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from ..checkpoint import WEIGHTS, read_config
 from ..config import field
 from ..errors import MaeError
-from ..masking import MaskInfo, gather_tokens, mask_from_scores, num_keep, uniform_noise
+from ..masking import MaskInfo, gather_tokens, num_keep, saliency_masking
 from ..models.image_mae import ImageMAE, ImageMAEConfig
 from ..teacher import FrozenTeacher, cached_pretrain, file_sha256
 
@@ -171,9 +171,7 @@ def attention_masking(importance: torch.Tensor, ratio: float, generator=None) ->
     ``importance`` (B, L): the distribution of MaskAlign's ``torch.multinomial(importance, L, replacement=False)``
     prefix, drawn as the Gumbel top-k (keys log w + Gumbel noise, the largest kept) so that the noise comes from the
     generator path every mask here uses."""
-    u = uniform_noise(importance.shape, generator, importance.device).clamp_(1e-12, 1 - 1e-7)
-    keys = importance.clamp_min(1e-30).log() - torch.log(-torch.log(u))
-    return mask_from_scores(-keys, num_keep(importance.shape[1], ratio))
+    return saliency_masking(importance.clamp_min(1e-30).log(), num_keep(importance.shape[1], ratio), generator)
 
 
 # ---- a second, contrastive teacher (MR-MAE, Hybrid Distillation) ----------------------------------------------------
