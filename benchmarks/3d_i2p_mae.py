@@ -114,7 +114,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--npz", help="ModelNet10 npz (pretrain)")
     ap.add_argument("--root", required=True, help="folder of the runs")
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=2)
     a = ap.parse_args()
     {"pretrain": stage_pretrain, "eval": stage_eval, "table": stage_table}[a.stage](a)
 

@@ -105,10 +105,13 @@ class I2PDecoder(PointDecoder):
         super().__init__(*args, **kw)
         self.head_2d = nn.Linear(self.head.in_features, out_2d) if out_2d else None
 
-    def forward(self, latent, centers, ids_restore):
+    def forward(self, latent, centers, ids_restore, ids_2d=None):
+        """``ids_2d`` (B, K): the tokens the 2-D head is applied to (the visible ones; all when None)."""
         x = restore_tokens(self.embed(latent), self.mask_token, ids_restore)
         x = self.blocks(x, self.pos(centers))
-        return self.head(x), (self.head_2d(x) if self.head_2d is not None else None)
+        if self.head_2d is None:
+            return self.head(x), None
+        return self.head(x), self.head_2d(x if ids_2d is None else gather_tokens(x, ids_2d))
 
 
 class I2PMAE(PointMAE):
@@ -172,12 +175,12 @@ class I2PMAE(PointMAE):
         else:
             mask = self.mask_groups(centers, generator)
         latent = self.encode_visible(neighborhood, centers, mask)
-        pred, pred_2d = self.decoder(latent, centers, mask.ids_restore)
+        pred, pred_2d = self.decoder(latent, centers, mask.ids_restore, mask.ids_keep)  # 2-D head: visible only
         loss_3d = self.reconstruction_loss(pred, neighborhood, mask)
         loss, metrics["loss_3d"] = loss_3d, loss_3d.detach()
         if c.target_2d:
             target = self.target_features(feats, frames, neighborhood, centers)
-            loss_2d = F.mse_loss(gather_tokens(pred_2d, mask.ids_keep), gather_tokens(target, mask.ids_keep))
+            loss_2d = F.mse_loss(pred_2d, gather_tokens(target, mask.ids_keep))
             loss, metrics["loss_2d"] = loss + loss_2d, loss_2d.detach()
         return ModelOutput(loss=loss, pred=pred, mask=mask.mask, target=neighborhood.flatten(2), metrics=metrics,
                            extra={"centers": centers})
