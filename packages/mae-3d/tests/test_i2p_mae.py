@@ -94,8 +94,9 @@ def test_loss_terms_by_hand():
     feats, sal, frames = model.views_2d(batch["points"])
     mask, _ = model.guided_mask(sal, frames, ctr, torch.Generator().manual_seed(3))
     assert torch.equal(mask.mask, out.mask)
-    latent = model.encode_visible(nb, ctr, mask)
-    pred, pred_2d = model.decoder(latent, ctr, mask.ids_restore)  # the 2-D head on every token
+    with torch.no_grad():
+        latent = model.encode_visible(nb, ctr, mask)
+        pred, pred_2d = model.decoder(latent, ctr, mask.ids_restore)  # the 2-D head on every token
     l3, l2, n3, n2 = 0.0, 0.0, 0, 0
     m, d = 16, 8
     for b in range(2):
