@@ -165,3 +165,60 @@ register_method(MethodSpec(
           "data": {"image_size": 16, "train_subjects": 2, "test_subjects": 1, "per_subject_train": 2,
                    "per_subject_test": 2}},
 ))
+
+# ---- MultiMAE: RGB + depth + segmentation, a Dirichlet-split visible budget, one cross-attending decoder per task -----
+from .data.multimodal import MultimodalFolder, MultimodalFolderConfig, MultiShapes, MultiShapesConfig  # noqa: E402
+from .models.multimae import MultiMAE, MultiMAEConfig, adapt_multimae, visualize_multimae  # noqa: E402
+
+register_dataset(DatasetSpec(
+    name="multishapes", domain="core", config_cls=MultiShapesConfig, build=lambda cfg, split: MultiShapes(cfg, split),
+    description="embedded: the shapes scenes with a procedural depth map and a per-pixel class mask (background + 8 "
+                "shape classes), 32 px"))
+register_dataset(DatasetSpec(
+    name="multimodal-folder", domain="core", config_cls=MultimodalFolderConfig,
+    build=lambda cfg, split: MultimodalFolder(cfg, split), takes_path=True,
+    accepts=lambda p: all(os.path.isdir(os.path.join(str(p), d)) for d in ("rgb", "depth", "mask"))
+    or all(os.path.isdir(os.path.join(str(p), "train", d)) for d in ("rgb", "depth", "mask")),
+    description="your aligned rgb/, depth/ and mask/ files (same names), --dataset multimodal-folder --data DIR"))
+register_method(MethodSpec(
+    name="multimae", domain="core", config_cls=MultiMAEConfig, model_cls=MultiMAE,
+    description="MultiMAE: RGB + depth + segmentation tokens, a visible budget split by Dirichlet(1), one "
+                "cross-attending decoder per task (RGB MSE + normalised RGB MSE + depth L1 + segmentation CE); "
+                "features from any subset of modalities (--probe-inputs rgb-depth)",
+    default_dataset="multishapes",
+    paper="Bachmann et al., MultiMAE: Multi-modal Multi-task Masked Autoencoders, ECCV 2022",
+    visualize=visualize_multimae,
+    train_defaults={"epochs": 10, "batch_size": 128, "base_lr": 1.5e-3, "warmup_epochs": 1},
+    adapt=adapt_multimae,
+    tiny={"model": {"patch_size": 4, "embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 16,
+                    "decoder_depth": 1, "decoder_num_heads": 2, "seg_embed_dim": 8},
+          "data": {"image_size": 16, "num_train": 4, "num_test": 2}},
+))
+
+# ---- OpenSDI / MaskCLIP: localising generated regions with a frozen contrastive ViT fused into an MAE ViT ---------------
+from .data.sdi import SDIConfig, SyntheticSDI  # noqa: E402
+from .models.maskclip_sdi import (MaskCLIPSDI, MaskCLIPSDIConfig, adapt_maskclip_sdi,  # noqa: E402
+                                  visualize_maskclip_sdi)
+
+register_dataset(DatasetSpec(
+    name="sdi-shapes", domain="core", config_cls=SDIConfig, build=lambda cfg, split: SyntheticSDI(cfg, split),
+    description="embedded: the shapes, half with one rectangular region repainted by a generator (an image MAE "
+                "trained by the library, a blur or a cell shuffle) and its pixel mask, 32 px"))
+register_method(MethodSpec(
+    name="maskclip-sdi", domain="core", config_cls=MaskCLIPSDIConfig, model_cls=MaskCLIPSDI,
+    description="OpenSDI's MaskCLIP: a frozen contrastive ViT fused by cross-attention into an MAE-initialised ViT; "
+                "mask decoder for the generated region and a real / fake head (CE + BCE + 20 x edge BCE)",
+    default_dataset="sdi-shapes",
+    paper="Wang et al., OpenSDI: Spotting Diffusion-Generated Images in the Open World, 2025",
+    visualize=visualize_maskclip_sdi, picture="forgery_masks",
+    # reference: AdamW, lr 1e-4 at batch 16 (base 1.6e-3 at 256), weight decay 0.05, no warm-up, cosine to 0
+    train_defaults={"epochs": 4, "batch_size": 64, "base_lr": 1.6e-3, "warmup_epochs": 0, "weight_decay": 0.05,
+                    "min_lr": 0.0},
+    adapt=adapt_maskclip_sdi,
+    tiny={"model": {"patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2, "fusion_blocks": [1],
+                    "teacher_layers": [0], "teacher": "random", "teacher_embed_dim": 32, "teacher_depth": 1,
+                    "teacher_num_heads": 2, "init": "none", "decoder_dim": 8, "align_dim": 16, "drop_path": 0.0,
+                    "dropout": 0.0},
+          "data": {"image_size": 16, "num_train": 4, "num_test": 2, "generator": "blur", "fake_fraction": 0.5,
+                   "max_region": 3}},
+))

@@ -87,8 +87,10 @@ def contrasting_colour(bg: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return torch.where((fgc - bgmean).abs().mean(1, keepdim=True) < 0.3, 1.0 - bgmean, fgc)
 
 
-def generate_shapes(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images (n, 3, size, size) in [0, 1], labels (n,)), deterministic."""
+def generate_shapes(n: int, size: int = 32, seed: int = 0, return_geometry: bool = False):
+    """(images (n, 3, size, size) in [0, 1], labels (n,)), deterministic. ``return_geometry`` also returns
+    ``{"mask": (n, S, S) bool shape pixels, "radius": (n, S, S) distance from the shape's centre in its own
+    (scaled, rotated) coordinates, "scale": (n,)}`` of the same scenes (the multimodal shapes' depth and classes)."""
     rng = np.random.default_rng(seed)
     g = torch.Generator().manual_seed(int(rng.integers(2**31)))
     labels = torch.from_numpy(rng.integers(0, len(CLASSES), n))
@@ -113,6 +115,9 @@ def generate_shapes(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor
     fgc = contrasting_colour(bg, g) * (0.45 + 0.55 * fill)
     img = bg * (1 - fg) + fgc * fg
     img = img + 0.03 * torch.randn(img.shape, generator=g)
+    if return_geometry:
+        geometry = {"mask": masks[labels, torch.arange(n)], "radius": torch.sqrt(lx**2 + ly**2), "scale": scale}
+        return img.clamp(0, 1), labels, geometry
     return img.clamp(0, 1), labels
 
 
