@@ -1,5 +1,5 @@
 """mae-3d: masked autoencoders for point clouds and LiDAR on Open3D — Point-MAE, Point-CMAE, Point-BERT (and its dVAE
-tokenizer), I2P-MAE and R-MAE.
+tokenizer), I2P-MAE, R-MAE and the FastDiT-3D generator.
 
 Importing the package registers its methods, datasets, presets, the ``svm`` probe and the ``fewshot`` / ``segment``
 commands with mae-core.
@@ -13,10 +13,13 @@ from mae_core.eval.svm import probe_svm
 from mae_core.registry import DatasetSpec, MethodSpec, PresetSpec, register_dataset, register_method, register_preset
 
 from . import commands  # noqa: F401  (registers fewshot)
+from . import generate  # noqa: F401  (registers generate)
 from .data.lidar import DrivingScenes, DrivingScenesConfig, LidarFolder, LidarFolderConfig
 from .data.folder import PointFolderConfig, build_point_data
 from .data.depth import ShapesDepth, ShapesDepthConfig
 from .data.shapes import Shapes3D, Shapes3DConfig
+from .generate import draw_samples
+from .methods.fastdit3d import FastDiT3D, FastDiT3DConfig
 from .methods.i2p_mae import I2PMAE, I2PMAEConfig, adapt_i2p
 from .methods.r_mae import RMAE, RMAEConfig, adapt_grid
 from .methods.point_bert import PointBERT, PointBERTConfig, adapt_point_bert
@@ -101,6 +104,21 @@ register_method(MethodSpec(
     finetune_options=POINT_FINETUNE,
     tiny={"model": {**_POINT_TINY["model"], "teacher": "random", "img_size": 16, "teacher_embed_dim": 8,
                     "teacher_depth": 1, "teacher_num_heads": 2},
+          "data": _POINT_TINY["data"]},
+))
+
+register_method(MethodSpec(
+    name="fastdit-3d", domain="3d", config_cls=FastDiT3DConfig, model_cls=FastDiT3D,
+    description="FastDiT-3D: diffusion transformer on voxelised clouds (adaLN-Zero DiT blocks, linear betas over "
+                "1000 steps, eps MSE), voxel-aware masking (99 % of empty / 95 % of occupied patches dropped), "
+                "window-attention decoder; DDPM / DDIM sampling (mae-3d generate)",
+    default_dataset="shapes3d", paper="Mo et al., Fast Training of Diffusion Transformer with Extreme Masking for 3D "
+                                      "Point Clouds Generation, ECCV 2024 (base: DiT-3D, Mo et al. 2023)",
+    visualize=draw_samples, picture="samples",
+    train_defaults={"epochs": 30, "batch_size": 32, "lr": 1e-4, "min_lr": 1e-4, "warmup_epochs": 0,
+                    "weight_decay": 0.0, "betas": (0.9, 0.999), "log_every": 20},
+    tiny={"model": {"voxel_size": 8, "patch_size": 2, "embed_dim": 24, "depth": 1, "num_heads": 2,
+                    "decoder_depth": 1, "window_size": 2, "num_steps": 50, "sample_steps": 2},
           "data": _POINT_TINY["data"]},
 ))
 
