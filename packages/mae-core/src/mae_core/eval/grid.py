@@ -6,7 +6,7 @@ form: every token's features, standardised with the training tokens' mean and va
 to the class logits of each of the patch's pixels (``patch_h x patch_w x classes`` outputs), rearranged into a
 logit map; cross-entropy over the pixels, AdamW with a cosine learning rate, the encoder frozen. The score is the
 Dice of every foreground class (``1..C-1``) pooled over the test pixels (``dice``: their mean; for a boundary map,
-the boundary Dice).
+the boundary Dice), and the mIoU over every class, background included (``miou``).
 
 Registered as the ``segmentation`` probe of every domain (``mae-core probe --probe segmentation``).
 """
@@ -31,6 +31,23 @@ def dice_scores(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> l
         denom = int(p.sum()) + int(t.sum())
         out.append(2 * int((p & t).sum()) / denom if denom else 1.0)
     return out
+
+
+def iou_scores(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> list[float | None]:
+    """IoU ``|P & T| / |P | T|`` of every class ``0..num_classes-1`` (background included) over all pixels; None for
+    a class in neither. ``miou`` = the mean over the classes that are not None (the usual semantic-segmentation
+    mIoU over a test set)."""
+    out = []
+    for c in range(num_classes):
+        p, t = pred == c, target == c
+        union = int((p | t).sum())
+        out.append(int((p & t).sum()) / union if union else None)
+    return out
+
+
+def mean_iou(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> float:
+    ious = [v for v in iou_scores(pred, target, num_classes) if v is not None]
+    return sum(ious) / len(ious) if ious else 0.0
 
 
 class GridSegmentationHead(nn.Module):
@@ -86,6 +103,7 @@ def segmentation_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_test: tor
         pred = torch.cat([head(x_test[i:i + 256].float(), grid).argmax(1) for i in range(0, len(x_test), 256)])
     dice = dice_scores(pred, y_test, num_classes)
     return {"dice": sum(dice) / len(dice) if dice else 0.0, "dice_per_class": [round(d, 4) for d in dice],
+            "miou": mean_iou(pred, y_test, num_classes),
             "pixel_acc": float((pred == y_test).float().mean()), "final_loss": float(loss.detach())}
 
 
