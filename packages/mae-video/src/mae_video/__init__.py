@@ -1,6 +1,6 @@
 """mae-video: masked autoencoders for video. VideoMAE / VideoMAE V2 (tube + dual masking), SiamMAE and CropMAE
-(siamese MAEs with a cross-attention decoder), LV-MAE (masked-embedding autoencoding of long videos), label
-propagation, PyAV video reading.
+(siamese MAEs with a cross-attention decoder), LV-MAE (masked-embedding autoencoding of long videos), CDFSL-V
+(cross-domain few-shot stage 2 on source + stick-figure target clips), label propagation, PyAV video reading.
 
 Importing the package registers its methods, datasets, presets and the ``propagate`` command with mae-core.
 """
@@ -12,10 +12,13 @@ from mae_core.registry import (CommandSpec, DatasetSpec, MethodSpec, PresetSpec,
                                register_method, register_preset)
 
 from . import propagation
+from .data.crossdomain import CDFSLPaired, CDFSLPairedConfig, CDFSLPretrain, CDFSLPretrainConfig
 from .data.folder import VideoFolderConfig, VideoFolderDataset
+from .data.stickfigures import StickFigures, StickFiguresConfig
 from .data.stories import LongVideoConfig, LongVideoStories
 from .data.synthetic import CLASSES, MovingShapes, MovingShapesConfig, generate_clips
-from .methods import cropmae, lvmae, siammae, videomae
+from .methods import cdfslv, cropmae, lvmae, siammae, videomae
+from .methods.cdfslv import CDFSLV, CDFSLVConfig
 from .methods.cropmae import CropMAE, CropMAEConfig
 from .methods.lvmae import LVMAE, LVMAEConfig
 from .methods.siammae import SiamMAE, SiamMAEConfig
@@ -95,6 +98,25 @@ for _pname, (_over, _pdesc) in lvmae.PRESETS.items():
     register_preset(PresetSpec(name=_pname, domain=DOMAIN, method="lv-mae", overrides={"model": _over},
                                description=_pdesc))
 
+def adapt_cdfslv(model_cfg, data_cfg, dataset):
+    """Clip size and source classes follow the data; the default stage-1 run when no --init."""
+    return cdfslv.adapt_cdfslv(adapt_video(model_cfg, data_cfg, dataset), data_cfg, dataset)
+
+
+register_method(MethodSpec(
+    name="cdfsl-v", domain=DOMAIN, config_cls=CDFSLVConfig, model_cls=CDFSLV,
+    description="CDFSL-V stage 2: from a VideoMAE run on source + target, supervised CE on source clips moving by "
+                "an arctan curriculum to self-distillation on target clips (EMA teacher 0.99 on weak views, soft "
+                "targets at T 0.1, student on strong views)",
+    paper="Samarasinghe et al., CDFSL-V: Cross-Domain Few-Shot Learning for Videos, ICCV 2023",
+    default_dataset="cdfsl-paired", adapt=adapt_cdfslv, visualize=cdfslv.visualize_cdfslv, picture="views",
+    # the reference's SGD at lr 0.01 and gradient clipping at 5; no warm-up, no weight decay
+    train_defaults={"epochs": 10, "batch_size": 32, "optimizer": "sgd", "lr": 0.01, "warmup_epochs": 0,
+                    "weight_decay": 0.0, "clip_grad": 5.0},
+    tiny={"model": {**_TINY_MODEL, "init": "none"},
+          "data": {"num_frames": 4, "image_size": 16, "num_source": 4, "num_source_test": 2, "num_target": 4,
+                   "num_target_test": 2, "target_repeats": 1}}))
+
 register_dataset(DatasetSpec(
     name="moving-shapes", domain=DOMAIN, config_cls=MovingShapesConfig,
     build=lambda cfg, split: MovingShapes(cfg, split),
@@ -105,6 +127,18 @@ register_dataset(DatasetSpec(
     description="embedded: long stories (one scene, 20-60 moving-shapes segments in four acts) as frozen-VideoMAE "
                 "segment embeddings, 8 labels (4 motion sets x 2 orders), embeddings cached on disk"))
 register_dataset(DatasetSpec(
+    name="stick-figures", domain=DOMAIN, config_cls=StickFiguresConfig,
+    build=lambda cfg, split: StickFigures(cfg, split),
+    description="embedded: procedural stick-figure actions (10), or MSR Action3D skeletons (--skeletons) rendered as "
+                "stick-figure clips (20 actions, cross-subject split)"))
+register_dataset(DatasetSpec(
+    name="cdfsl-pretrain", domain=DOMAIN, config_cls=CDFSLPretrainConfig,
+    build=lambda cfg, split: CDFSLPretrain(cfg, split),
+    description="CDFSL-V stage 1: moving-shapes (source) and stick-figure (target) clips together"))
+register_dataset(DatasetSpec(
+    name="cdfsl-paired", domain=DOMAIN, config_cls=CDFSLPairedConfig, build=lambda cfg, split: CDFSLPaired(cfg, split),
+    description="CDFSL-V stage 2: labelled moving-shapes clips, each paired with an unlabelled stick-figure clip"))
+register_dataset(DatasetSpec(
     name="video-folder", domain=DOMAIN, config_cls=VideoFolderConfig,
     build=lambda cfg, split: VideoFolderDataset(cfg, split), takes_path=True,
     description="your videos (mp4/avi/webm/mkv/gif or frame folders) in class sub-folders, or a CSV path,label"))
@@ -112,6 +146,7 @@ register_command(CommandSpec(
     name="propagate", domain=DOMAIN, help="label propagation of the first-frame mask by feature affinity (IoU)",
     add_arguments=propagation.add_arguments, run=propagation.run))
 
-__all__ = ["VideoMAE", "VideoMAEConfig", "LVMAE", "LVMAEConfig", "LongVideoStories", "LongVideoConfig", "SiamMAE", "SiamMAEConfig", "CropMAE", "CropMAEConfig", "MovingShapes",
+__all__ = ["CDFSLV", "CDFSLVConfig", "CDFSLPaired", "CDFSLPairedConfig", "CDFSLPretrain", "CDFSLPretrainConfig",
+           "StickFigures", "StickFiguresConfig", "VideoMAE", "VideoMAEConfig", "LVMAE", "LVMAEConfig", "LongVideoStories", "LongVideoConfig", "SiamMAE", "SiamMAEConfig", "CropMAE", "CropMAEConfig", "MovingShapes",
            "MovingShapesConfig", "VideoFolderDataset", "VideoFolderConfig", "CLASSES", "generate_clips",
            "save_video_reconstruction", "adapt_video"]
