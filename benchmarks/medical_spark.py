@@ -1,12 +1,15 @@
-"""SparK on a small labelled set, the label-fraction curve in miniature: pretrain ``spark`` (and its two ablations)
-on the BreastMNIST training images (no labels), fine-tune the CNN with 100 / 25 / 10 / 5 % of the training labels,
-test AUC (MONAI ``ROCAUCMetric``) on the 156 test images; ``scratch`` is the same CNN from random initialisation.
+"""SparK on a small labelled set, the label-fraction curve in miniature: pretrain ``spark`` (its two ablations, and
+the contrastive baseline ``simclr-cnn`` on the same CNN) on the BreastMNIST training images (no labels), fine-tune
+the CNN with 100 / 25 / 10 / 5 % of the training labels, test AUC (MONAI ``ROCAUCMetric``) on the 156 test images;
+``scratch`` is the same CNN from random initialisation.
 
-Arms: ``scratch``; ``spark``; ``spark-dense`` (mask not re-applied, dense BatchNorm); ``spark-single`` (only the
-smallest feature map reaches the decoder). Fine-tuning: the same number of optimizer steps at every fraction (AdamW,
-cosine, no layer decay, no drop path, no label smoothing), the subset drawn per seed.
+Arms: ``scratch``; ``simclr`` (SimCLR views made by the model from the unaugmented images); ``spark``;
+``spark-dense`` (mask not re-applied, dense BatchNorm); ``spark-single`` (only the smallest feature map reaches the
+decoder). Fine-tuning: the same number of optimizer steps at every fraction (AdamW, cosine, no layer decay, no drop
+path, no label smoothing), the subset drawn per seed.
 
     OMP_NUM_THREADS=1 uv run python benchmarks/medical_spark.py --seeds 0 --out runs/bench-spark
+    uv run python benchmarks/medical_spark.py --report runs/bench-spark*   # mean +- std over seeds, from results.json
 """
 from __future__ import annotations
 
@@ -20,7 +23,29 @@ from pathlib import Path
 import torch
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "breastmnist" / "breastmnist.npz"
-ARMS = {"scratch": None, "spark": {}, "spark-dense": {"sparse": False}, "spark-single": {"decoder_scales": 1}}
+# arm -> (method, model overrides, pretraining augmentation of the dataset; None: no pretraining)
+ARMS = {"scratch": ("spark", {}, None), "simclr": ("simclr-cnn", {}, "none"), "spark": ("spark", {}, "pretrain"),
+        "spark-dense": ("spark", {"sparse": False}, "pretrain"),
+        "spark-single": ("spark", {"decoder_scales": 1}, "pretrain")}
+
+
+def report(dirs: list[str]) -> None:
+    """Markdown table: test AUC mean +- sample std over the seeds in ``DIR/results.json`` (or the named JSON files)."""
+    import statistics
+
+    files = [Path(d) / "results.json" if Path(d).is_dir() else Path(d) for d in dirs]
+    rows = [r for f in files for r in json.loads(f.read_text())["rows"]]
+    fracs = sorted({r["fraction"] for r in rows}, reverse=True)
+    print("| arm | seeds | " + " | ".join(f"{f:.0%}" for f in fracs) + " |")
+    print("|---|---|" + "---|" * len(fracs))
+    for arm in [a for a in ARMS if any(r["arm"] == a for r in rows)]:
+        cells, seeds = [], set()
+        for f in fracs:
+            v = {r["seed"]: r["test_auc"] for r in rows if r["arm"] == arm and r["fraction"] == f}
+            seeds |= set(v)
+            sd = f" +- {statistics.stdev(v.values()):.3f}" if len(v) > 1 else ""
+            cells.append(f"{statistics.mean(v.values()):.3f}{sd}" if v else "")
+        print(f"| `{arm}` | {' '.join(map(str, sorted(seeds)))} | " + " | ".join(cells) + " |")
 
 
 def main():
@@ -36,7 +61,10 @@ def main():
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--out", default="runs/bench-spark")
+    ap.add_argument("--report", nargs="+", metavar="DIR", help="only print the table of these runs' results.json (folders or files)")
     args = ap.parse_args()
+    if args.report:
+        return report(args.report)
 
     import mae_core
     from mae_core.eval import finetune
@@ -48,7 +76,7 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = dict(path=args.npz, image_size=args.image_size)
-    pre_set = MedicalImages(MedicalImagesConfig(**cfg, augment="pretrain"), "train")
+    pre_sets = {aug: MedicalImages(MedicalImagesConfig(**cfg, augment=aug), "train") for aug in ("pretrain", "none")}
     ft_set = MedicalImages(MedicalImagesConfig(**cfg, augment="finetune"), "train")
     test_set = MedicalImages(MedicalImagesConfig(**cfg, augment="none"), "test")
     labels = torch.tensor([int(ft_set[i]["label"]) for i in range(len(ft_set))])
@@ -56,12 +84,13 @@ def main():
     for seed in args.seeds:
         for arm in args.arms:
             torch.manual_seed(seed)
-            over = ARMS[arm] or {}
-            model = mae_core.create_model("spark", domain="medical", dataset=pre_set, data_config=pre_set.config,
+            method, over, aug = ARMS[arm]
+            pre_set = pre_sets[aug or "pretrain"]
+            model = mae_core.create_model(method, domain="medical", dataset=pre_set, data_config=pre_set.config,
                                           **over)
             t = time.time()
             loss = None
-            if ARMS[arm] is not None:
+            if aug is not None:
                 tc = TrainConfig(epochs=args.pretrain_epochs, batch_size=32, lr=args.pretrain_lr,
                                  warmup_epochs=max(1, args.pretrain_epochs // 10), weight_decay=0.04,
                                  betas=(0.9, 0.95), clip_grad=5.0, seed=seed, device="cpu", progress=False,

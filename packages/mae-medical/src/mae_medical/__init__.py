@@ -1,8 +1,8 @@
 """mae-medical: masked autoencoders for medical images on MONAI.
 
-Importing the package registers its methods (``bm-mae``, ``hi-end-mae``, ``xray-mae``, ``anomaly-mae``), datasets,
-presets and extra commands (``impute``, ``export-unetr``, ``anomaly``; ``finetune`` follows the X-ray recipe for
-``xray-mae``) with mae-core's registry.
+Importing the package registers its methods (``bm-mae``, ``hi-end-mae``, ``xray-mae``, ``anomaly-mae``, ``spark``,
+``simclr-cnn``...), datasets, presets and extra commands (``impute``, ``export-unetr``, ``anomaly``; ``finetune``
+follows the X-ray recipe for ``xray-mae``) with mae-core's registry.
 """
 from __future__ import annotations
 
@@ -189,5 +189,25 @@ register_method(MethodSpec(
     name="spark-3d", default_dataset="synthetic-brain",
     description="SparK on volumes: sparse 3-D MONAI ResNet + 3-D UNet decoder (the modalities as channels)",
     **{**_SPARK, "config_cls": SparK3DConfig, "train_defaults": {**_SPARK["train_defaults"], "batch_size": 8}}))
+
+# ---- SimCLR on SparK's CNN: the contrastive baseline of the SparK label-fraction comparison ---------------------------
+from mae_core.models.contrastive_vit import adapt_contrastive  # noqa: E402
+
+from .methods.simclr_cnn import SimCLRCNN, SimCLRCNNConfig, visualize_simclr_cnn  # noqa: E402
+
+register_method(MethodSpec(
+    name="simclr-cnn", domain="medical", config_cls=SimCLRCNNConfig, model_cls=SimCLRCNN,
+    description="SimCLR on spark's CNN (MONAI / torchvision ResNet): two views, projector, NT-Xent; 2-D",
+    default_dataset="synthetic-chest",
+    paper="Chen et al., A Simple Framework for Contrastive Learning of Visual Representations, ICML 2020 (the "
+          "contrastive baseline of Wolf et al., Self-supervised pre-training with contrastive and masked "
+          "autoencoder methods for dealing with small datasets in deep learning for medical imaging, 2023)",
+    visualize=visualize_simclr_cnn, picture="views",
+    # spark's optimisation, so the two pretrainings differ only in the objective
+    train_defaults=dict(_SPARK["train_defaults"]),
+    adapt=adapt_contrastive,
+    tiny={"model": {"widths": [4, 8, 8, 16], "proj_hidden_dim": 16, "proj_dim": 8},
+          "data": {"image_size": 16, "num_train": 4, "num_test": 2}},
+))
 
 from . import commands  # noqa: E402,F401  (impute, export-unetr, anomaly)

@@ -17,19 +17,15 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from ..augment import simclr_view
 from ..config import field
+from ..contrastive import VIEW_PARAMS, nt_xent, simclr_pair  # noqa: F401  (VIEW_PARAMS: re-exported)
 from ..errors import ConfigError
 from ..layers import Mlp, PatchEmbed2d, grid_shape, sincos_pos_embed
-from ..losses import info_nce
-from ..masking import uniform_noise
 from .image_mae import ImageMAE
 from .mae import MaskedAutoencoder, ModelOutput, TransformerEncoder
 
 POOLS = ["mean", "cls", "cls+mean"]
-VIEW_PARAMS = 11  # uniform numbers per view (see mae_core.augment.simclr_view)
 
 
 @dataclass
@@ -100,14 +96,9 @@ class ContrastiveViT(MaskedAutoencoder):
         self.init_weights()
 
     def views(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(2B, C, H, W): view 1 of every image, then view 2; one row of uniform numbers per image (both views),
-        so a sharded generator gives every sample the same views whatever the process split."""
-        c = self.config
+        """(2B, C, H, W): view 1 of every image, then view 2 (:func:`mae_core.contrastive.simclr_pair`)."""
         self.patch_embed.check_input(images)
-        u = uniform_noise((images.shape[0], 2 * VIEW_PARAMS), generator, images.device).to(images.dtype)
-        kw = dict(mean=c.mean, std=c.std, scale=c.crop_scale, aspect=c.crop_aspect, flip_prob=c.flip_prob,
-                  jitter_prob=c.jitter_prob, jitter=c.jitter, grayscale_prob=c.grayscale_prob)
-        return torch.cat([simclr_view(images, u[:, :VIEW_PARAMS], **kw), simclr_view(images, u[:, VIEW_PARAMS:], **kw)])
+        return simclr_pair(images, self.config, generator)
 
     def project(self, views: torch.Tensor) -> torch.Tensor:
         """Views (N, C, H, W) -> projector outputs (N, proj_dim)."""
@@ -116,14 +107,8 @@ class ContrastiveViT(MaskedAutoencoder):
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> ModelOutput:
         images = batch["image"]
         z1, z2 = self.project(self.views(images, generator)).chunk(2)
-        loss = info_nce(z1, z2, temperature=self.config.temperature, symmetric=True, self_negatives=True)
-        with torch.no_grad():  # how often a view's nearest other view (by cosine) is its positive
-            z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
-            sim = (z @ z.T).fill_diagonal_(float("-inf"))
-            b = z1.shape[0]
-            target = torch.cat([torch.arange(b, 2 * b), torch.arange(b)]).to(sim.device)
-            acc = (sim.argmax(1) == target).float().mean()
-        return ModelOutput(loss=loss, metrics={"pos_top1": float(acc)})
+        loss, acc = nt_xent(z1, z2, self.config.temperature)
+        return ModelOutput(loss=loss, metrics={"pos_top1": acc})
 
     def layer_id(self, name: str) -> int:
         """As every ViT here (embeddings 0, block i -> i + 1), with the projector in the last layer."""
