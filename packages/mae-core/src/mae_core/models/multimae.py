@@ -2,23 +2,17 @@
 EPFL-VILAB/MultiMAE: ``multimae/multimae.py``, ``input_adapters.py``, ``output_adapters.py``, ``criterion.py``,
 ``run_pretraining_multimae.py``, ``cfgs/pretrain/multimae-b_98_rgb+-depth-semseg_1600e.yaml``).
 
-- **Inputs** (``PatchedInputAdapter`` / ``SemSegInputAdapter``): RGB and depth patches through their own linear
-  patch embeddings; the segmentation map, taken at stride ``seg_stride`` (4, nearest), through a learned class
-  embedding (64 wide), then patchified with a ``patch / stride`` kernel. Each modality adds the same fixed 2-D sin-cos
-  positions (no modality embedding in the encoder); one learned global token joins the visible tokens.
-- **Masking** (``generate_random_masks``): a fixed budget of visible tokens over the three modalities, split per
-  sample by a Dirichlet(``alpha`` = 1) draw (:func:`mae_core.masking.token_budget_masking`); the reference keeps 98
-  of 3 x 196 tokens, half of one modality: ``num_visible = 0`` keeps the same fraction.
-- **Decoders** (``SpatialOutputAdapter``, :class:`mae_core.layers.task_decoder.SpatialTaskDecoder`): one per task
-  (rgb, norm_rgb, depth, seg), each cross-attends from its task's queries to all visible tokens, MLP, 2 blocks.
-- **Losses** (``criterion.py``), on the masked tokens of each task, per-sample means then the mean over samples:
-  RGB MSE on pixels, RGB MSE on per-patch-normalised pixels from a fourth decoder (``extra_norm_pix_loss``), depth
-  L1 (depth standardised per image, ``standardize_depth``), segmentation cross-entropy at stride 4; weights 1.
-- **Any subset of modalities at inference**: ``encode(batch, inputs="rgb-depth")``, or the ``probe_inputs`` option
-  (``--probe-inputs rgb-depth`` on ``probe``).
-
-Deviation: the shared :class:`TransformerEncoder` ends with a LayerNorm (the reference's pretraining encoder has
-none; its decoders normalise their context anyway).
+- **Inputs** (``PatchedInputAdapter``, ``SemSegInputAdapter``): RGB and depth through their own patch embeddings;
+  the class map at stride ``seg_stride`` (4, nearest) through a learned 64-wide class embedding, patchified with a
+  ``patch / stride`` kernel; the same fixed 2-D sin-cos positions on every modality; one learned global token.
+- **Masking** (``generate_random_masks``): a fixed budget of visible tokens (98 of 3 x 196 in the reference, half of
+  one modality: ``num_visible = 0``) split per sample by Dirichlet(``alpha`` = 1) (``token_budget_masking``).
+- **Decoders** (``SpatialOutputAdapter`` = :class:`~mae_core.layers.task_decoder.SpatialTaskDecoder`), one per task
+  (rgb, norm_rgb, depth, seg). **Losses** (``criterion.py``) on each task's masked tokens, per-sample means, then
+  the mean over samples: RGB MSE, per-patch-normalised RGB MSE (``extra_norm_pix_loss``), depth L1 (standardised per
+  image), segmentation CE at stride 4; weights 1. Any subset of modalities at inference: ``encode(batch,
+  inputs="rgb-depth")`` or ``--probe-inputs``. Deviation: the shared encoder ends with a LayerNorm (the reference's
+  pretraining encoder has none; its decoders normalise their context anyway).
 """
 from __future__ import annotations
 
@@ -31,7 +25,7 @@ import torch.nn.functional as F
 
 from ..config import check_range, field
 from ..errors import ConfigError, MaeError
-from ..layers import PatchEmbed2d, grid_shape, patchify, sincos_pos_embed
+from ..layers import PatchEmbed2d, grid_shape, patchify, sincos_pos_embed, unpatchify
 from ..layers.task_decoder import SpatialTaskDecoder
 from ..losses import normalize_patches
 from ..masking import MaskInfo, gather_tokens, token_budget_masking
@@ -73,9 +67,8 @@ class MultiMAEConfig:
 
     def validate(self, where: str = "config") -> None:
         for name in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "decoder_embed_dim",
-                     "decoder_num_heads"):
-            check_range(getattr(self, name), {"ge": 1}, f"{where}.{name}")
-        check_range(self.decoder_depth, {"ge": 0}, f"{where}.decoder_depth")
+                     "decoder_num_heads", "decoder_depth"):
+            check_range(getattr(self, name), {"ge": 0 if name == "decoder_depth" else 1}, f"{where}.{name}")
         if self.img_size % self.patch_size:
             raise ConfigError(f"{where}.patch_size: {self.patch_size} does not divide the image side {self.img_size}")
         if self.patch_size % self.seg_stride:
@@ -139,8 +132,7 @@ class MultiMAE(MaskedAutoencoder):
     # ---- modalities --------------------------------------------------------------------------------------------------
     def depth_input(self, batch) -> torch.Tensor:
         d = batch["depth"].float()
-        if d.ndim == 3:
-            d = d[:, None]
+        d = d[:, None] if d.ndim == 3 else d
         if self.config.standardize_depth:
             mean, std = d.mean((1, 2, 3), keepdim=True), d.std((1, 2, 3), keepdim=True)
             d = (d - mean) / (std + 1e-6)
@@ -148,8 +140,7 @@ class MultiMAE(MaskedAutoencoder):
 
     def seg_input(self, batch) -> torch.Tensor:
         """The class map at ``seg_stride`` (nearest), (B, H / s, W / s) long."""
-        seg = batch["seg"]
-        c = self.config
+        seg, c = batch["seg"], self.config
         if seg.ndim != 3 or tuple(seg.shape[1:]) != (c.img_size, c.img_size):
             raise MaeError(f"multimae: 'seg' must be (B, {c.img_size}, {c.img_size}) class indices, got "
                            f"{tuple(seg.shape)}")
@@ -174,8 +165,7 @@ class MultiMAE(MaskedAutoencoder):
         return x + self.pos_embed.to(x.dtype)
 
     def targets(self, batch) -> dict[str, torch.Tensor]:
-        c = self.config
-        rgb = patchify(batch["image"], c.patch_size)
+        c, rgb = self.config, patchify(batch["image"], self.config.patch_size)
         out = {"rgb": rgb, "depth": patchify(self.depth_input(batch), c.patch_size),
                "seg": patchify(self.seg_input(batch)[:, None], c.patch_size // c.seg_stride).long()}
         if c.norm_rgb_head:
@@ -242,7 +232,6 @@ class MultiMAE(MaskedAutoencoder):
     def predict_maps(self, batch: dict, inputs="rgb") -> dict[str, torch.Tensor]:
         """Every task predicted from the ``inputs`` modalities, all their tokens visible: {"rgb": (B, 3, H, W),
         "depth": (B, 1, H, W) (standardised when the model standardises depth), "seg": (B, H / s, W / s) argmax}."""
-        from ..layers import unpatchify
         c = self.config
         _, preds, _ = self.run(batch, parse_inputs(inputs))
         sp = c.patch_size // c.seg_stride
@@ -254,9 +243,9 @@ class MultiMAE(MaskedAutoencoder):
 def adapt_multimae(model_cfg: MultiMAEConfig, data_cfg, dataset) -> MultiMAEConfig:
     """Image side and the number of segmentation classes follow the data."""
     import dataclasses
-    size = getattr(data_cfg, "image_size", model_cfg.img_size)
     classes = getattr(dataset, "seg_classes", model_cfg.seg_classes) if dataset is not None else model_cfg.seg_classes
-    return dataclasses.replace(model_cfg, img_size=size, seg_classes=max(2, int(classes)))
+    return dataclasses.replace(model_cfg, img_size=getattr(data_cfg, "image_size", model_cfg.img_size),
+                               seg_classes=max(2, int(classes)))
 
 
 @torch.no_grad()
@@ -264,7 +253,6 @@ def visualize_multimae(model: MultiMAE, dataset, path, num: int = 6, seed: int =
     """Per sample: RGB, depth, classes | depth and classes predicted from RGB alone | the three masked inputs of a
     pretraining step (hidden tokens grey) | their reconstructions pasted on the visible tokens."""
     from ..data.utils import collate_dicts
-    from ..layers import unpatchify
     from ..viz import pyplot, save_figure
 
     model = model.cpu().eval()
@@ -277,9 +265,7 @@ def visualize_multimae(model: MultiMAE, dataset, path, num: int = 6, seed: int =
     g, p, sp, k = model.grid, c.patch_size, c.patch_size // c.seg_stride, c.seg_classes
 
     def paste(task, chans, patch, grey):
-        m = masks[task][..., None]
-        tgt = targets[task].float()
-        pr = preds[task].float()
+        m, tgt, pr = masks[task][..., None], targets[task].float(), preds[task].float()
         if task == "seg":
             pr = pr.reshape(*pr.shape[:2], -1, k).argmax(-1).float()
         hidden = m.bool().expand_as(tgt)
@@ -297,21 +283,16 @@ def visualize_multimae(model: MultiMAE, dataset, path, num: int = 6, seed: int =
                              layout="constrained")
     show = lambda x: (x * 0.5 + 0.5).clamp(0, 1).permute(1, 2, 0).numpy()  # noqa: E731
     for i in range(len(idx)):
-        lo, hi = float(depth[i].min()), float(depth[i].max())
-        row = [(show(batch["image"][i]), {}), (depth[i, 0], dict(cmap="viridis", vmin=lo, vmax=hi)),
-               (batch["seg"][i], dict(cmap="tab10", vmin=0, vmax=max(k - 1, 9))),
-               (cross["depth"][i, 0], dict(cmap="viridis", vmin=lo, vmax=hi)),
-               (cross["seg"][i], dict(cmap="tab10", vmin=0, vmax=max(k - 1, 9))),
-               (show(rgb_in[i]), {}), (dep_in[i, 0], dict(cmap="viridis", vmin=lo, vmax=hi)),
-               (seg_in[i, 0], dict(cmap="tab10", vmin=0, vmax=max(k - 1, 9))),
-               (show(rgb_out[i]), {}), (dep_out[i, 0], dict(cmap="viridis", vmin=lo, vmax=hi)),
-               (seg_out[i, 0], dict(cmap="tab10", vmin=0, vmax=max(k - 1, 9)))]
+        dk = dict(cmap="viridis", vmin=float(depth[i].min()), vmax=float(depth[i].max()))
+        sk = dict(cmap="tab10", vmin=0, vmax=max(k - 1, 9))
+        row = [(show(batch["image"][i]), {}), (depth[i, 0], dk), (batch["seg"][i], sk), (cross["depth"][i, 0], dk),
+               (cross["seg"][i], sk), (show(rgb_in[i]), {}), (dep_in[i, 0], dk), (seg_in[i, 0], sk),
+               (show(rgb_out[i]), {}), (dep_out[i, 0], dk), (seg_out[i, 0], sk)]
         for j, (img, kw) in enumerate(row):
-            ax = axes[i, j]
-            ax.imshow(img.numpy() if torch.is_tensor(img) else img, **kw)
-            ax.set_xticks([]), ax.set_yticks([])
+            axes[i, j].imshow(img.numpy() if torch.is_tensor(img) else img, **kw)
+            axes[i, j].set_xticks([]), axes[i, j].set_yticks([])
             if i == 0:
-                ax.set_title(cols[j], fontsize=8)
+                axes[i, j].set_title(cols[j], fontsize=8)
     vis = {m: int((1 - masks[m]).sum(1).float().mean()) for m in MODALITIES}
     fig.suptitle(f"MultiMAE: cross-modal prediction from RGB alone (columns 4-5) and a pretraining step with "
                  f"{model.budget} visible tokens (mean here: rgb {vis['rgb']}, depth {vis['depth']}, seg {vis['seg']}; "
