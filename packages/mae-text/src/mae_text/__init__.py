@@ -8,7 +8,10 @@ from mae_core.registry import CommandSpec, DatasetSpec, MethodSpec, register_com
 from .commands import (adapt_text, encode_arguments, evaluate_arguments, finetune_arguments, run_encode,
                        run_evaluate, run_finetune_cmd)
 from .data import TextDataConfig, build_pydocs, build_text_files
+from .image_reports import ImageReportConfig, build_image_reports
+from .m3ae_viz import visualize_m3ae
 from .methods.dupmae import DupMAE, DupMAEConfig
+from .methods.m3ae import M3AE, M3AEConfig, adapt_m3ae
 from .methods.mlm import MLM, MLMConfig
 from .methods.retromae import RetroMAE, RetroMAEConfig
 from .methods.starbucks import Starbucks, StarbucksConfig
@@ -41,6 +44,17 @@ for _spec in (
                default_dataset="pydocs", train_defaults=dict(PRETRAIN_DEFAULTS), adapt=adapt_text, visualize=visualize_text,
                paper="Zhuang et al., Starbucks: 2D Matryoshka embeddings, 2024",
                tiny={"model": dict(_TINY_MODEL), "data": dict(_TINY_DATA)}),
+    MethodSpec(name="m3ae", domain="text", config_cls=M3AEConfig, model_cls=M3AE,
+               description="image + report: ViT and BERT towers, co-attention fusion; MLM 15 % + MIM 75 % "
+                           "(intermediate fusion layer) + ITM",
+               default_dataset="image-reports", adapt=adapt_m3ae, visualize=visualize_m3ae,
+               train_defaults={"epochs": 4, "batch_size": 32, "lr": 5e-4, "warmup_epochs": 0.5,
+                               "weight_decay": 0.01, "betas": (0.9, 0.98), "clip_grad": 1.0},
+               paper="Chen et al., Multi-Modal Masked Autoencoders for Medical Vision-and-Language "
+                     "Pre-Training (M3AE), MICCAI 2022",
+               tiny={"model": {"embed_dim": 32, "vision_depth": 1, "text_depth": 1, "fusion_depth": 2,
+                               "num_heads": 2, "decoder_dim": 16, "decoder_heads": 2, "vocab_size": 300},
+                     "data": {"num_train": 8, "num_test": 8, "image_size": 16}}),
 ):
     register_method(_spec)
 
@@ -50,6 +64,11 @@ register_dataset(DatasetSpec(
 register_dataset(DatasetSpec(
     name="text-files", domain="text", config_cls=TextDataConfig, build=build_text_files, takes_path=True,
     description="your text: .txt (blank-line passages), .jsonl ({text, title?}), a folder of them, or a BEIR folder"))
+register_dataset(DatasetSpec(
+    name="image-reports", domain="text", config_cls=ImageReportConfig, build=build_image_reports, takes_path=True,
+    accepts=lambda path: str(path).lower().endswith(".csv"),
+    description="image + report pairs: embedded synthetic chest slices with template reports, or your CSV of "
+                "image,text rows (--data reports.csv; a folder: --dataset image-reports --data DIR)"))
 
 register_command(CommandSpec(
     name="finetune", domain="text", add_arguments=finetune_arguments, run=run_finetune_cmd,
@@ -61,4 +80,4 @@ register_command(CommandSpec(
     name="encode", domain="text", add_arguments=encode_arguments, run=run_encode,
     help="write embeddings of a corpus to a safetensors file"))
 
-__all__ = ["RetroMAE", "RetroMAEConfig", "DupMAE", "DupMAEConfig", "MLM", "MLMConfig", "Starbucks", "StarbucksConfig", "TextDataConfig"]
+__all__ = ["M3AE", "M3AEConfig", "ImageReportConfig", "RetroMAE", "RetroMAEConfig", "DupMAE", "DupMAEConfig", "MLM", "MLMConfig", "Starbucks", "StarbucksConfig", "TextDataConfig"]
