@@ -169,3 +169,41 @@ register_dataset(DatasetSpec(
     name="skeleton-files", domain="graph", config_cls=SkeletonFilesConfig, build=make_skeleton_files,
     takes_path=True,
     description="NTU .skeleton folder, (N, C, T, V, M) .npy, or MSR Action3D folder / .tar.gz (cross-subject)"))
+
+
+# ---- trajectory MAE (VectorNet on driving scenes) --------------------------------------------------------------------
+from . import predict as _predict  # noqa: E402,F401  (registers the `traj-predict` command)
+from .data.driving import (DrivingCSVConfig, DrivingScenesConfig, make_driving_csv,  # noqa: E402
+                           make_driving_scenes)
+from .methods.traj_mae import TrajMAE, TrajMAEConfig  # noqa: E402
+
+
+def adapt_traj_mae(model_cfg: TrajMAEConfig, data_cfg, dataset) -> TrajMAEConfig:
+    """Vector features and future length follow the data."""
+    s = dataset[0]
+    return dataclasses.replace(model_cfg, in_features=int(s["vectors"].shape[-1]),
+                               future_steps=int(s["future"].shape[0]))
+
+
+TRAJ_MAE = register_method(MethodSpec(
+    name="traj-mae", domain="graph", config_cls=TrajMAEConfig, model_cls=TrajMAE,
+    description="VectorNet pretrained by map reconstruction (50 % polylines dropped) or masked focal-history "
+                "reconstruction (6 modes, winner-take-all), drawn per scene; traj-predict fine-tunes it",
+    default_dataset="driving-scenes",
+    paper="Li et al., Pre-training on Synthetic Driving Data for Trajectory Prediction, IROS 2024",
+    visualize=_predict.draw_pretext, picture="pretext-reconstruction",
+    train_defaults={"epochs": 4, "batch_size": 32, "lr": 1e-3, "weight_decay": 0.01, "optimizer": "adamw",
+                    "warmup_epochs": 0.5, "log_every": 20},
+    adapt=adapt_traj_mae,
+    tiny={"model": {"hidden": 16, "subgraph_depth": 1, "modes": 3},
+          "data": {"num_train": 4, "num_test": 2, "max_agents": 2, "max_lanes": 4}},
+))
+register_dataset(DatasetSpec(
+    name="driving-scenes", domain="graph", config_cls=DrivingScenesConfig, build=make_driving_scenes,
+    description="embedded: procedural intersections, IDM car-following + lane keeping, 2 s history / 3 s future, "
+                "optional map augmentation (polylines for traj-mae)"))
+register_dataset(DatasetSpec(
+    name="driving-csv", domain="graph", config_cls=DrivingCSVConfig, build=make_driving_csv, takes_path=True,
+    accepts=lambda p: __import__("os").path.isdir(p) and any(str(f).endswith(".csv") for f in
+                                                             __import__("os").listdir(p)),
+    description="Argoverse-style forecasting CSVs (TIMESTAMP, TRACK_ID, OBJECT_TYPE, X, Y) + optional lanes.csv"))
