@@ -215,7 +215,8 @@ class FastDiT3D(PretrainedMixin, nn.Module):
         kept = (1 - mask).sum(1)
         return ModelOutput(loss=loss, pred=pred, mask=mask, target=noise,
                            extra={"t": t, "foreground": fg},
-                           metrics={"kept_patches": float(kept.mean()), "foreground_patches": float(fg.sum(1).float().mean()),
+                           metrics={"kept_patches": float(kept.mean()),
+                                    "foreground_patches": float(fg.sum(1).float().mean()),
                                     "points_in_loss": float(seen.sum(1).mean())})
 
     # ---- sampling ----------------------------------------------------------------------------------------------------
