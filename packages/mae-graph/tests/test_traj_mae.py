@@ -142,3 +142,15 @@ def test_pretrain_cli_writes_the_picture(tmp_path):
                  "--max-agents", "2", "--max-lanes", "4", "--epochs", "1", "--batch-size", "4", "--hidden", "16",
                  "--subgraph-depth", "1", "--no-progress"]) == 0
     assert (out / "pictures" / "pretext-reconstruction.png").stat().st_size > 0
+
+
+def test_the_released_decoder_mask_leaves_the_encoder_without_gradient(tiny):
+    model, batch = tiny
+    model.train()
+    for context, reaches in ((True, True), (False, False)):
+        model.config.decoder_context = context
+        model.zero_grad()
+        model(batch, generator=torch.Generator().manual_seed(0)).loss.backward()
+        g = sum(float(p.grad.abs().sum()) for p in model.subgraph.parameters() if p.grad is not None)
+        assert (g > 0) == reaches
+    model.config.decoder_context = True

@@ -63,6 +63,9 @@ class TrajMAEConfig:
     mask_ratio: float = field(0.5, "map reconstruction: share of the non-focal polylines dropped", ge=0, lt=1)
     unused_weight: float = field(0.05, "weight of the least-used mode's loss while a mode has never won", ge=0)
     rotate: bool = field(True, "pretraining: rotate each scene by a random angle")
+    decoder_context: bool = field(True, "the decoder's queries attend to the kept polylines' states (off: only to "
+                                        "each other, the released code's mask, under which no gradient reaches the "
+                                        "encoder)")
     coord_scale: float = field(10.0, "coordinates are divided by this (m)", gt=0)
 
 
@@ -162,6 +165,10 @@ class TrajMAE(PretrainedMixin, nn.Module):
         queries = gather_tokens(q.reshape(b, p * v, -1), ids)
         target = gather_tokens(x[..., :COORDS].reshape(b, p * v, -1), ids)
         am = torch.cat([qvalid, key], 1)[:, None, None, :]
+        if not c.decoder_context:  # query rows see the queries only (the reference's dec_self_mask)
+            rows = torch.arange(am.shape[-1], device=x.device)[:, None] < nq
+            own = torch.eye(am.shape[-1], dtype=torch.bool, device=x.device)  # no row left empty
+            am = am & (~rows | own | F.pad(qvalid, (0, key.shape[1]))[:, None, None, :])
         out = {}
         for k in ("map", "traj"):
             h = self.dec_embed[k](torch.cat([queries, states], 1))
