@@ -168,7 +168,7 @@ class TrajMAE(PretrainedMixin, nn.Module):
         if not c.decoder_context:  # query rows see the queries only (the reference's dec_self_mask)
             rows = torch.arange(am.shape[-1], device=x.device)[:, None] < nq
             own = torch.eye(am.shape[-1], dtype=torch.bool, device=x.device)  # no row left empty
-            am = am & (~rows | own | F.pad(qvalid, (0, key.shape[1]))[:, None, None, :])
+            am = (am & (~rows | F.pad(qvalid, (0, key.shape[1]))[:, None, None, :])) | own
         out = {}
         for k in ("map", "traj"):
             h = self.dec_embed[k](torch.cat([queries, states], 1))
