@@ -6,6 +6,7 @@ COV and MMD with the Chamfer distance (PointFlow's protocol: leave-one-out 1-NN 
     python benchmarks/3d_fastdit.py run none   --npz $NPZ --seconds 300 --root runs/fastdit   # DiT-3D, no masking
     python benchmarks/3d_fastdit.py run random75 ...   /  random99  /  voxel   (FastDiT-3D: 99 % bg / 95 % fg)
     python benchmarks/3d_fastdit.py real --npz $NPZ --root runs/fastdit    # the floor: real training vs real test
+    python benchmarks/3d_fastdit.py denoise --npz $NPZ --root runs/fastdit # held-out eps MSE of every arm
     python benchmarks/3d_fastdit.py table --root runs/fastdit
 
 ``run`` trains in-process with the library's Trainer (the same code ``mae-3d pretrain --method fastdit-3d`` runs)
@@ -144,6 +145,49 @@ def stage_real(a) -> None:
     print(json.dumps(res, indent=1))
 
 
+@torch.no_grad()
+def stage_denoise(a) -> None:
+    """Held-out denoising error of each saved arm on the sampling path (every patch, no masking): eps MSE on test
+    chairs at fixed timesteps, the same noise for every arm. A zero predictor scores 1."""
+    from mae_core.api import from_pretrained
+
+    torch.set_num_threads(1)
+    root = Path(a.root)
+    ref = reference_set(chair_npz(a.npz, root), a.num, seed=2)
+    ts = [10, 100, 250, 500, 750, 999]
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(len(ts), *ref.shape, generator=g)
+    res, rows = {}, []
+    for d in sorted(root.glob("*-s*/")):
+        model = from_pretrained(d).eval()
+        c = model.config
+        x0 = ref * c.data_scale
+        row = {}
+        for i, t in enumerate(ts):
+            tt = torch.full((len(ref),), t, dtype=torch.long)
+            xt = model.diffusion.q_sample(x0, tt, noise[i])
+            row[t] = round(float(((model.eps(xt, tt) - noise[i]) ** 2).mean()), 4)
+        res[d.name] = row
+        print(d.name, row, flush=True)
+        if a.picture:
+            rows.append((d.name.split("-s")[0], model.sample(5, 512, generator=torch.Generator().manual_seed(0))))
+    (root / "denoise.json").write_text(json.dumps(res, indent=1))
+    if a.picture:
+        from mae_3d.viz import _scatter
+        from mae_core.viz import pyplot, save_figure
+
+        order = {"none": 0, "random75": 1, "random99": 2, "voxel": 3}
+        rows = [("real test chairs", ref[:5])] + sorted(rows, key=lambda r: order.get(r[0], 9))
+        plt = pyplot()
+        fig = plt.figure(figsize=(10, 2.1 * len(rows)))
+        for i, (name, clouds) in enumerate(rows):
+            for j in range(5):
+                ax = fig.add_subplot(len(rows), 5, i * 5 + j + 1, projection="3d")
+                _scatter(ax, clouds[j][:, [0, 2, 1]], "tab:gray" if i == 0 else "tab:red",
+                         title=(ARMS[name][1] if name in ARMS else name) if j == 0 else None)
+        save_figure(fig, a.picture)
+
+
 def stage_table(a) -> None:
     root = Path(a.root)
     print("| arm | steps in the budget | train CPU s | 1-NNA-CD % (50 best) | COV-CD % | MMD-CD x1e3 | "
@@ -168,14 +212,16 @@ def main() -> None:
     r.add_argument("--num", type=int, default=32, help="generated clouds = real test clouds scored")
     r.add_argument("--steps", type=int, default=50, help="DDIM steps")
     r.add_argument("--seed", type=int, default=0)
-    for q in (r, sub.add_parser("real"), sub.add_parser("table")):
+    for q in (r, sub.add_parser("real"), sub.add_parser("table"), sub.add_parser("denoise")):
         q.add_argument("--root", default="runs/fastdit")
         if q.prog.split()[-1] != "table":
             q.add_argument("--npz", default="ModelNet10/modelnet10_pcd1024.npz")
-        if q.prog.split()[-1] == "real":
+        if q.prog.split()[-1] in ("real", "denoise"):
             q.add_argument("--num", type=int, default=32)
+        if q.prog.split()[-1] == "denoise":
+            q.add_argument("--picture", default=None, help="also sample 5 clouds per arm into this picture")
     a = p.parse_args()
-    {"run": stage_run, "real": stage_real, "table": stage_table}[a.stage](a)
+    {"run": stage_run, "real": stage_real, "table": stage_table, "denoise": stage_denoise}[a.stage](a)
 
 
 if __name__ == "__main__":
