@@ -48,7 +48,7 @@ for _spec in (
                description="image + report: ViT and BERT towers, co-attention fusion; MLM 15 % + MIM 75 % "
                            "(intermediate fusion layer) + ITM",
                default_dataset="image-reports", adapt=adapt_m3ae, visualize=visualize_m3ae,
-               train_defaults={"epochs": 4, "batch_size": 32, "lr": 5e-4, "warmup_epochs": 0.5,
+               train_defaults={"epochs": 3, "batch_size": 32, "lr": 5e-4, "warmup_epochs": 0.5,
                                "weight_decay": 0.01, "betas": (0.9, 0.98), "clip_grad": 1.0},
                paper="Chen et al., Multi-Modal Masked Autoencoders for Medical Vision-and-Language "
                      "Pre-Training (M3AE), MICCAI 2022",

@@ -47,7 +47,7 @@ POOLS = ("fused", "image", "text")
 class M3AEConfig:
     tokenizer_json: str = field("", "the WordPiece tokenizer (JSON); set from the data (trained on the reports)")
     vocab_size: int = field(2000, "vocabulary size of the WordPiece tokenizer trained on the reports")
-    max_len: int = field(40, "report tokens including [CLS] and [SEP] (the reference's max_text_len 40)")
+    max_len: int = field(40, "report tokens including [CLS] and [SEP] (the reference pretrains with 64)")
     img_size: int = field(32, "image side (set from the data)")
     in_chans: int = field(1, "image channels (set from the data)")
     patch_size: int = field(4, "ViT patch side")
