@@ -20,8 +20,8 @@ from mae_text.masking import corrupt, whole_word_mask
 from mae_text.methods.m3ae import M3AE
 from mae_text.tokenizer import SPECIALS
 
-TINY = {"embed_dim": 32, "vision_depth": 1, "text_depth": 1, "fusion_depth": 2, "num_heads": 2, "decoder_dim": 16,
-        "decoder_heads": 2, "vocab_size": 300}
+TINY = {"embed_dim": 32, "vision_depth": 1, "text_depth": 1, "fusion_depth": 2, "num_heads": 2, "decoder_embed_dim": 16,
+        "decoder_num_heads": 2, "vocab_size": 300}
 
 
 @pytest.fixture(autouse=True)

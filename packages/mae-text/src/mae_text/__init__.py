@@ -53,7 +53,7 @@ for _spec in (
                paper="Chen et al., Multi-Modal Masked Autoencoders for Medical Vision-and-Language "
                      "Pre-Training (M3AE), MICCAI 2022",
                tiny={"model": {"embed_dim": 32, "vision_depth": 1, "text_depth": 1, "fusion_depth": 2,
-                               "num_heads": 2, "decoder_dim": 16, "decoder_heads": 2, "vocab_size": 300},
+                               "num_heads": 2, "decoder_embed_dim": 16, "decoder_num_heads": 2, "vocab_size": 300},
                      "data": {"num_train": 8, "num_test": 8, "image_size": 16}}),
 ):
     register_method(_spec)

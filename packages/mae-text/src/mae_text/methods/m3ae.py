@@ -61,9 +61,9 @@ class M3AEConfig:
     mim_ratio: float = field(0.75, "fraction of the image patches removed for MIM", ge=0, lt=1)
     mim_layer: int = field(1, "MIM reads the image stream entering this fusion layer (0 = before fusion, -1 = the "
                               "fusion output); the reference takes layer 3 of 6", ge=-1)
-    decoder_dim: int = field(32, "MIM decoder width (reference 384 for a 768 model)")
+    decoder_embed_dim: int = field(32, "MIM decoder width (reference 384 for a 768 model)")
     decoder_depth: int = field(4, "MIM decoder blocks", ge=1)
-    decoder_heads: int = field(2, "MIM decoder heads")
+    decoder_num_heads: int = field(2, "MIM decoder heads")
     norm_pix_loss: bool = field(True, "MIM target: per-patch normalised pixels")
     mlm_weight: float = field(1.0, "weight of masked language modelling", ge=0)
     mim_weight: float = field(1.0, "weight of masked image modelling (0 = the MLM + ITM arm)", ge=0)
@@ -88,7 +88,8 @@ class M3AE(PretrainedMixin, nn.Module):
     def __init__(self, cfg: M3AEConfig):
         super().__init__()
         d = cfg.embed_dim
-        for name, w, h in (("embed_dim", d, cfg.num_heads), ("decoder_dim", cfg.decoder_dim, cfg.decoder_heads)):
+        for name, w, h in (("embed_dim", d, cfg.num_heads),
+                           ("decoder_embed_dim", cfg.decoder_embed_dim, cfg.decoder_num_heads)):
             if w % h:
                 raise ConfigError(f"model.{name} {w} is not divisible by its heads {h}")
         if not -1 <= cfg.mim_layer < cfg.fusion_depth:
@@ -108,8 +109,8 @@ class M3AE(PretrainedMixin, nn.Module):
         self.text_pool, self.image_pool = Pooler(d), Pooler(d)
         self.itm_head = nn.Linear(2 * d, 2)
         pred_dim = cfg.patch_size ** 2 * cfg.in_chans
-        self.decoder = MAEDecoder(d, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads, pred_dim,
-                                  pos_embed=sincos_pos_embed(cfg.decoder_dim, self.grid),
+        self.decoder = MAEDecoder(d, cfg.decoder_embed_dim, cfg.decoder_depth, cfg.decoder_num_heads, pred_dim,
+                                  pos_embed=sincos_pos_embed(cfg.decoder_embed_dim, self.grid),
                                   mlp_ratio=cfg.mlp_ratio)
         for m in (self.patch_embed, self.vision, self.text_proj, self.image_proj, self.fusion, self.text_pool,
                   self.image_pool, self.itm_head, self.decoder):
