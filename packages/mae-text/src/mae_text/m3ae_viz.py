@@ -22,6 +22,10 @@ def visualize_m3ae(model, dataset, path, num: int = 4, seed: int = 0):
     model = model.cpu().eval()
     cfg = model.config
     idx = torch.linspace(0, len(dataset) - 1, min(num, len(dataset))).long().tolist()
+    labels = getattr(dataset, "labels", None)
+    if labels is not None and len(labels.unique()) > 1:  # one pair of each finding first
+        firsts = [int((labels == v).nonzero()[0]) for v in labels.unique()]
+        idx = (firsts + [i for i in idx if i not in firsts])[:len(idx)]
     batch = collate_dicts([dataset[i] for i in idx])
     out = model(batch, generator=torch.Generator().manual_seed(seed))
     images = batch["image"]
