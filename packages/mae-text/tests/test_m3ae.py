@@ -179,4 +179,4 @@ def test_picture(built, tmp_path):
     model, ds, _ = built
     path = visualize_m3ae(model, ds, tmp_path / "m3ae.png", num=3)
     assert path.exists() and path.stat().st_size > 5000
-    assert math.isfinite(float(model.itm_scores(collate_dicts([ds[0]]))[0]))
+    assert math.isfinite(float(model.itm_scores(collate_dicts([ds[0]]))[0].detach()))
