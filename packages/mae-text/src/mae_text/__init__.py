@@ -17,7 +17,7 @@ from .methods.retromae import RetroMAE, RetroMAEConfig
 from .methods.starbucks import Starbucks, StarbucksConfig
 from .viz import visualize_text
 
-PRETRAIN_DEFAULTS = {"epochs": 1, "batch_size": 32, "lr": 5e-4, "warmup_epochs": 0.2, "weight_decay": 0.01,
+PRETRAIN_DEFAULTS = {"epochs": 3, "batch_size": 32, "lr": 5e-4, "warmup_epochs": 0.2, "weight_decay": 0.01,
                      "betas": (0.9, 0.999), "clip_grad": 1.0}
 
 _TINY_MODEL = {"embed_dim": 32, "depth": 2, "num_heads": 2, "max_len": 32, "vocab_size": 300}
