@@ -43,6 +43,7 @@ from mae_text.image_reports import ANSWERS, ImageReportConfig, ImageReports, clo
 from mae_text.m3ae_viz import visualize_m3ae
 from mae_text.methods.m3ae import M3AE, M3AEConfig, adapt_m3ae
 
+QTYPES = {"finding": "finding", "normal": "normal", "lesion": "side", "there": "count", "large": "size"}
 ARMS = {"random": {}, "mlm_itm": {"mim_weight": 0.0}, "mim_last": {"mim_layer": -1}, "mim_mid": {"mim_layer": 1}}
 
 
@@ -72,7 +73,7 @@ def questions(ds, seed: int) -> list[tuple[int, str, int, str]]:
     for i in range(len(ds)):
         for q, a in closed_questions(int(p["finding"][i]), int(p["size"][i]), int(p["side"][i]),
                                      int(p["count"][i]), g):
-            qtype = "finding" if q.startswith("is there") else q.split()[-2]
+            qtype = QTYPES["finding" if q.startswith("is there") else q.split()[-2]]
             out.append((i, q, ANSWERS.index(a), qtype))
     return out
 
