@@ -15,7 +15,7 @@ from mae_core.models.maskclip_sdi import AttentionFusion, MaskCLIPSDIConfig, edg
 
 TINY = dict(patch_size=4, embed_dim=32, depth=2, num_heads=2, fusion_blocks=[1], teacher_layers=[0],
             teacher="random", teacher_embed_dim=32, teacher_depth=1, teacher_num_heads=2, init="none",
-            decoder_dim=8, align_dim=16, drop_path=0.0, dropout=0.0)
+            decoder_embed_dim=8, align_dim=16, drop_path=0.0, dropout=0.0)
 DATA = dict(image_size=16, num_train=8, num_test=4, generator="blur", max_region=3)
 
 

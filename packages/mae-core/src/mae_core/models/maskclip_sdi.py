@@ -67,7 +67,7 @@ class MaskCLIPSDIConfig:
                           "once, cached); 'none': random initialisation")
     init_sha256: str = field("", "sha256 of the init weights (filled when first loaded)")
     init_epochs: int = field(10, "epochs of the default init MAE when it has to be trained", ge=1)
-    decoder_dim: int = field(32, "mask decoder width (reference 256)", ge=1)
+    decoder_embed_dim: int = field(32, "mask decoder width (reference 256)", ge=1)
     align_dim: int = field(64, "width of the class vectors (reference: CLIP's text width 768)", ge=1)
     edge_width: int = field(3, "edge band kernel (odd; reference 7 at 512 px)", ge=1)
     edge_lambda: float = field(20.0, "weight of the edge-weighted BCE (reference 20)", ge=0)
@@ -192,7 +192,7 @@ class MaskCLIPSDI(MaskedAutoencoder):
                                      for _ in c.fusion_blocks]) if self.fused else None
         self.cls_head = ClsAggregator(cls_dim, c.align_dim, num_heads=max(1, cls_dim // 32), dropout=c.dropout)
         self.class_vectors = nn.Parameter(torch.randn(2, c.align_dim) * 0.02)  # real, fake
-        self.mask_decoder = MaskDecoder(c.embed_dim, c.decoder_dim, c.align_dim, c.dropout)
+        self.mask_decoder = MaskDecoder(c.embed_dim, c.decoder_embed_dim, c.align_dim, c.dropout)
         self.init_weights()
         self._teacher = None
         if c.init not in ("", "none"):

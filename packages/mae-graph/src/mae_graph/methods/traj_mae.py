@@ -54,7 +54,7 @@ class TrajMAEConfig:
     subgraph_depth: int = field(3, "polyline subgraph layers (VectorNet: 3)", ge=1)
     global_depth: int = field(1, "global graph self-attention layers (VectorNet: 1)", ge=1)
     global_heads: int = field(1, "global graph heads (the reference's GlobalGraph: 1)", ge=1)
-    decoder_heads: int = field(2, "decoder heads (the reference's GlobalGraphRes: 2 half-width heads)", ge=1)
+    decoder_num_heads: int = field(2, "decoder heads (the reference's GlobalGraphRes: 2 half-width heads)", ge=1)
     modes: int = field(6, "trajectory modes of the reconstruction and prediction heads", ge=1)
     future_steps: int = field(30, "predicted future points (3 s at 10 Hz; set from the data)", ge=1)
     task: str = field("both", "pretext: both (drawn per sample), map (map only) or traj (trajectory only)",
@@ -111,7 +111,7 @@ class TrajMAE(PretrainedMixin, nn.Module):
         self.traj_mask_token = nn.Parameter(torch.randn(COORDS) * 0.02)
         self.query_in = nn.Linear(c.in_features, d)
         self.dec_embed = nn.ModuleDict({k: nn.Linear(d, d) for k in ("map", "traj")})
-        self.decoder = nn.ModuleDict({k: Block(d, c.decoder_heads) for k in ("map", "traj")})
+        self.decoder = nn.ModuleDict({k: Block(d, c.decoder_num_heads) for k in ("map", "traj")})
         self.dec_norm = nn.ModuleDict({k: nn.LayerNorm(d) for k in ("map", "traj")})
         self.pred_map = ResidualHead(d, COORDS)
         self.pred_traj = ResidualHead(d, c.modes * COORDS)
