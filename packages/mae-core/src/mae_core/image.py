@@ -217,7 +217,7 @@ register_method(MethodSpec(
     adapt=adapt_maskclip_sdi,
     tiny={"model": {"patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2, "fusion_blocks": [1],
                     "teacher_layers": [0], "teacher": "random", "teacher_embed_dim": 32, "teacher_depth": 1,
-                    "teacher_num_heads": 2, "init": "none", "decoder_dim": 8, "align_dim": 16, "drop_path": 0.0,
+                    "teacher_num_heads": 2, "init": "none", "decoder_embed_dim": 8, "align_dim": 16, "drop_path": 0.0,
                     "dropout": 0.0},
           "data": {"image_size": 16, "num_train": 4, "num_test": 2, "generator": "blur", "fake_fraction": 0.5,
                    "max_region": 3}},
