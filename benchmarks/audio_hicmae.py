@@ -17,7 +17,7 @@ training clips per emotion (10 random draws), a linear SVM (mae-core's few-shot 
 recall (UAR, the mean of the per-class recalls) on the whole test split; and with all 320 labels (linear SVM, C by
 cross-validation). Each arm writes its numbers to ``<out>/results.json`` as it finishes; rerunning skips arms done.
 
-    /work/notes/heavy uv run python benchmarks/audio_hicmae.py --out runs/hicmae --steps 250 --seed 0
+    OMP_NUM_THREADS=1 uv run python benchmarks/audio_hicmae.py --out runs/hicmae --steps 250 --seed 0
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ Evaluation, frozen:
 
 Each arm writes to ``<out>/results.json`` as it finishes; rerunning skips arms done.
 
-    /work/notes/heavy uv run python benchmarks/text_m3ae.py --out runs/m3ae --steps 500 --seed 0
+    OMP_NUM_THREADS=1 uv run python benchmarks/text_m3ae.py --out runs/m3ae --steps 500 --seed 0
 """
 from __future__ import annotations
 
