@@ -26,13 +26,12 @@ from torch.utils.data import Dataset
 from mae_core.config import field
 from mae_core.errors import DataError
 
-from .data import FrontEndConfig, say_once
+from .data import FrontEndConfig, cached_split, say_once
 from .features import dataset_stats, fbank, normalize, pad_or_crop, samples_for_frames
 from .talking import EMOTIONS, talking_faces
 
 VIDEO_MEAN = (0.485, 0.456, 0.406)
 VIDEO_STD = (0.229, 0.224, 0.225)
-_CACHE: dict = {}
 
 
 @dataclass
@@ -90,12 +89,7 @@ class AVDataset(Dataset):
         raise NotImplementedError
 
     def _cached(self, split: str) -> dict:
-        c = self.config
-        k = (type(self).__name__, self.key(), split, c.sample_rate, c.target_length, c.num_mel_bins, c.num_frames,
-             c.image_size)
-        if k not in _CACHE:
-            _CACHE[k] = self._raw(split)
-        return _CACHE[k]
+        return cached_split(self, split, self.config.num_frames, self.config.image_size)
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -48,6 +48,16 @@ def clear_cache() -> None:
     _SAID.clear()
 
 
+def cached_split(ds, split: str, *extra) -> dict:
+    """``ds._raw(split)`` computed once per process for the same data and front end (one cache for every audio
+    dataset, emptied by :func:`clear_cache`); ``extra``: the dataset's own fields that change the raw arrays."""
+    c = ds.config
+    k = (type(ds).__name__, ds.key(), split, c.sample_rate, c.target_length, c.num_mel_bins, *extra)
+    if k not in _CACHE:
+        _CACHE[k] = ds._raw(split)
+    return _CACHE[k]
+
+
 @dataclass
 class FrontEndConfig:
     sample_rate: int = field(16000, "sample rate of the features (other rates are resampled)", ge=1)
@@ -166,11 +176,7 @@ class FbankDataset(Dataset):
         raise NotImplementedError
 
     def _cached(self, split: str) -> dict:
-        c = self.config
-        k = (type(self).__name__, self.key(), split, c.sample_rate, c.target_length, c.num_mel_bins, c.bad_files)
-        if k not in _CACHE:
-            _CACHE[k] = self._raw(split)
-        return _CACHE[k]
+        return cached_split(self, split, self.config.bad_files)
 
     def __len__(self) -> int:
         return len(self.labels)
