@@ -3,7 +3,7 @@ scratch and for pretraining by map reconstruction only, trajectory reconstructio
 70 % map), each with pretraining scenes on the original maps and on augmented maps (half the scenes bent). Run by hand;
 results go to docs/benchmarks/graph.md.
 
-    uv run python benchmarks/graph_trajmae.py --seeds 2 --out /tmp/trajmae-bench
+    uv run python benchmarks/graph_trajmae.py --seeds 2 --out runs/trajmae-bench
 
 Pretraining: `mae_core.pretrain("traj-mae", ...)` on `--pretrain-scenes` scenes (data seed 0); fine-tuning and
 test: `mae_graph.predict.finetune_prediction` (what `mae-graph traj-predict` runs) on `--finetune-scenes` other
@@ -36,7 +36,7 @@ def main(argv=None):
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--arms", default="scratch,map,traj,both", help="comma list of scratch, map, traj, both")
     p.add_argument("--augment", default="0,0.5", help="comma list of pretraining augment_prob values")
-    p.add_argument("--out", default="/tmp/trajmae-bench")
+    p.add_argument("--out", default="runs/trajmae-bench")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -65,8 +65,7 @@ def main(argv=None):
                 rec["pretrain_s"] = time.time() - t0
                 rec["pretrain_final_loss"] = run.summary.get("final_loss")
                 model = run.model
-            res = finetune_prediction(model, ft_train, ft_test, epochs=args.finetune_epochs, seed=seed,
-                                      log=lambda s: None)
+            res = finetune_prediction(model, ft_train, ft_test, epochs=args.finetune_epochs, seed=seed)
             rec.update(res)
             print(json.dumps(rec), flush=True)
             with open(log, "a") as f:

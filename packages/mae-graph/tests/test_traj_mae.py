@@ -129,9 +129,27 @@ def test_traj_predict_command(tmp_path, tiny):
                  "--num-test", "4", "--epochs", "1", "--batch-size", "4"]) == 0
     res = json.loads((out / "summary.json").read_text())
     assert set(res) >= {"minADE", "minFDE", "MR"}
+    assert res["steps"] == 2 and res["train_scenes"] == 8  # 8 scenes / batch 4, one epoch, through the core trainer
     assert res["minADE"] > 0 and res["minFDE"] > 0 and 0 <= res["MR"] <= 1
     assert (out / "pictures" / "predictions.png").stat().st_size > 0
     assert main(["traj-predict", "--out", str(out), "--epochs", "0", "--scratch"]) == 2
+
+
+def test_finetune_prediction_is_the_core_trainer_over_the_prediction_loss(tiny):
+    import copy
+
+    from mae_graph.data.driving import DrivingScenesConfig, make_driving_scenes
+    from mae_graph.predict import PredictionObjective, finetune_prediction
+
+    model, batch = tiny
+    obj = PredictionObjective(model)
+    torch.manual_seed(0)
+    assert torch.equal(obj(batch).loss, (torch.manual_seed(0), model.prediction_loss(batch))[1])
+    cfg = DrivingScenesConfig(num_train=6, num_test=3, seed=5, max_agents=3, max_lanes=6)
+    train, test = make_driving_scenes(cfg, "train"), make_driving_scenes(cfg, "test")
+    runs = [finetune_prediction(copy.deepcopy(model), train, test, epochs=2, batch_size=4, seed=3) for _ in range(2)]
+    assert runs[0]["steps"] == 4  # 6 scenes: batches of 4 and 2 (the last one kept), two epochs
+    assert runs[0]["minADE"] == runs[1]["minADE"]  # the trainer's seed fixes the order and the result
 
 
 def test_pretrain_cli_writes_the_picture(tmp_path):

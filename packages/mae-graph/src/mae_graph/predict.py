@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 
 from mae_core.data.utils import collate_dicts
 from mae_core.errors import ConfigError
+from mae_core.models import ModelOutput
 from mae_core.registry import CommandSpec, register_command
 
 
@@ -30,49 +30,50 @@ def trajectory_metrics(pred: torch.Tensor, future: torch.Tensor, miss_threshold:
             "MR": float((fde > miss_threshold).float().mean())}
 
 
-def _batches(ds, batch_size: int, order=None):
-    order = range(len(ds)) if order is None else order
-    order = list(order)
-    for i in range(0, len(order), batch_size):
-        yield collate_dicts([ds[j] for j in order[i:i + batch_size]])
-
-
 @torch.no_grad()
-def evaluate_prediction(model, ds, batch_size: int = 64) -> dict:
+def evaluate_prediction(model, ds, batch_size: int = 64, device="cpu") -> dict:
+    from torch.utils.data import DataLoader
+
+    from mae_core.train import move_to
+
     model.eval()
     preds, futs = [], []
-    for b in _batches(ds, batch_size):
-        preds.append(model.predict(b)[0])
-        futs.append(b["future"].float())
+    for b in DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate_dicts):
+        b = move_to(b, device)
+        preds.append(model.predict(b)[0].cpu())
+        futs.append(b["future"].float().cpu())
     return trajectory_metrics(torch.cat(preds), torch.cat(futs))
 
 
-def finetune_prediction(model, train_ds, test_ds, epochs: int = 10, batch_size: int = 32, lr: float = 1e-3,
-                        weight_decay: float = 0.01, seed: int = 0, log=print) -> dict:
-    """AdamW over every parameter, cosine decay per step; returns the test metrics and the time taken."""
-    from mae_core.train import build_optimizer, param_groups
+class PredictionObjective(torch.nn.Module):
+    """The trainer's view of fine-tuning: ``forward`` returns :meth:`TrajMAE.prediction_loss` as a ModelOutput."""
 
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    opt = build_optimizer(param_groups(model, weight_decay), lr=lr)
-    steps = epochs * math.ceil(len(train_ds) / batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0))))
-    t0, step = time.time(), 0
-    for ep in range(epochs):
-        model.train()
-        losses = []
-        for b in _batches(train_ds, batch_size, rng.permutation(len(train_ds))):
-            loss = model.prediction_loss(b)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-            step += 1
-        log(f"epoch {ep + 1}/{epochs}  loss {np.mean(losses):.4f}")
-    res = evaluate_prediction(model, test_ds)
-    res.update(train_s=time.time() - t0, steps=step, epochs=epochs, train_scenes=len(train_ds),
-               test_scenes=len(test_ds))
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict, generator=None) -> ModelOutput:
+        return ModelOutput(loss=self.model.prediction_loss(batch))
+
+
+def finetune_prediction(model, train_ds, test_ds, epochs: int = 10, batch_size: int = 32, lr: float = 1e-3,
+                        weight_decay: float = 0.01, seed: int = 0, progress: bool = False, device: str = "cpu") -> dict:
+    """Fine-tune every parameter with mae-core's :class:`~mae_core.train.Trainer` and the core's fine-tuning
+    optimiser defaults (AdamW betas (0.9, 0.999), linear warm-up over a tenth of the epochs, cosine to 1e-6) at the
+    absolute ``lr``, every scene once per epoch (the last batch kept); returns the test metrics and the time taken."""
+    from mae_core.runconfig import FINETUNE_TRAIN_DEFAULTS, FINETUNE_WARMUP_FRACTION
+    from mae_core.train import Trainer, TrainConfig
+
+    d = FINETUNE_TRAIN_DEFAULTS
+    cfg = TrainConfig(epochs=epochs, batch_size=min(batch_size, len(train_ds)), lr=lr, betas=d["betas"],
+                      warmup_epochs=min(d["warmup_epochs"], FINETUNE_WARMUP_FRACTION * epochs), min_lr=d["min_lr"],
+                      weight_decay=weight_decay, drop_last=False, seed=seed, device=device, progress=progress,
+                      log_every=max(1, len(train_ds) // batch_size))
+    trainer = Trainer(PredictionObjective(model), train_ds, cfg, run_dir=None)
+    summary = trainer.fit()
+    res = evaluate_prediction(model, test_ds, device=trainer.device)
+    res.update(train_s=summary["train_time_s"], steps=summary["steps"], epochs=epochs,
+               final_loss=summary["final_loss"], train_scenes=len(train_ds), test_scenes=len(test_ds))
     return res
 
 
@@ -195,7 +196,8 @@ def run_predict(args) -> int:
             raise ConfigError(f"--run {args.run}: a {getattr(model, 'method_name', '?')} run, not traj-mae")
     else:
         model = mae_core.create_model("traj-mae", domain="graph")
-    res = finetune_prediction(model, train, test, args.epochs, args.batch_size, args.lr, seed=args.seed)
+    res = finetune_prediction(model, train, test, args.epochs, args.batch_size, args.lr, seed=args.seed,
+                              progress=True)
     res.update(run=args.run, scratch=bool(args.scratch), seed=args.seed)
     out = Path(args.out)
     (out / "pictures").mkdir(parents=True, exist_ok=True)
