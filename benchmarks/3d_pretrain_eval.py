@@ -7,11 +7,11 @@ Stages (run by hand, each under the CPU lock; they write JSON into the run direc
     # pretrain with a wall-clock budget: a 12-step calibration run measures the step rate, then the real run gets
     # as many whole epochs as fit in --budget-s (the cosine schedule ends at the end of the budget)
     OMP_NUM_THREADS=1 uv run python benchmarks/3d_pretrain_eval.py pretrain shapes \
-        --out /tmp/b3d-shapes --budget-s 480
+        --out runs/b3d-shapes --budget-s 480
     # frozen-feature evaluation in one process: SVM on max+mean (and max / mean alone) + few-shot, pretrained and
     # random-init encoders
     OMP_NUM_THREADS=1 uv run python benchmarks/3d_pretrain_eval.py eval shapes \
-        --out /tmp/b3d-shapes
+        --out runs/b3d-shapes
     # ModelNet10 (the shared .npz), fine-tuning pretrained vs scratch
     ... pretrain modelnet10 --npz ../shared/data/modelnet10/modelnet10_pcd1024.npz --out DIR --budget-s 420
     ... finetune modelnet10 --npz ... --out DIR --finetune-epochs 3

@@ -3,8 +3,8 @@ embedded shapes (any option of ``mae_core.pretrain`` as ``--set key=value``), th
 whitened kNN probe on its frozen features, on a random-init encoder of the same architecture, and on the raw pixels
 (the same probes on the flattened normalised images).
 
-    uv run python benchmarks/core_default_probe.py --out /tmp/core-default [--set epochs=30 --set patch_size=8]
-    uv run python benchmarks/core_default_probe.py --out /tmp/core-default --raw-only
+    uv run python benchmarks/core_default_probe.py --out runs/core-default [--set epochs=30 --set patch_size=8]
+    uv run python benchmarks/core_default_probe.py --out runs/core-default --raw-only
 
 Writes ``results.json`` in ``--out`` and prints one line per probe.
 """

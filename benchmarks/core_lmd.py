@@ -7,19 +7,20 @@ back, as the reconstruction picture). Training compute is counted in FLOPs (one 
 ``torch.utils.flop_counter``; LMD's includes the frozen encoder's forward). One JSON line per run is appended to
 ``--out``/results.jsonl.
 
-    uv run python benchmarks/core_lmd.py --out /tmp/lmd --seed 0 --steps 300 --runs pixel latent-fixed latent-schedule
-    uv run python benchmarks/core_lmd.py --out /tmp/lmd --table      # the table from results.jsonl
+    uv run python benchmarks/core_lmd.py --out runs/lmd --seed 0 --steps 300 --runs pixel latent-fixed latent-schedule
+    uv run python benchmarks/core_lmd.py --out runs/lmd --table      # the table from results.jsonl
 
 The autoencoder is the default ``latent-ae`` (mae-core trains it once, cached under runs/teachers) unless
 ``--autoencoder DIR``; its own reconstruction PSNR (the ceiling of every LMD number) is recorded with each LMD run.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import statistics
 from pathlib import Path
+
+from bench_common import append_result, arm_parser, mean_sd, read_results
+from bench_common import step_flops as batch_step_flops
 
 RUNS = {
     "pixel": ("image-mae", {}),
@@ -70,32 +71,19 @@ def scores(run, seed: int = 0) -> dict:
 
 def step_flops(run, batch_size: int) -> float:
     """FLOPs of one training step (forward + backward) on a batch of ``batch_size`` training images at mask 0.75."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
     from mae_core.data.utils import collate_dicts
 
     ds = run.dataset("train")
-    batch = collate_dicts([ds[i] for i in range(batch_size)])
-    model = run.model.cpu().train()
-    model.mask_ratio = 0.75
-    with FlopCounterMode(display=False) as fc:
-        model(batch, generator=torch.Generator().manual_seed(0)).loss.backward()
-    model.zero_grad(set_to_none=True)
-    return float(fc.get_total_flops())
+    run.model.mask_ratio = 0.75
+    return batch_step_flops(run.model, collate_dicts([ds[i] for i in range(batch_size)]))
 
 
 def table(out: Path) -> str:
     rows: dict[tuple, list[dict]] = {}
-    for line in (out / "results.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        rows.setdefault((r["run"], r["steps"]), []).append(r)
-
-    def cell(rs, key, scale=1.0, digits=1):
-        v = [scale * r[key] for r in rs if r.get(key) is not None]
-        if not v:
-            return "n/a"
-        return f"{statistics.mean(v):.{digits}f}" + (f" ± {statistics.stdev(v):.{digits}f}" if len(v) > 1 else "")
+    for rs in read_results(out).values():
+        for r in rs:
+            rows.setdefault((r["run"], r["steps"]), []).append(r)
+    cell = mean_sd
 
     text = ["| run | steps | seeds | linear % | PSNR masked dB | PSNR image dB | autoencoder PSNR dB | GFLOP / step | "
             "training TFLOP |", "|---|---|---|---|---|---|---|---|---|"]
@@ -108,15 +96,9 @@ def table(out: Path) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--runs", nargs="*", default=[], choices=sorted(RUNS))
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=300, help="optimizer steps of the full runs (a third for the short)")
-    ap.add_argument("--batch-size", type=int, default=128)
+    ap = arm_parser(__doc__, sorted(RUNS), steps_help="optimizer steps of the full runs (a third for the short)",
+                    batch_size=128)
     ap.add_argument("--autoencoder", default="", help="latent-ae run directory (default: the cached default one)")
-    ap.add_argument("--set", default="{}", help="JSON of extra options for every run (e.g. a smaller data set)")
-    ap.add_argument("--table", action="store_true", help="print the table of results.jsonl")
     args = ap.parse_args()
     out = Path(args.out)
     if args.table:
@@ -147,9 +129,7 @@ def main() -> None:
                    "final_loss": summary["final_loss"], "linear": res["linear"]["acc"],
                    "step_gflop": step_flops(run, args.batch_size) / 1e9, **scores(run, seed=args.seed),
                    "autoencoder": getattr(run.model.config, "autoencoder", None)}
-            with open(out / "results.jsonl", "a") as fh:
-                fh.write(json.dumps(rec) + "\n")
-            print(json.dumps(rec), flush=True)
+            append_result(out, rec)
 
 
 if __name__ == "__main__":

@@ -9,17 +9,17 @@ the test split, trained on ``--label-fraction`` of the training split) with RGB 
 depth input (``probe_inputs="rgb-depth"``: the two modalities' tokens of a position concatenated). One JSON line per
 run is appended to ``--out``/results.jsonl.
 
-    uv run python benchmarks/core_multimae.py --out /tmp/mm --seed 0 --steps 300 --runs scratch mae multimae
-    uv run python benchmarks/core_multimae.py --out /tmp/mm --table      # the table from results.jsonl
+    uv run python benchmarks/core_multimae.py --out runs/mm --seed 0 --steps 300 --runs scratch mae multimae
+    uv run python benchmarks/core_multimae.py --out runs/mm --table      # the table from results.jsonl
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import statistics
 import time
 from pathlib import Path
+
+from bench_common import append_result, arm_parser, mean_sd, read_results
 
 RUNS = ["scratch", "mae", "multimae"]
 COLUMNS = [("linear_rgb", "linear probe, RGB (acc %)"), ("miou_rgb", "seg. probe, RGB (mIoU %)"),
@@ -27,17 +27,10 @@ COLUMNS = [("linear_rgb", "linear probe, RGB (acc %)"), ("miou_rgb", "seg. probe
 
 
 def table(out: Path) -> str:
-    rows: dict[str, list[dict]] = {}
-    for line in (out / "results.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        rows.setdefault(r["run"], []).append(r)
+    rows = read_results(out)
 
     def cell(rs, key):
-        v = [100 * r[key] for r in rs if r.get(key) is not None]
-        if not v:
-            return "n/a"
-        per = " / ".join(f"{x:.1f}" for x in v)
-        return f"{statistics.mean(v):.1f}" + (f" ({per})" if len(v) > 1 else "")
+        return mean_sd(rs, key, 100, per_seed=True)
 
     text = ["| arm | steps | seeds | " + " | ".join(c for _, c in COLUMNS) + " | pretraining CPU s |",
             "|---|---|---|" + "---|" * len(COLUMNS) + "---|"]
@@ -50,16 +43,9 @@ def table(out: Path) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--runs", nargs="*", default=[], choices=RUNS)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=300, help="optimizer steps of every pretraining run")
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap = arm_parser(__doc__, RUNS)
     ap.add_argument("--label-fraction", type=float, default=0.125,
                     help="labelled share of the training split for the segmentation probe (0.125: 256 of 2048)")
-    ap.add_argument("--set", default="{}", help="JSON of extra data options for every run (e.g. num_train)")
-    ap.add_argument("--table", action="store_true", help="print the table of results.jsonl")
     args = ap.parse_args()
     out = Path(args.out)
     if args.table:
@@ -92,9 +78,7 @@ def main() -> None:
             r = mae_core.probe(**src, **seg, probe_inputs="rgb-depth")["segmentation"]
             rec["miou_rgbd"], rec["dice_rgbd"] = r["miou"], r["dice"]
         rec["probe_s"] = round(time.process_time() - t0, 1)
-        with open(out / "results.jsonl", "a") as fh:
-            fh.write(json.dumps(rec) + "\n")
-        print(json.dumps(rec), flush=True)
+        append_result(out, rec)
 
     for name in args.runs:
         if name == "scratch":

@@ -7,47 +7,32 @@ the boundary / interior logits of each token's pixels, trained on a class-strati
 training split (default 128 of 2048 images), Dice of the boundary class on the test split. Training compute is counted in FLOPs (one forward + backward of
 a batch, ``torch.utils.flop_counter``). One JSON line per run is appended to ``--out``/results.jsonl.
 
-    uv run python benchmarks/core_tokenunify.py --out /tmp/tu --seed 0 --steps 300 \\
+    uv run python benchmarks/core_tokenunify.py --out runs/tu --seed 0 --steps 300 \\
         --runs scratch mae stage1 stage2 both
-    uv run python benchmarks/core_tokenunify.py --out /tmp/tu --table      # the table from results.jsonl
+    uv run python benchmarks/core_tokenunify.py --out runs/tu --table      # the table from results.jsonl
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import statistics
 from pathlib import Path
+
+from bench_common import append_result, arm_parser, mean_sd, read_results
+from bench_common import step_flops as batch_step_flops
 
 RUNS = ["scratch", "mae", "stage1", "stage2", "both"]
 
 
 def step_flops(model, ds, batch_size: int) -> float:
     """FLOPs of one training step (forward + backward) of ``model`` on ``batch_size`` training images."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
     from mae_core.data.utils import collate_dicts
 
-    batch = collate_dicts([ds[i] for i in range(batch_size)])
-    model = model.cpu().train()
-    with FlopCounterMode(display=False) as fc:
-        model(batch, generator=torch.Generator().manual_seed(0)).loss.backward()
-    model.zero_grad(set_to_none=True)
-    return float(fc.get_total_flops())
+    return batch_step_flops(model, collate_dicts([ds[i] for i in range(batch_size)]))
 
 
 def table(out: Path) -> str:
-    rows: dict[str, list[dict]] = {}
-    for line in (out / "results.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        rows.setdefault(r["run"], []).append(r)
-
-    def cell(rs, key, scale=1.0, digits=1):
-        v = [scale * r[key] for r in rs if r.get(key) is not None]
-        if not v:
-            return "n/a"
-        return f"{statistics.mean(v):.{digits}f}" + (f" ± {statistics.stdev(v):.{digits}f}" if len(v) > 1 else "")
+    rows = read_results(out)
+    cell = mean_sd
 
     text = ["| run | pretraining steps | seeds | boundary Dice % | per seed | pixel acc % | training TFLOP |",
             "|---|---|---|---|---|---|---|"]
@@ -61,16 +46,9 @@ def table(out: Path) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--runs", nargs="*", default=[], choices=RUNS)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=300, help="optimizer steps of every pretraining run (both: in all)")
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap = arm_parser(__doc__, RUNS, steps_help="optimizer steps of every pretraining run (both: in all)")
     ap.add_argument("--label-fraction", type=float, default=0.0625,
                     help="labelled share of the training split (0.0625: 128 of 2048 images)")
-    ap.add_argument("--set", default="{}", help="JSON of extra options for every run (e.g. a smaller data set)")
-    ap.add_argument("--table", action="store_true", help="print the table of results.jsonl")
     args = ap.parse_args()
     out = Path(args.out)
     if args.table:
@@ -114,9 +92,7 @@ def main() -> None:
         rec = {"run": name, "seed": args.seed, "steps": steps, "batch_size": args.batch_size, "options": extra,
                "label_fraction": args.label_fraction, "dice": seg["dice"], "pixel_acc": seg["pixel_acc"],
                "tflop": tflop}
-        with open(out / "results.jsonl", "a") as fh:
-            fh.write(json.dumps(rec) + "\n")
-        print(json.dumps(rec), flush=True)
+        append_result(out, rec)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 embedded default), then the domain's default probes on the run and on a random-init encoder of the same architecture
 (``probe --random-init``), and prints one Markdown row per domain.
 
-    uv run python benchmarks/default_runs.py --out /tmp/defaults                       # every domain
-    uv run python benchmarks/default_runs.py --out /tmp/defaults --domains medical video --seed 1
-    uv run python benchmarks/default_runs.py --out /tmp/defaults --table               # rows from results.json files
+    uv run python benchmarks/default_runs.py --out runs/defaults                       # every domain
+    uv run python benchmarks/default_runs.py --out runs/defaults --domains medical video --seed 1
+    uv run python benchmarks/default_runs.py --out runs/defaults --table               # rows from results.json files
 
 Each domain writes ``OUT/<domain>-s<seed>/`` (the run) and ``OUT/<domain>-s<seed>.json`` (wall time, probe scores).
 Wall time is the pretrain command's, start-up included; it depends on the machine's load.

@@ -4,8 +4,8 @@ per-epoch wall times after 3 warm-up epochs.
 
     OMP_NUM_THREADS=2 uv run python benchmarks/graph_cora_epoch.py --data ../shared/data/planetoid --epochs 60
 
-To compare with an older tree, export it (`git archive OLD packages/mae-graph/src | tar -x -C /tmp/old`) and run the
-same command with `PYTHONPATH=/tmp/old/packages/mae-graph/src`; interleave the runs, the VM's speed drifts.
+To compare with an older tree, export it (`git archive OLD packages/mae-graph/src | tar -x -C runs/old-tree`) and run the
+same command with `PYTHONPATH=runs/old-tree/packages/mae-graph/src`; interleave the runs, the VM's speed drifts.
 """
 from __future__ import annotations
 

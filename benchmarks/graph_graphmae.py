@@ -1,7 +1,7 @@
 """Reproduce GraphMAE's table on the real datasets (run by hand; results go to docs/benchmarks/graph.md).
 
     uv run python benchmarks/graph_graphmae.py --only mutag cora imdb-multi proteins \
-        --seeds 5 --cora-seeds 20 --budget-s 660 --out /tmp/graphmae-bench   # rerun to resume
+        --seeds 5 --cora-seeds 20 --budget-s 660 --out runs/graphmae-bench   # rerun to resume
 
 Every finished pretraining seed is appended to ``OUT/results.json`` (per-seed accuracy, probe std, pretraining
 time); a rerun skips the seeds already there, so a long reproduction runs in stages (``--budget-s``).
@@ -127,7 +127,7 @@ def main_(argv=None):
                                                               "reproduction over processes with different --out)")
     p.add_argument("--epochs", type=int, default=None, help="override the paper's epochs (shorter run)")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more flags for pretrain")
-    p.add_argument("--out", default="/tmp/graphmae-bench")
+    p.add_argument("--out", default="runs/graphmae-bench")
     p.add_argument("--budget-s", type=float, default=None,
                    help="stop starting new seeds when the next one (as long as the last) would end past this many "
                         "seconds; rerun the same command to resume (finished seeds are kept in results.json)")

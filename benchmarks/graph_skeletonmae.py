@@ -56,7 +56,7 @@ def main_(argv=None):
     p.add_argument("--label-fraction", type=float, default=1.0)
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--first-seed", type=int, default=0, help="seeds first_seed .. first_seed + seeds - 1")
-    p.add_argument("--out", default="/tmp/skeletonmae-bench")
+    p.add_argument("--out", default="runs/skeletonmae-bench")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more flags for pretrain / scratch")
     a = p.parse_args(argv)
     out = Path(a.out)
