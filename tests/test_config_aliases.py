@@ -136,6 +136,7 @@ DEFAULTS_BEFORE = {
 CHANGED_SINCE = {
     "audio-mae": {"decoder_mode": "swin", "decoder_window_freq": 4, "roll_mag_aug": True, "probe_tokens": "focal",
                   "norm_mean": None, "norm_std": None},
+    "r-mae": {"range_rule": "bands"},
     "siammae": {"decoder_block": "reference", "decoder_dropout": 0.1, "decoder_ffn_dim": 0, "frame_gap_min": 4,
                 "frame_gap_max": 48, "crop_scale": [0.5, 1.0], "aspect": [0.75, 4 / 3], "flip": True},
 }

@@ -178,3 +178,38 @@ def test_probe_on_lidar_is_clear_error(scenes):
     with pytest.raises(MaeError, match="no 'label' for probes / fine-tuning; evaluate R-MAE with `mae-3d segment"):
         require_labels(scenes[0], model)
     assert model.forward_features({"occupancy": scenes[0].occupancy[:2]}).shape == (2, 64, 32)
+
+
+def test_range_rules_bands_and_linear_keep_fractions_per_band():
+    """Both range-aware rules on 4 sectors, each a ray of 100 occupied voxels at 0..99 cells (bands of 31, 20 and 49
+    voxels), m = 0.5: int(0.5 * 4) = 2 sectors kept. bands (the reference): int(f n) with f = 0.5, 0.7, 0.9 -> 15 of
+    31, 14 of 20, 44 of 49 in every kept sector. linear (the earlier rule): keep probability 0.4 + 0.6 r / 99, so the
+    expected fraction per band is 0.4 + 0.6 * mean(r) / 99 with mean r = 15, 40.5, 75 -> 0.4909, 0.6455, 0.8545."""
+    from mae_core.config import from_dict
+    from mae_core.errors import ConfigError
+    from mae_3d.methods.r_mae import linear_keep_prob
+
+    sec = torch.arange(4).repeat_interleave(100).reshape(4, 100, 1)
+    rng = torch.arange(100.0).repeat(4).reshape(4, 100, 1)
+    occ = torch.ones(400, 4, 100, 1)
+    bands, kept_b = radial_mask(occ, sec, 4, 0.5, torch.Generator().manual_seed(0), rng, rule="bands")
+    linear, kept_l = radial_mask(occ, sec, 4, 0.5, torch.Generator().manual_seed(0), rng, rule="linear")
+    assert torch.equal(kept_b, kept_l) and (kept_b.sum(1) == 2).all()  # the same sector draw for both rules
+    inside = kept_b[:, :, None, None].expand_as(occ)
+    assert not (bands & ~inside).any() and not (linear & ~inside).any()
+    edges = [(0, 31), (31, 51), (51, 100)]
+    per_sector = torch.stack([bands[..., a:b, 0].sum(-1) for a, b in edges], -1)  # (400, 4, 3)
+    assert (per_sector[kept_b] == torch.tensor([15, 14, 44])).all() and (per_sector[~kept_b] == 0).all()
+    n_kept = int(kept_b.sum())
+    frac_linear = [float(linear[..., a:b, 0].sum()) / (n_kept * (b - a)) for a, b in edges]
+    assert frac_linear == pytest.approx([0.4909, 0.6455, 0.8545], abs=0.015)
+    assert linear_keep_prob(rng.reshape(-1))[[0, 33, 99]].tolist() == pytest.approx([0.4, 0.6, 1.0])
+    # the model passes the config's rule through; an unknown rule is a one-line config error
+    model = RMAE(tiny_cfg(range_aware=True, range_rule="linear"))
+    grid = torch.ones(2, *SMALL["grid"])
+    keep, kept = model.make_radial_mask(grid, torch.Generator().manual_seed(3))
+    ref, _ = radial_mask(grid, model.sectors, model.num_sectors, 0.8, torch.Generator().manual_seed(3),
+                         model.ranges, rule="linear")
+    assert torch.equal(keep, ref) and int(keep.sum()) < int((grid.bool() & kept[:, model.sectors]).sum())
+    with pytest.raises(ConfigError, match="range_rule"):
+        from_dict(RMAEConfig, {"range_rule": "quadratic"}, "model")

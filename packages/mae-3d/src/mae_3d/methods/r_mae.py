@@ -5,7 +5,8 @@ pretraining).
     azimuth of every voxel centre around the *sensor origin* -> angular sector (1 degree by default)
     keep int((1 - m) * S) random non-empty sectors (mask ratio m = 0.8), as the reference; range-aware variant (the
     reference ``radial_mae_ra.py``): inside each kept sector keep int(f * n) random occupied voxels of each distance
-    band, f = 1 - m, 1 - m + 0.2, 1 - m + 0.4 for <= 30, 30-50 and > 50 cells from the sensor
+    band, f = 1 - m, 1 - m + 0.2, 1 - m + 0.4 for <= 30, 30-50 and > 50 cells from the sensor (``range_rule:
+    linear`` keeps this package's earlier rule instead: each voxel of a kept sector with probability 0.4 + 0.6 r/r_max)
     voxel-patch tokens (pillars of px x py x pz voxels, linear embedding of their *kept* occupancy + sin-cos
     position) -> encoder (mae-core blocks) on the patches that still hold a kept voxel
     decoder (mae-core MAEDecoder: mask tokens at every other patch) -> occupancy logits of every voxel of the grid
@@ -52,6 +53,9 @@ class RMAEConfig(ViTConfig):
     range_aware: bool = field(False, "inside kept sectors keep int(f * n) of the voxels of each band <= 30, 30-50, "
                                      "> 50 cells from the sensor, f = 1 - mask_ratio, + 0.2, + 0.4 (the reference "
                                      "radial_mae_ra.py)")
+    range_rule: str = field("bands", "range-aware rule: bands (the reference's int(f * n) per band) or linear (the "
+                                     "earlier rule: keep probability 0.4 at the sensor rising linearly to 1 at the "
+                                     "farthest voxel of the grid)", choices=["bands", "linear"])
     decoder_depth: int = field(2, "decoder blocks")
     pos_weight: float = field(3.0, "weight of occupied voxels in the BCE (1 = plain BCE; about 5 % of voxels are "
                                    "occupied)")
@@ -59,6 +63,7 @@ class RMAEConfig(ViTConfig):
 
 RANGE_BANDS = (30.0, 50.0)  # range-aware bands in cells (<= 30, 30-50, > 50), as the reference
 RANGE_BONUS = (0.0, 0.2, 0.4)  # added to the keep fraction 1 - m in each band, near to far, as the reference
+LINEAR_NEAR_KEEP = 0.4  # range_rule linear: keep probability at the sensor (1 at the farthest voxel of the grid)
 
 
 def voxel_centres(grid, voxel_size, grid_min, device="cpu") -> torch.Tensor:
@@ -79,14 +84,15 @@ def voxel_sectors(centres: torch.Tensor, origin, sector_deg: float) -> tuple[tor
 
 def radial_mask(occupancy: torch.Tensor, sectors: torch.Tensor, num_sectors: int, ratio: float, generator=None,
                 ranges: torch.Tensor | None = None, bands=RANGE_BANDS,
-                bonus=RANGE_BONUS) -> tuple[torch.Tensor, torch.Tensor]:
+                bonus=RANGE_BONUS, rule: str = "bands") -> tuple[torch.Tensor, torch.Tensor]:
     """Keep ``int((1 - ratio) * S)`` random sectors of the ``S`` non-empty sectors of each scan (the reference's
     ``int(select_ratio * len(radial_groups))``).
 
     ``occupancy`` (B, X, Y, Z); ``sectors`` (X, Y, Z) sector ids. Returns (kept voxels (B, X, Y, Z) bool, kept
     sectors (B, S) bool). With ``ranges`` (X, Y, Z, in cells) the range-aware variant keeps, inside each kept sector,
     ``int(f_k * n_k)`` random occupied voxels of the ``n_k`` in band k (``ranges <= bands[0]``, ``<= bands[1]``,
-    beyond), ``f_k = 1 - ratio + bonus[k]`` (all of them when ``f_k >= 1``)."""
+    beyond), ``f_k = 1 - ratio + bonus[k]`` (all of them when ``f_k >= 1``); ``rule="linear"`` instead keeps each
+    voxel of a kept sector with probability :func:`linear_keep_prob` of its range (``bands`` / ``bonus`` unused)."""
     b = occupancy.shape[0]
     flat_sec = sectors.reshape(-1)
     occ = occupancy.reshape(b, -1) > 0
@@ -99,9 +105,18 @@ def radial_mask(occupancy: torch.Tensor, sectors: torch.Tensor, num_sectors: int
     rank = torch.argsort(torch.argsort(scores, dim=1), dim=1)
     kept_sectors = (rank < n_keep[:, None]) & nonempty
     keep = kept_sectors.gather(1, flat_sec.expand(b, -1)) & occ
-    if ranges is not None:
+    if ranges is not None and rule == "linear":
+        p = linear_keep_prob(ranges.reshape(-1)).to(occ.device)
+        keep = keep & (uniform_noise(tuple(keep.shape), generator, occ.device) < p)
+    elif ranges is not None:
         keep = _thin_by_range(keep, flat_sec, ranges.reshape(-1), num_sectors, select, bands, bonus, generator)
     return keep.reshape(occupancy.shape), kept_sectors
+
+
+def linear_keep_prob(ranges: torch.Tensor, near_keep: float = LINEAR_NEAR_KEEP) -> torch.Tensor:
+    """The earlier range-aware rule: keep probability ``near_keep`` at range 0 rising linearly to 1 at the largest
+    range of ``ranges`` (the farthest voxel of the grid)."""
+    return near_keep + (1 - near_keep) * ranges / ranges.max().clamp_min(1e-6)
 
 
 def _thin_by_range(cand: torch.Tensor, flat_sec: torch.Tensor, ranges: torch.Tensor, num_sectors: int, select: float,
@@ -186,7 +201,7 @@ class RMAE(MaskedAutoencoder):
     def make_radial_mask(self, occ: torch.Tensor, generator=None):
         c = self.config
         return radial_mask(occ, self.sectors, self.num_sectors, c.mask_ratio, generator,
-                           self.ranges if c.range_aware else None, RANGE_BANDS, RANGE_BONUS)
+                           self.ranges if c.range_aware else None, RANGE_BANDS, RANGE_BONUS, c.range_rule)
 
     def forward(self, batch: dict, generator=None) -> ModelOutput:
         occ = self.occupancy(batch)
