@@ -31,7 +31,8 @@ import torch
 import mae_core
 from mae_video.data.stickfigures import StickFigures
 from mae_video.data.crossdomain import CDFSLPretrain, CDFSLPretrainConfig, target_config
-from mae_video.methods.cdfslv import target_fewshot
+from mae_core.teacher import cached_pretrain
+from mae_video.methods.cdfslv import STAGE1_FIELDS, CDFSLVConfig, target_fewshot
 
 
 def cpu_s() -> float:
@@ -86,8 +87,13 @@ def main() -> None:
     if "both" in arms or any(x in arms for x in ("supervised", "full", "constant", "slowteacher")):
         # stage 1 = the default that cdfsl-v trains without --init (cached under runs/teachers, reused by later arms)
         t0 = cpu_s()
-        both = Path(mae_core.create_model("cdfsl-v", domain="video", dataset="cdfsl-paired", data_config=data,
-                                          stage1_epochs=a.stage1_epochs).config.init)
+        if a.seed == 0:
+            both = Path(mae_core.create_model("cdfsl-v", domain="video", dataset="cdfsl-paired", data_config=data,
+                                              stage1_epochs=a.stage1_epochs).config.init)
+        else:  # the same stage 1 with the trainer seed too (the default stage 1 seeds only the data)
+            c = CDFSLVConfig()
+            recipe = {"epochs": a.stage1_epochs, **{k: getattr(c, k) for k in STAGE1_FIELDS}, "seed": a.seed}
+            both = cached_pretrain("videomae", stage1, recipe, prefix="cdfslv-stage1", what="stage-1 VideoMAE")
         seconds = cpu_s() - t0
         if "both" in arms:
             evaluate("MAE source + target", mae_core.load_run(both).model, ["mean"], seconds,
