@@ -156,3 +156,14 @@ def test_no_method_config_keeps_an_old_name_and_vit_methods_share_the_base():
             "siammae", "cropmae"} <= vit
     for m in registry.methods():
         assert not set(RENAMED) & {f.name for f in dataclasses.fields(m.config_cls)}, m.name
+
+
+@pytest.mark.parametrize("method, old, new", [("maskclip-sdi", "decoder_dim", "decoder_embed_dim"),
+                                              ("traj-mae", "decoder_heads", "decoder_num_heads")])
+def test_configs_saved_before_a_rename_still_load(method, old, new, capsys):
+    from mae_core.config import from_dict
+
+    registry.autoload()
+    spec = next(m for m in registry.methods() if m.name == method)
+    cfg = from_dict(spec.config_cls, {old: 8}, where="model")
+    assert getattr(cfg, new) == 8

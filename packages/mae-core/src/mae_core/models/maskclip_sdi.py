@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -44,6 +45,8 @@ from .mae import MaskedAutoencoder, ModelOutput, TransformerEncoder
 
 @dataclass
 class MaskCLIPSDIConfig:
+    # renamed to the core's field name: runs saved with the old name still load
+    __aliases__: ClassVar[dict] = {"decoder_dim": "decoder_embed_dim"}
     img_size: int = field(32, "input image side in pixels")
     patch_size: int = field(4, "patch side of the trainable ViT")
     in_chans: int = field(3, "number of image channels")

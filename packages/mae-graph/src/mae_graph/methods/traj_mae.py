@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -49,6 +50,8 @@ COORDS = 4  # x_start, y_start, x_end, y_end: the columns a mask token replaces 
 
 @dataclass
 class TrajMAEConfig:
+    # renamed to the core's field name: runs saved with the old name still load
+    __aliases__: ClassVar[dict] = {"decoder_heads": "decoder_num_heads"}
     hidden: int = field(64, "width of the polyline features, a multiple of 4 (the reference: 128)", ge=4)
     in_features: int = field(8, "features per vector (set from the data)", ge=COORDS)
     subgraph_depth: int = field(3, "polyline subgraph layers (VectorNet: 3)", ge=1)
