@@ -97,3 +97,18 @@ def test_import_and_help_do_not_load_pyg():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "LOADED False False" in out.stdout
+
+
+def test_the_embedded_default_gets_its_own_schedule_and_user_data_does_not(capsys):
+    import mae_core
+    from mae_core.runconfig import resolve_run_config
+
+    mae_core.registry.autoload()
+    on_sbm = resolve_run_config("graphmae", domain="graph")
+    on_cora = resolve_run_config("graphmae", domain="graph", dataset="planetoid")
+    assert on_sbm.dataset.name == "sbm" and on_sbm.train.epochs == 3000
+    assert on_cora.train.epochs == 300  # the method's own default, not the embedded run's recipe
+    assert resolve_run_config("graphmae", domain="graph", overrides={"epochs": 7}).train.epochs == 7
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    assert "(default: 3000)" in " ".join(capsys.readouterr().out.split())

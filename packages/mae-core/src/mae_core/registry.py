@@ -28,6 +28,9 @@ class MethodSpec:
     visualize: Callable | None = None  # visualize(model, dataset, path, num=, seed=) -> writes a picture
     picture: str = "reconstruction"  # file name (without .png) of that picture in the run's pictures/ folder
     train_defaults: dict = field(default_factory=dict)  # overrides of TrainConfig for this method
+    # overrides of TrainConfig on top of train_defaults when the data is the method's default (embedded) dataset:
+    # the recipe of the no-argument run, which a user's own data does not inherit
+    default_dataset_train: dict = field(default_factory=dict)
     # fine-tuning this method: overrides of TrainConfig (over mae_core.runconfig.FINETUNE_TRAIN_DEFAULTS), of
     # FinetuneConfig (layer_decay, drop_path_rate, ...) and of the data config (fields the dataset has, e.g. a
     # fine-tuning augmentation); flags, keywords and config files still win

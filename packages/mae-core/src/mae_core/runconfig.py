@@ -36,6 +36,13 @@ FINETUNE_TRAIN_DEFAULTS = {"betas": (0.9, 0.999), "base_lr": 1e-3, "warmup_epoch
 FINETUNE_WARMUP_FRACTION = 0.1
 
 
+def method_train_defaults(mspec: registry.MethodSpec, dspec: registry.DatasetSpec) -> dict:
+    """The train settings a pretraining run of ``mspec`` on ``dspec`` starts from: the method's ``train_defaults``,
+    with its ``default_dataset_train`` over them on its default (embedded) dataset."""
+    on_default = dspec is not None and dspec.name == mspec.default_dataset
+    return {**mspec.train_defaults, **(mspec.default_dataset_train if on_default else {})}
+
+
 def finetune_train_defaults(mspec: registry.MethodSpec) -> dict:
     """The train settings a fine-tuning run of ``mspec`` starts from (over the method's pretraining defaults)."""
     return {**FINETUNE_TRAIN_DEFAULTS, **mspec.finetune_defaults}
@@ -215,7 +222,8 @@ def resolve(ch: Chosen, sel: Selection, explicit: dict[str, dict] | None = None,
     def layer(s: str, values: dict | None, where: str) -> dict:  # deprecated names -> new names, layer by layer
         return canonical(classes[s], values, f"{where}: {s}")
 
-    layered: dict = {"model": {}, "data": {}, "train": layer("train", mspec.train_defaults, mspec.name)}
+    train_defaults = method_train_defaults(mspec, dspec)
+    layered: dict = {"model": {}, "data": {}, "train": layer("train", train_defaults, mspec.name)}
     if run_cfg and base in ("run", "finetune"):
         for s in ("model", "data"):
             if run_cfg.get("dataset") == dspec.name or s == "model":

@@ -16,7 +16,7 @@ from ..config import _strip_optional as strip_optional  # noqa: F401  (same pack
 from ..config import deprecation_note
 from ..errors import ConfigError
 from ..runconfig import (RESERVED, Chosen, RunConfig, Selection, alias_option_names, choose, finetune_train_defaults,
-                         option_names, resolve, section_classes)
+                         method_train_defaults, option_names, resolve, section_classes)
 
 
 class DefaultsFormatter(argparse.HelpFormatter):
@@ -150,8 +150,8 @@ def add_run_config_flags(p: argparse.ArgumentParser, mspec, dspec, hide: Sequenc
     """The train / model / data flags of a method on a dataset (and a hidden flag per deprecated field name); returns
     dest -> (section, field). The sections in ``hide`` are accepted but not listed by ``--help`` (an evaluation
     command lists only the data flags and :data:`EVAL_TRAIN_FLAGS`). ``train_shown``: the train defaults ``--help``
-    shows (default: the method's pretraining ``train_defaults``)."""
-    train_shown = mspec.train_defaults if train_shown is None else train_shown
+    shows (default: the method's pretraining defaults on this dataset, ``runconfig.method_train_defaults``)."""
+    train_shown = method_train_defaults(mspec, dspec) if train_shown is None else train_shown
     taken = set(RESERVED) | {o[2:].replace("-", "_") for o in p._option_string_actions if o.startswith("--")}
     names = option_names(mspec, dspec, taken)
     classes = section_classes(mspec, dspec)
@@ -228,7 +228,8 @@ def parse_run_command(domain: str, argv: Sequence[str], prog: str, extra_flags: 
     p = Parser(prog=prog, allow_abbrev=False, description=description, epilog=epilog)
     add_common_flags(p, domain, with_run=with_run)
     extra_flags(p)
-    shown = {**ch.method.train_defaults, **finetune_train_defaults(ch.method)} if base == "finetune" else None
+    shown = ({**method_train_defaults(ch.method, ch.dataset), **finetune_train_defaults(ch.method)}
+             if base == "finetune" else None)
     mapping = add_run_config_flags(p, ch.method, ch.dataset, hide=hide, train_shown=shown)
     args = p.parse_args(argv)
     sel.out = getattr(args, "out", None) if base == "method" else None
