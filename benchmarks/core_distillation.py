@@ -35,7 +35,7 @@ RUNS = {
     "hybrid-random-teachers": ("hybrid-distill", {"teacher": "random", "cl_teacher": "random"}),
 }
 TABLES = [("plain MAE vs the methods, and the random-weight teacher control",
-           ["mae", "dmae-75", "dmae-random-teacher", "maskalign", "maskalign-random-teacher"]),
+           ["mae", "dmae-75", "maskalign", "mr-mae", "hybrid", "dmae-random-teacher", "maskalign-random-teacher"]),
           ("DMAE: mask 0.75 vs 0.95", ["dmae-75", "dmae-95"]),
           ("MaskAlign: Dynamic Alignment and attention-guided masking",
            ["maskalign", "maskalign-no-da", "maskalign-random-mask"]),
@@ -58,41 +58,61 @@ FT_PROTOCOL = {"label_fraction": 0.1, "epochs": 30, "batch_size": 64}
 FINETUNE = {"mae-ft": {"distill_teacher": "none"}, "g2sd": {"distill_teacher": "none"},
             "g2sd-specific": {"distill_teacher": "default"}, "g2sd-random-teacher": {"distill_teacher": "none"}}
 REUSE = {"mae-ft": "mae", "g2sd-specific": "g2sd"}
+# --finetune gives every other run the same 10 %-label fine-tuning (FT_PROTOCOL, plain: no distillation token); a run
+# already pretrained in --out with the same seed (its record and its weights) is then only
+# fine-tuned (again: the table reads the last record of each run and seed). Its pretraining is untouched, so the probes
+# of earlier runs keep their numbers.
+PLAIN_FT = {"distill_teacher": "none", "base_lr": 1.5e-3}  # image-mae's and g2sd's fine-tuning lr (the others: 1e-3)
 FT_TABLES = [("G2SD: generic stage only vs generic + specific stage, plain MAE, random-weight teacher",
               ["mae-ft", "g2sd", "g2sd-specific", "g2sd-random-teacher"])]
 
 
-def reused(out: Path, name: str, seed: int):
-    """(run, copy of its record) of the pretraining that ``name`` reuses (REUSE), or None."""
-    if name not in REUSE or not (out / "results.jsonl").exists():
+def reused(out: Path, name: str, seed: int, finetune: bool = False):
+    """(run, copy of its record) of the pretraining that ``name`` reuses (REUSE; with ``finetune``, its own earlier
+    pretraining), or None."""
+    src = REUSE.get(name, name if finetune and name not in FINETUNE else None)
+    if src is None or not (out / "results.jsonl").exists():
         return None
     recs = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    recs = [r for r in recs if r["run"] == REUSE[name] and r["seed"] == seed]
-    run_dir = out / f"{REUSE[name]}-s{seed}"
+    recs = [r for r in recs if r["run"] == src and r["seed"] == seed]
+    run_dir = out / f"{src}-s{seed}"
     if not recs or not (run_dir / "model.safetensors").exists():
         return None
     import mae_core
-    return mae_core.load_run(run_dir), {**recs[-1], "run": name, "reused": REUSE[name]}
+    return mae_core.load_run(run_dir), {**recs[-1], "run": name, "reused": src}
 
 
 def table(out: Path) -> str:
-    rows: dict[str, list[dict]] = {}
+    latest: dict[tuple, dict] = {}  # one record per (run, seed): the last (a later fine-tune of the same pretraining)
     for line in (out / "results.jsonl").read_text().splitlines():
         r = json.loads(line)
+        latest[r["run"], r["seed"]] = r
+    rows: dict[str, list[dict]] = {}
+    for r in sorted(latest.values(), key=lambda r: r["seed"]):
         rows.setdefault(r["run"], []).append(r)
 
     def cell(rs, key):
         v = [100 * r[key] for r in rs]
         return f"{statistics.mean(v):.1f}" + (f" ± {statistics.stdev(v):.1f}" if len(v) > 1 else "")
 
+    def seeds(rs):
+        return ",".join(str(r["seed"]) for r in rs)
+
     text = []
     for title, names in TABLES:
-        text += [f"**{title}**", "", "| run | seeds | steps | linear % | kNN % | final loss |", "|---|---|---|---|---|---|"]
+        text += [f"**{title}**", "", "| run | seeds | steps | linear % | kNN % | final loss | fine-tune 10 % labels % "
+                 "| wall s (pretrain + probes, fine-tune) |", "|---|---|---|---|---|---|---|---|"]
         for n in names:
             if n in rows:
                 rs = rows[n]
-                text.append(f"| {n} | {','.join(str(r['seed']) for r in rs)} | {rs[0]['steps']} | {cell(rs, 'linear')} "
-                            f"| {cell(rs, 'knn')} | {statistics.mean(r['final_loss'] for r in rs):.4f} |")
+                fts = [r for r in rs if "finetune" in r]
+                ft = "n/a" if not fts else cell(fts, "finetune") + (
+                    "" if len(fts) == len(rs) else f" (seeds {seeds(fts)})")
+                own = [r for r in rs if r.get("reused", n) == n]  # not another run's pretraining (mae-ft)
+                wall = f"{statistics.mean(r['wall_s'] for r in own):.0f}" if own else "n/a"
+                wall += f", {statistics.mean(r['ft_wall_s'] for r in fts):.0f}" if fts else ""
+                text.append(f"| {n} | {seeds(rs)} | {rs[0]['steps']} | {cell(rs, 'linear')} | {cell(rs, 'knn')} "
+                            f"| {statistics.mean(r['final_loss'] for r in rs):.4f} | {ft} | {wall} |")
         text.append("")
     for title, names in FT_TABLES:  # with the fine-tuning column
         text += [f"**{title}**", "", "| run | seeds | steps | linear % | kNN % | fine-tune 10 % labels % | wall s "
@@ -116,6 +136,9 @@ def main() -> None:
     ap.add_argument("--teacher-epochs", type=int, default=6, help="epochs of the default T-MIM teacher")
     ap.add_argument("--teacher", default="", help="teacher run directory (default: the cached T-MIM)")
     ap.add_argument("--set", default="{}", help="JSON of extra options for every run (e.g. a smaller data set)")
+    ap.add_argument("--finetune", action="store_true",
+                    help="fine-tune every run on 10 %% of the labels (the G2SD table's protocol); a run already "
+                         "pretrained in --out with this seed is only fine-tuned")
     ap.add_argument("--table", action="store_true", help="print the tables of results.jsonl")
     args = ap.parse_args()
     out = Path(args.out)
@@ -135,7 +158,7 @@ def main() -> None:
             opts["teacher_epochs"] = args.teacher_epochs
         run_dir = out / f"{name}-s{args.seed}"
         t0 = time.time()
-        prior = reused(out, name, args.seed)
+        prior = reused(out, name, args.seed, args.finetune)
         if prior is not None:
             run, rec = prior
         else:
@@ -148,9 +171,9 @@ def main() -> None:
                    "steps": summary["steps"], "final_loss": summary["final_loss"], "linear": res["linear"]["acc"],
                    "knn": res["knn"]["acc"], "teacher": getattr(run.model.config, "teacher", None),
                    "wall_s": round(time.time() - t0)}
-        if name in FINETUNE:  # T-FT, when one has to be trained, counts in ft_wall_s
+        if name in FINETUNE or args.finetune:  # T-FT, when one has to be trained, counts in ft_wall_s
             t1 = time.time()
-            ft_opts = {**FT_PROTOCOL, **FINETUNE[name], **ft_over}
+            ft_opts = {**FT_PROTOCOL, **FINETUNE.get(name, PLAIN_FT), **ft_over}
             ft = mae_core.finetune(run, out=str(out / f"{name}-s{args.seed}-ft"), overwrite=True, progress=False,
                                    **ft_opts)
             rec.update(finetune=ft["test_acc"], finetune_options=ft_opts, ft_wall_s=round(time.time() - t1))
