@@ -23,6 +23,7 @@ import time
 import numpy as np
 import torch
 
+from bench_common import median_seconds
 from mae_3d.o3d import o3d
 from mae_3d.ops import farthest_point_sample, group_points, smallest_k
 
@@ -41,13 +42,7 @@ def open3d_loop(clouds: np.ndarray, g: int, m: int) -> np.ndarray:
 
 
 def median_ms(fn, repeats: int) -> float:
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(ts)
+    return 1000 * median_seconds(fn, repeats)
 
 
 def main():

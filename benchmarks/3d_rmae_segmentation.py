@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench_common import median_seconds
+
 
 def run(cmd):
     print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
@@ -116,8 +118,6 @@ def dense_conv_encoder(w: float):
 
 
 def conv_cost():
-    import statistics
-
     import torch
 
     import mae_3d  # noqa: F401
@@ -135,13 +135,7 @@ def conv_cost():
     conv = dense_conv_encoder(w)
 
     def timed(fn, reps=3):
-        fn()
-        ts = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-        return round(statistics.median(ts), 3)
+        return round(median_seconds(fn, reps), 3)
 
     def pretrain_step():
         model(dict(occupancy=occ), generator=torch.Generator().manual_seed(0)).loss.backward()

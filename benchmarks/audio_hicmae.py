@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,6 +32,7 @@ import mae_audio  # noqa: F401
 from mae_audio.av_data import TalkingFaces, TalkingFacesConfig
 from mae_audio.av_viz import visualize_av
 from mae_audio.methods.hicmae import HiCMAE, HiCMAEConfig, adapt_hicmae
+from bench_common import keyed_results
 from mae_core.checkpoint import atomic_write_json
 from mae_core.eval import extract_features
 from mae_core.eval.fewshot import classify_episode
@@ -96,10 +96,7 @@ def main(argv=None) -> None:
     ap.add_argument("--picture", default=None, help="write the full arm's reconstruction picture here")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "results.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
+    path, results = keyed_results(args.out)
     dcfg = TalkingFacesConfig()
     t0 = time.process_time()
     train, test = TalkingFaces(dcfg, "train"), TalkingFaces(dcfg, "test")

@@ -64,3 +64,25 @@ def step_flops(model, batch) -> float:
         model(batch, generator=torch.Generator().manual_seed(0)).loss.backward()
     model.zero_grad(set_to_none=True)
     return float(fc.get_total_flops())
+
+
+def keyed_results(out) -> tuple[Path, dict]:
+    """``(out/results.json, its dict)`` for the scripts that keep one record per ``arm/seed/steps`` key and skip a
+    key recorded before (the folder is created; an absent file is an empty dict)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    return path, (json.loads(path.read_text()) if path.exists() else {})
+
+
+def median_seconds(fn, repeats: int = 3) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls after one warm-up call (run inside the timing lock)."""
+    import time
+
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)

@@ -30,11 +30,11 @@ import dataclasses
 import json
 import time
 from collections import Counter
-from pathlib import Path
 
 import torch
 
 import mae_text  # noqa: F401
+from bench_common import keyed_results
 from mae_core.checkpoint import atomic_write_json
 from mae_core.data.utils import collate_dicts
 from mae_core.eval.linear import linear_probe
@@ -119,10 +119,7 @@ def main(argv=None) -> None:
     ap.add_argument("--picture", default=None, help="write the mim_mid arm's picture here")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "results.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
+    path, results = keyed_results(args.out)
     dcfg = ImageReportConfig()
     t0 = time.process_time()
     train, test = ImageReports(dcfg, "train"), ImageReports(dcfg, "test")
