@@ -65,6 +65,34 @@ def test_bad_inputs_name_the_file(tmp_path):
         read_scan(tmp_path / "odd.bin")
 
 
+PCD_HEAD = "# .PCD v0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\n"
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("huge.ply", "ply\nformat ascii 1.0\nelement vertex 2000000000\nproperty float x\nproperty float y\n"
+                 "property float z\nend_header\n1 2 3\n", "2000000000 elements"),
+    ("huge.pcd", PCD_HEAD + "WIDTH 2000000000\nHEIGHT 1\nPOINTS 2000000000\nDATA binary\n" + "x" * 12,
+     "2000000000 points"),
+    ("nopoints.pcd", PCD_HEAD + "DATA ascii\n1 2 3\n", "no POINTS line"),
+    ("grid.pcd", PCD_HEAD + "WIDTH 2\nHEIGHT 2\nPOINTS 3\nDATA ascii\n1 2 3\n1 2 3\n1 2 3\n", "WIDTH x HEIGHT = 4"),
+    ("nodata.pcd", PCD_HEAD + "POINTS 1\n1 2 3\n", "no 'DATA' line"),
+    ("huge.off", "OFF\n2000000000 1 0\n0 0 0\n", "vertices and faces"),
+    ("huge.pts", "2000000000\n1 2 3\n", "2000000000 points"),
+])
+def test_headers_that_declare_more_than_the_file_holds_are_refused(tmp_path, name, content, message):
+    """Open3D sizes its buffers from these counts (a PCD with no POINTS line reads an uninitialised one): each is a
+    one-line error before Open3D is called, never a multi-GB allocation."""
+    (tmp_path / name).write_text(content)
+    with pytest.raises(DataError, match=f"{name}: .*{message}"):
+        read_any(tmp_path / name)
+
+
+def test_binary_stl_triangle_count_is_checked(tmp_path):
+    (tmp_path / "huge.stl").write_bytes(b"\0" * 80 + (10**8).to_bytes(4, "little") + b"\0" * 50)
+    with pytest.raises(DataError, match="huge.stl: .*bytes of triangles"):
+        read_mesh(tmp_path / "huge.stl")
+
+
 def test_folder_dataset_modelnet_layout_skips_bad_files(tmp_path, capsys):
     rng = np.random.default_rng(0)
     for c in ("chair", "table"):

@@ -4,6 +4,10 @@
 * meshes: ``.off``, ``.obj``, ``.stl`` (Open3D), sampled into points by area (deterministic for a seed); a ModelNet
   ``.off`` whose first line is ``OFF<counts>`` or ``OFF n m k`` is fixed before Open3D reads it;
 * LiDAR scans: KITTI ``.bin`` (x, y, z, intensity float32), or any of the point-cloud formats.
+
+Before Open3D sees a PLY / PCD / PTS / OFF / binary STL file, its header is checked here: the counts it declares must
+fit the file's size, and a PCD must declare its POINTS. Open3D sizes its buffers from those counts (a PCD without
+POINTS reads an uninitialised count), so a corrupt header would otherwise allocate any amount of memory.
 """
 from __future__ import annotations
 
@@ -45,6 +49,98 @@ def _exists(path: Path) -> None:
         raise DataError(f"{path}: file not found")
     if not path.is_file():
         raise DataError(f"{path}: not a file")
+
+
+_HEADER_BYTES = 1 << 16
+
+
+def _header(path: Path, end: str) -> tuple[list[list[str]], int]:
+    """The split lines of a text header up to the line whose first word is ``end`` (included), and its byte length;
+    a DataError when no such line comes within the first 64 KiB."""
+    with open(path, "rb") as fh:
+        head = fh.read(_HEADER_BYTES)
+    lines, pos = [], 0
+    for raw in head.splitlines(keepends=True):
+        pos += len(raw)
+        words = raw.decode("ascii", errors="replace").split()
+        lines.append(words)
+        if words and words[0].upper() == end.upper():
+            return lines, pos
+    raise DataError(f"{path}: header has no {end!r} line")
+
+
+def _count(path: Path, word: str, value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise DataError(f"{path}: header {word} {value!r} is not a whole number") from None
+    if n < 0:
+        raise DataError(f"{path}: header {word} is negative ({n})")
+    return n
+
+
+def _fits(path: Path, declared: int, body: int, what: str, per_byte: int = 1) -> None:
+    if declared > per_byte * max(body, 0):
+        raise DataError(f"{path}: header declares {declared} {what}, more than its {body} bytes of data can hold")
+
+
+def check_header(path: Path) -> None:
+    """Refuse a PLY / PCD / PTS / OFF / binary STL whose header is incomplete or declares more elements than the file
+    holds (each element takes at least one byte; LZF-compressed PCD data at most 100 times less)."""
+    ext, size = path.suffix.lower(), path.stat().st_size
+    if ext == ".ply":
+        lines, n = _header(path, "end_header")
+        if not lines[0] or lines[0][0] != "ply":
+            raise DataError(f"{path}: not a PLY file (first line is not 'ply')")
+        if not any(w[:1] == ["format"] for w in lines):
+            raise DataError(f"{path}: PLY header has no 'format' line")
+        counts = [_count(path, "element " + w[1], w[2]) for w in lines if w[:1] == ["element"] and len(w) >= 3]
+        _fits(path, sum(counts), size - n, "elements")
+    elif ext == ".pcd":
+        lines, n = _header(path, "DATA")
+        keys = {w[0].upper(): w[1:] for w in lines if w and not w[0].startswith("#")}
+        if not keys.get("POINTS"):
+            raise DataError(f"{path}: PCD header has no POINTS line")
+        points = _count(path, "POINTS", keys["POINTS"][0])
+        if keys.get("WIDTH") and keys.get("HEIGHT"):
+            wh = _count(path, "WIDTH", keys["WIDTH"][0]) * _count(path, "HEIGHT", keys["HEIGHT"][0])
+            if wh != points:
+                raise DataError(f"{path}: PCD header WIDTH x HEIGHT = {wh} but POINTS = {points}")
+        mode = (keys.get("DATA") or ["?"])[0].lower()
+        if mode not in ("ascii", "binary", "binary_compressed"):
+            raise DataError(f"{path}: PCD DATA {mode!r} is not ascii, binary or binary_compressed")
+        _fits(path, points, size - n, "points", 100 if mode == "binary_compressed" else 1)
+    elif ext == ".pts":
+        with open(path, "rb") as fh:
+            first = fh.readline(256).split()
+        if len(first) == 1:
+            _fits(path, _count(path, "point count", first[0].decode("ascii", "replace")), size, "points")
+    elif ext == ".off":
+        counts = _off_counts(path)
+        if counts is not None:
+            _fits(path, counts[0] + counts[1], size, "vertices and faces")
+    elif ext == ".stl":
+        with open(path, "rb") as fh:
+            head = fh.read(84)
+        if len(head) == 84 and not head.lstrip().lower().startswith(b"solid"):
+            _fits(path, 50 * int.from_bytes(head[80:84], "little"), size - 84, "bytes of triangles")
+
+
+def _off_counts(path: Path) -> tuple[int, int] | None:
+    """(vertices, faces) that an OFF header declares (counts on the ``OFF`` line or the next one), or None if none."""
+    with open(path, "rb") as fh:
+        tokens = [t.decode("ascii", "replace") for ln in fh.read(4096).splitlines()
+                  if not ln.lstrip().startswith(b"#") for t in ln.split()][:4]
+    if not tokens or not tokens[0].upper().startswith("OFF"):
+        return None
+    counts = ([tokens[0][3:]] if len(tokens[0]) > 3 else []) + tokens[1:3]
+    try:
+        nv, nf = int(counts[0]), int(counts[1])
+    except (ValueError, IndexError):
+        return None
+    if nv < 0 or nf < 0:
+        raise DataError(f"{path}: OFF header declares negative counts ({nv} vertices, {nf} faces)")
+    return nv, nf
 
 
 def fix_off_header(path: Path) -> Path | None:
@@ -92,13 +188,8 @@ def _declares_no_faces(path: Path) -> bool:
         lines = [ln.split(None, 1)[0] for ln in text.splitlines() if ln.strip()]
         return "v" in lines and "f" not in lines
     if ext == ".off":
-        tokens = text.split()
-        if tokens and tokens[0].upper().startswith("OFF"):
-            counts = ([tokens[0][3:]] if len(tokens[0]) > 3 else []) + tokens[1:3]
-            try:
-                return int(counts[0]) > 0 and int(counts[1]) == 0
-            except (ValueError, IndexError):
-                return False
+        counts = _off_counts(path)
+        return counts is not None and counts[0] > 0 and counts[1] == 0
     return False
 
 
@@ -106,6 +197,7 @@ def read_mesh(path, num_points: int = 1024, seed: int = 0) -> np.ndarray:
     """Sample ``num_points`` on an OFF / OBJ / STL mesh."""
     path = Path(path)
     _exists(path)
+    check_header(path)
     tmp = fix_off_header(path) if path.suffix.lower() == ".off" else None
     try:
         mesh = o3d().io.read_triangle_mesh(str(tmp or path))
@@ -144,6 +236,7 @@ def read_cloud(path) -> np.ndarray:
         return check_points(pts, path)
     if ext not in CLOUD_EXTS:
         raise DataError(f"{path}: unsupported point-cloud format {ext!r} (use {', '.join(CLOUD_EXTS)})")
+    check_header(path)
     try:
         pc = o3d().io.read_point_cloud(str(path), format="auto", remove_nan_points=False, remove_infinite_points=False)
     except Exception as e:
