@@ -3,9 +3,9 @@ DMAE at mask 0.75 vs 0.95, MaskAlign with vs without Dynamic Alignment, a random
 variant is pretrained, then probed (linear + whitened kNN on the frozen encoder's features of the test split); one
 JSON line per run is appended to ``--out``/results.jsonl.
 
-    uv run python benchmarks/core_distillation.py --out /tmp/distill --seed 0 --runs mae dmae-75 dmae-95 \
+    uv run python benchmarks/core_distillation.py --out runs/distill --seed 0 --runs mae dmae-75 dmae-95 \
         [--epochs 4] [--teacher-epochs 6]
-    uv run python benchmarks/core_distillation.py --out /tmp/distill --table      # the tables from results.jsonl
+    uv run python benchmarks/core_distillation.py --out runs/distill --table      # the tables from results.jsonl
 
 The teacher is the default T-MIM (mae-core trains it once, cached under runs/teachers) unless ``--teacher DIR``.
 """

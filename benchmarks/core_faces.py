@@ -5,10 +5,10 @@ AUC on the unseen test subjects, and an identity probe on the fine-tuned feature
 features; per subject 70 % of the images train it, 30 % test it, as FMAE-IAT's ID probe split) for the unseen test
 subjects and for the training subjects. One JSON line per fine-tune is appended to ``--out``/results.jsonl.
 
-    uv run python benchmarks/core_faces.py --out /tmp/faces --seed 0 [--lambdas 0,0.5,1,2] [--pretrain-epochs 30] \
+    uv run python benchmarks/core_faces.py --out runs/faces --seed 0 [--lambdas 0,0.5,1,2] [--pretrain-epochs 30] \
         [--finetune-epochs 10]
-    uv run python benchmarks/core_faces.py --out /tmp/faces --table
-    uv run python benchmarks/core_faces.py --out /tmp/faces --picture docs/benchmarks/faces-au-heatmaps.png
+    uv run python benchmarks/core_faces.py --out runs/faces --table
+    uv run python benchmarks/core_faces.py --out runs/faces --picture docs/benchmarks/faces-au-heatmaps.png
 """
 from __future__ import annotations
 

@@ -9,10 +9,10 @@ Metrics on the 1024 test images of each generator (half fakes): image AUC and ac
 per-image pixel F1), and the image AUC of the mask's max as a second image score. One JSON line per arm and test
 generator is appended to ``--out``/results.jsonl, with the CPU seconds of training.
 
-    uv run python benchmarks/core_opensdi.py --out /tmp/opensdi --teachers          # the cached teachers / generator
-    uv run python benchmarks/core_opensdi.py --out /tmp/opensdi --seed 0 [--epochs 4] [--train-generator mae]
-    uv run python benchmarks/core_opensdi.py --out /tmp/opensdi --table
-    uv run python benchmarks/core_opensdi.py --out /tmp/opensdi --picture docs/benchmarks/opensdi-masks.png
+    uv run python benchmarks/core_opensdi.py --out runs/opensdi --teachers          # the cached teachers / generator
+    uv run python benchmarks/core_opensdi.py --out runs/opensdi --seed 0 [--epochs 4] [--train-generator mae]
+    uv run python benchmarks/core_opensdi.py --out runs/opensdi --table
+    uv run python benchmarks/core_opensdi.py --out runs/opensdi --picture docs/benchmarks/opensdi-masks.png
 """
 from __future__ import annotations
 
