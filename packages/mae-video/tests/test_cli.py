@@ -50,6 +50,11 @@ def test_cli_end_to_end_tiny(tmp_path, capsys):
     assert main(["finetune", "--run", str(run), "--epochs", "1", "--batch-size", "16", "--out", str(tmp_path / "ft"),
                  "--no-progress"]) == 0
     assert "test_acc" in json.loads((tmp_path / "ft" / "summary.json").read_text())
+    # VideoMAE fine-tunes on its grid pool (time slots x quadrants): a mean over all tokens loses the motion
+    from mae_core.eval.finetune import load_classifier
+    clf = load_classifier(tmp_path / "ft")
+    # 4 time slots x 4 quadrants of 32-wide tokens
+    assert clf.pool == "grid" and clf.head.in_features == clf.backbone.feature_dim("grid") == 32 * 4 * 4
     capsys.readouterr()
 
 

@@ -62,6 +62,9 @@ for _name, _cfg, _cls, _desc, _paper, _train, _presets in _SPECS:
     _spec = register_method(MethodSpec(name=_name, domain=DOMAIN, config_cls=_cfg, model_cls=_cls, description=_desc,
                                        default_dataset="moving-shapes", paper=_paper, visualize=visualize_video,
                                        train_defaults=_train, adapt=adapt_video,
+                                       # fine-tuning reads VideoMAE's own grid pool (time slots x quadrants): a mean
+                                       # over every token leaves the motion out (docs/benchmarks.md, video row)
+                                       finetune_options={"pool": "grid"} if _name == "videomae" else {},
                                        # decoder dropout off at the tiny size: the contract's same-generator
                                        # check then sees only the generator's randomness (as graphmae's tiny)
                                        tiny={"model": {**_TINY_MODEL, **({"decoder_dropout": 0.0} if "decoder_dropout"
