@@ -8,7 +8,8 @@ number of steps; its frozen features are probed (BN + linear, mae-core ``linear_
 5 labelled clips per class, next to the same encoder at random init and to the raw fbank. Several feature read-outs
 are probed: the mean of the patch tokens, the cls token, the patch tokens minus the cls token (Bird-MAE's focal
 tokens, averaged), the patch tokens averaged over frequency only (time order kept, 4 x D) and every patch token
-(the whole grid, 32 x D). ``--synthetic N`` adds the recipe "pretrain on N synthetic calls (the library's
+(the whole grid, 32 x D). ``--layers`` also probes the time and grid read-outs of every encoder block's output
+(blocks 1..depth, with and without the encoder's final norm), pretrained and at random init. ``--synthetic N`` adds the recipe "pretrain on N synthetic calls (the library's
 ``birdcalls``, at the FSDD front end), then on the small pool".
 
     OMP_NUM_THREADS=1 uv run python benchmarks/audio_pool_size.py --data <fsdd> --out runs/pool --seeds 0 1
@@ -24,15 +25,12 @@ from pathlib import Path
 
 import torch
 
-import mae_audio  # noqa: F401
 from mae_audio.data import FSDD, BirdCalls, BirdCallsConfig, FSDDConfig
 from mae_audio.bird_probe import bird_mae_probe
 from mae_audio.methods import AudioMAE, AudioMAEConfig
 from mae_core.checkpoint import atomic_write_json
 from mae_core.eval import linear_probe
 from mae_core.eval.prototypical import prototypical_probe
-
-READOUTS = ("mean", "cls", "focal", "time", "grid")
 
 
 def model_config(args, stats) -> AudioMAEConfig:
@@ -67,20 +65,47 @@ def pretrain(model, feats, frames, steps, args, seed):
     return sum(losses[:20]) / 20, sum(losses[-20:]) / 20
 
 
-@torch.no_grad()
-def readouts(model, feats) -> dict[str, torch.Tensor]:
-    model.eval()
-    outs = [model.forward_features({"x": feats[i:i + 256]}) for i in range(0, len(feats), 256)]
-    x = torch.cat(outs)
+def token_readouts(x, grid) -> dict[str, torch.Tensor]:
+    """Mean, cls, focal, time and grid read-outs of encoder tokens x (B, 1 + L, D), cls first, on a (time, frequency) grid."""
     cls, patch = x[:, 0], x[:, 1:]
-    t, f = model.grid
+    t, f = grid
     return {"mean": patch.mean(1), "cls": cls, "focal": (patch - cls[:, None]).mean(1),
             "time": patch.reshape(len(x), t, f, -1).mean(2).flatten(1), "grid": patch.flatten(1)}
 
 
+@torch.no_grad()
+def readouts(model, feats) -> dict[str, torch.Tensor]:
+    model.eval()
+    return token_readouts(torch.cat([model.forward_features({"x": feats[i:i + 256]})
+                                     for i in range(0, len(feats), 256)]), model.grid)
+
+
+@torch.no_grad()
+def block_readouts(model, feats) -> dict[str, torch.Tensor]:
+    """Time and grid read-outs of every encoder block's output: ``{readout}/b{block}`` after the encoder's final
+    norm (the last block's equals ``readouts``), ``{readout}/b{block}-raw`` before it."""
+    model.eval()
+    hidden = []
+    for i in range(0, len(feats), 256):
+        tokens, pos = model.tokenize({"x": feats[i:i + 256]})
+        hidden.append(model.encoder(model.embed_tokens(tokens), pos, return_hidden=True)[1])
+    res = {}
+    for b, parts in enumerate(zip(*hidden), 1):
+        h = torch.cat(parts)
+        for suffix, x in (("", model.encoder.norm(h)), ("-raw", h)):
+            r = token_readouts(x, model.grid)
+            res |= {f"{name}/b{b}{suffix}": r[name] for name in ("time", "grid")}
+    return res
+
+
+def probe_layers(model, train, test, shots, args) -> dict:
+    return probe_all(block_readouts(model, train.feats), block_readouts(model, test.feats), train.labels,
+                     test.labels, shots, args)
+
+
 def probe_all(rtr, rte, ytr, yte, shots, args) -> dict:
     res = {}
-    for name in READOUTS:
+    for name in rtr:
         full = linear_probe(rtr[name], ytr, rte[name], yte, 10, epochs=args.probe_epochs, lr=1e-2)["acc"]
         few = [linear_probe(rtr[name][idx], ytr[idx], rte[name], yte, 10, epochs=args.probe_epochs,
                             lr=1e-2)["acc"] for idx in shots]
@@ -176,6 +201,8 @@ def main(argv=None):
                     help="pools whose model (and the random init) also get the prototypical probes")
     ap.add_argument("--synthetic", type=int, default=0, help="synthetic calls for the pretrain-on-synthetic recipe")
     ap.add_argument("--synthetic-pools", type=int, nargs="+", default=[100], help="pools that get that recipe")
+    ap.add_argument("--layers", action="store_true",
+                    help="also probe the time and grid read-outs of every encoder block (pretrained and random init)")
     ap.add_argument("--plot", nargs="+", metavar="RESULTS_JSON", help="only draw <out>/pool_size.png from these")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -211,12 +238,15 @@ def main(argv=None):
     runs = results.setdefault("runs", {})
     for seed in args.seeds:
         key = f"random_init/seed{seed}"
-        if key not in runs:
+        if key not in runs or (args.layers and "layers" not in runs[key]):
             torch.manual_seed(seed)
             m = AudioMAE(model_config(args, stats))
-            runs[key] = probe_all(readouts(m, train.feats), readouts(m, test.feats), ytr, yte, shots, args)
-            if args.proto_pools:
-                runs[key]["prototypical"] = prototypical(m, train, test, args)
+            if key not in runs:
+                runs[key] = probe_all(readouts(m, train.feats), readouts(m, test.feats), ytr, yte, shots, args)
+                if args.proto_pools:
+                    runs[key]["prototypical"] = prototypical(m, train, test, args)
+            if args.layers:
+                runs[key]["layers"] = probe_layers(m, train, test, shots, args)
             save()
             print(key, json.dumps(runs[key]), flush=True)
         synth = None
@@ -230,7 +260,7 @@ def main(argv=None):
                 recipes.append(("synthetic+fsdd", synth))
             for recipe, first in recipes:
                 key = f"{tag}/{recipe}/pool{pool}/seed{seed}"
-                if key in runs:
+                if key in runs and (not args.layers or "layers" in runs[key]):
                     continue
                 t0 = time.time()
                 torch.manual_seed(seed)
@@ -245,6 +275,9 @@ def main(argv=None):
                 losses["pool"] = pretrain(m, train.feats[sel], train.frames[sel], steps, args, seed)
                 r = probe_all(readouts(m, train.feats), readouts(m, test.feats), ytr, yte, shots, args)
                 runs[key] = {"loss_first_last": losses, "probes": r, "wall_s": round(time.time() - t0, 1)}
+                if args.layers:
+                    runs[key]["layers"] = probe_layers(m, train, test, shots, args)
+                    runs[key]["wall_s"] = round(time.time() - t0, 1)
                 if pool in args.proto_pools and recipe == "fsdd":
                     runs[key]["prototypical"] = prototypical(m, train, test, args)
                     torch.save(m.state_dict(), out / f"model-{tag}-pool{pool}-seed{seed}.pt")
