@@ -139,3 +139,26 @@ def test_finetune_augmentations_only_in_training():
     assert m.forward_features({"x": x}).shape[1] == 1 + 16
     m.train()
     assert m.token_grid({"x": x})[0].shape[1] == 16  # probes see every token
+
+
+def test_picture_prediction_alone_and_true_statistics(tmp_path):
+    # with norm_pix_loss the reconstruction at a masked patch is the raw prediction x sqrt(var + 1e-6) + mean of
+    # the true patch (checked by hand on one masked patch); the picture gets a fifth column, the prediction alone
+    from PIL import Image
+
+    from mae_audio.viz import save_spectrogram_reconstruction, spectrogram_reconstruction
+    m = tiny(target_length=96, num_mel_bins=64)
+    x = torch.randn(2, 1, 96, 64)
+    orig, masked, recon, pasted, mask, raw = spectrogram_reconstruction(m, x)
+    t, f = (mask[0] == 1).nonzero()[0].tolist()
+    t, f = t - t % 16, f - f % 16
+    true, pred = x[0, 0, t:t + 16, f:f + 16], raw[0, t:t + 16, f:f + 16]
+    want = pred * (true.var(unbiased=True) + 1e-6).sqrt() + true.mean()
+    assert torch.allclose(recon[0, t:t + 16, f:f + 16], want, atol=1e-4)
+    assert torch.allclose(pasted[mask == 0], orig[mask == 0])
+    ds = [{"x": x[i]} for i in range(2)]
+    wide = Image.open(save_spectrogram_reconstruction(m, ds, tmp_path / "a.png")).size[0]
+    m.norm_pix_loss = False
+    _, _, recon, _, _, raw = spectrogram_reconstruction(m, x)
+    assert torch.equal(recon, raw)
+    assert wide > 1.15 * Image.open(save_spectrogram_reconstruction(m, ds, tmp_path / "b.png")).size[0]

@@ -155,3 +155,7 @@ def test_siamese_features_per_frame():
     hidden, recon = m.reconstruct_video(batch["video"], torch.Generator().manual_seed(0))
     assert hidden.shape == (2, 4, 16, 16) and recon.shape == batch["video"].shape
     assert torch.equal(recon[:, :, 0], batch["video"][:, :, 0])
+    m.eval()  # decoder dropout off: both calls see the same mask and weights
+    hidden, recon = m.reconstruct_video(batch["video"], torch.Generator().manual_seed(0))
+    _, recon2, raw = m.reconstruct_video(batch["video"], torch.Generator().manual_seed(0), return_raw=True)
+    assert torch.allclose(recon2, recon) and raw.shape == recon.shape and torch.equal(raw[:, :, 0], raw[:, :, 1])

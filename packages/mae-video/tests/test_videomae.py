@@ -168,3 +168,13 @@ def test_dense_features_and_reconstruction_shapes():
     # visible tubelets are pasted back unchanged
     vis = hidden[:, None].expand_as(v) == 0
     assert torch.allclose(recon[vis], v[vis], atol=1e-5)
+    # the raw prediction, de-normalised per tubelet and channel with the true mean / unbiased std, is the
+    # reconstruction at hidden tubelets (checked by hand on one hidden tubelet)
+    h2, recon2, raw = m.reconstruct_video(v, torch.Generator().manual_seed(0), return_raw=True)
+    assert torch.equal(h2, hidden) and torch.allclose(recon2, recon) and raw.shape == v.shape
+    t, y, x = (hidden[0] == 1).nonzero()[0].tolist()
+    t, y, x = t - t % 2, y - y % 4, x - x % 4  # the tubelet (2 x 4 x 4) holding that hidden pixel
+    true = v[0, :, t:t + 2, y:y + 4, x:x + 4].reshape(3, -1)
+    pred = raw[0, :, t:t + 2, y:y + 4, x:x + 4].reshape(3, -1)
+    want = pred * (true.std(1, unbiased=True, keepdim=True) + 1e-6) + true.mean(1, keepdim=True)
+    assert torch.allclose(recon[0, :, t:t + 2, y:y + 4, x:x + 4].reshape(3, -1), want, atol=1e-4)

@@ -21,7 +21,9 @@ def _show(ax, spec: torch.Tensor, title: str | None, vmin=None, vmax=None, cmap=
 
 @torch.no_grad()
 def spectrogram_reconstruction(model, x: torch.Tensor, seed: int = 0):
-    """(original, masked, reconstruction, reconstruction + visible, mask) as (B, T, F) in input units."""
+    """(original, masked, reconstruction, reconstruction + visible, mask, prediction alone) as (B, T, F): the first
+    four in input units (with ``norm_pix_loss`` the reconstruction is de-normalised with the true patch statistics);
+    the last is the model's output as it is (per-patch normalised with ``norm_pix_loss``)."""
     model.eval()
     g = torch.Generator().manual_seed(seed)
     out = model({"x": x}, generator=g)
@@ -29,29 +31,36 @@ def spectrogram_reconstruction(model, x: torch.Tensor, seed: int = 0):
     grid = (x.shape[-2] // p, x.shape[-1] // p)
     target = patchify(x, p)
     pred = out.pred.float()
+    raw = pred
     if getattr(model, "norm_pix_loss", False):
         _, (mean, scale) = normalize_patches(target, return_stats=True)
         pred = pred * scale + mean
     m = out.mask[..., None]
     un = lambda t: unpatchify(t, p, grid, 1)[:, 0]  # noqa: E731
-    return x[:, 0], un(target * (1 - m)), un(pred), un(pred * m + target * (1 - m)), un(m.expand_as(target))
+    return (x[:, 0], un(target * (1 - m)), un(pred), un(pred * m + target * (1 - m)), un(m.expand_as(target)),
+            un(raw))
 
 
 def save_spectrogram_reconstruction(model, dataset, path, num: int = 4, seed: int = 0) -> Path:
     idx = torch.linspace(0, len(dataset) - 1, min(num, len(dataset))).long().tolist()
     x = torch.stack([dataset[i]["x"] for i in idx]).float()
     model = model.cpu()
-    orig, masked, recon, pasted, mask = spectrogram_reconstruction(model, x, seed)
+    orig, masked, recon, pasted, mask, raw = spectrogram_reconstruction(model, x, seed)
+    norm = bool(getattr(model, "norm_pix_loss", False))
     plt = pyplot()
     n = len(idx)
-    fig, axes = plt.subplots(n, 4, figsize=(11, 2.0 * n), squeeze=False)
     cols = ["original", "masked input", "reconstruction", "reconstruction + visible"]
+    if norm:
+        cols.append("prediction alone\n(no true patch statistics)")
+    fig, axes = plt.subplots(n, len(cols), figsize=(2.75 * len(cols), 2.0 * n), squeeze=False)
     for i in range(n):
         lo, hi = float(orig[i].min()), float(orig[i].max())
         shown = masked[i].clone()
         shown[mask[i] > 0] = float("nan")  # masked patches blank
         for j, img in enumerate([orig[i], shown, recon[i], pasted[i]]):
             _show(axes[i, j], img, cols[j] if i == 0 else None, lo, hi)
+        if norm:  # on its own range: normalised patches have no absolute level
+            _show(axes[i, 4], raw[i], cols[4] if i == 0 else None)
         names = getattr(dataset, "names", None)
         if names:
             axes[i, 0].set_ylabel(Path(str(names[idx[i]])).name[:24], fontsize=7)
@@ -59,7 +68,8 @@ def save_spectrogram_reconstruction(model, dataset, path, num: int = 4, seed: in
     title = f"{getattr(model, 'method_name', 'audio-mae')}: {ratio:.0%} of the 16 x 16 patches masked " \
             f"({model.config.mask_strategy}); time ->, mel bins ^"
     if getattr(model, "norm_pix_loss", False):
-        title += "\n(targets normalised per patch; reconstruction de-normalised with the true patch statistics)"
+        title += ("\n(targets normalised per patch: columns 3-4 are de-normalised with the true patch mean / "
+                  "variance; the last column is the prediction alone, on its own colour range)")
     fig.suptitle(title, fontsize=9)
     return save_figure(fig, path)
 

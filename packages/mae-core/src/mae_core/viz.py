@@ -62,7 +62,7 @@ def image_reconstruction(model, images: torch.Tensor, patch_size: int, seed: int
     return images, masked, recon, pasted, norm, out.mask, raw
 
 
-def _stretch(x: torch.Tensor) -> torch.Tensor:
+def stretch(x: torch.Tensor) -> torch.Tensor:
     """An image stretched to [0, 1] by its own min and max (for a prediction with no absolute intensity)."""
     x = x.cpu().float()
     return (x - x.min()) / (x.max() - x.min()).clamp_min(1e-8)
@@ -87,7 +87,7 @@ def save_image_reconstruction(model, images: torch.Tensor, path, mean=(0.5,) * 3
                  _to_display(masked[i], mean, std) * (1 - grey_mask[i]) + 0.5 * grey_mask[i],
                  _to_display(recon[i], mean, std), _to_display(pasted[i], mean, std)]
         if norm:
-            shown.append(_stretch(raw[i]))
+            shown.append(stretch(raw[i]))
         for j, img in enumerate(shown):
             ax = axes[i, j]
             ax.imshow(img.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if c == 1 else None, vmin=0, vmax=1)

@@ -2,7 +2,8 @@
 frame) as PNG, and the same three panels side by side as an animated GIF. Both are written atomically.
 
 Any model with ``reconstruct_video(video, generator) -> (hidden (B, T, H, W), reconstruction (B, C, T, H, W))``
-can be drawn (VideoMAE reconstructs every masked tubelet; the siamese methods reconstruct frame t from t - 1).
+can be drawn (VideoMAE reconstructs every masked tubelet; the siamese methods reconstruct frame t from t - 1); a model
+with ``norm_pix_loss`` also takes ``return_raw=True`` and gets a fourth row, its prediction alone.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 
 from mae_core.checkpoint import atomic_write
-from mae_core.viz import pyplot, save_figure
+from mae_core.viz import pyplot, save_figure, stretch
 
 
 def _display(x: torch.Tensor, mean, std) -> torch.Tensor:
@@ -23,29 +24,39 @@ def _display(x: torch.Tensor, mean, std) -> torch.Tensor:
 
 
 def reconstruction_panels(model, videos: torch.Tensor, mean, std, seed: int = 0):
-    """(original, masked, reconstruction), each (B, T, H, W, C) in [0, 1]; hidden patches are mid-grey."""
+    """(original, masked, reconstruction[, prediction alone]), each (B, T, H, W, C) in [0, 1]; hidden patches are
+    mid-grey. A model trained on per-patch normalised targets (``norm_pix_loss``) has its reconstruction
+    de-normalised with the true patch statistics; the fourth panel is then its prediction alone, each clip
+    stretched to [0, 1] by its own range."""
     model.eval()
     g = torch.Generator().manual_seed(seed)
-    hidden, recon = model.reconstruct_video(videos, generator=g)
+    norm = bool(getattr(model, "norm_pix_loss", False))
+    out = model.reconstruct_video(videos, generator=g, return_raw=True) if norm else \
+        model.reconstruct_video(videos, generator=g)
+    hidden, recon = out[:2]
     orig = torch.stack([_display(v, mean, std) for v in videos])
     rec = torch.stack([_display(v, mean, std) for v in recon])
     hid = hidden.cpu().float()[..., None]
     masked = orig * (1 - hid) + 0.5 * hid
-    return orig, masked, rec
+    if not norm:
+        return orig, masked, rec
+    raw = torch.stack([stretch(v).permute(1, 2, 3, 0) for v in out[2]])
+    return orig, masked, rec, raw
 
 
 def save_video_reconstruction(model, videos: torch.Tensor, path, mean=(0.5,) * 3, std=(0.5,) * 3, seed: int = 0,
                               title: str | None = None, gif: bool = True, fps: int = 4) -> Path:
     """Write the PNG strip at ``path`` and, with ``gif``, the animation next to it (same name, ``.gif``)."""
-    orig, masked, rec = reconstruction_panels(model, videos, mean, std, seed)
-    b, t = orig.shape[:2]
+    panels = reconstruction_panels(model, videos, mean, std, seed)
+    b, t = panels[0].shape[:2]
     plt = pyplot()
-    rows = ["original", "masked", "reconstruction"]
-    fig, axes = plt.subplots(3 * b, t, figsize=(1.1 * t, 1.15 * 3 * b), squeeze=False, layout="constrained")
+    rows = ["original", "masked", "reconstruction", "prediction\nalone"][:len(panels)]
+    k = len(rows)
+    fig, axes = plt.subplots(k * b, t, figsize=(1.1 * t, 1.15 * k * b), squeeze=False, layout="constrained")
     for i in range(b):
-        for r, panel in enumerate((orig, masked, rec)):
+        for r, panel in enumerate(panels):
             for j in range(t):
-                ax = axes[3 * i + r, j]
+                ax = axes[k * i + r, j]
                 ax.imshow(panel[i, j].numpy(), vmin=0, vmax=1)
                 ax.set_xticks([]), ax.set_yticks([])
                 if j == 0:
@@ -53,26 +64,30 @@ def save_video_reconstruction(model, videos: torch.Tensor, path, mean=(0.5,) * 3
                 if i == 0 and r == 0:
                     ax.set_title(f"frame {j}", fontsize=7)
     name = getattr(model, "method_name", type(model).__name__)
-    fig.suptitle(title or f"{name}: original / masked input / reconstruction (visible patches pasted back)",
-                 fontsize=8)
+    if title is None:
+        title = f"{name}: original / masked input / reconstruction (visible patches pasted back)"
+        if k == 4:
+            title += (" / prediction alone\n(targets normalised per patch: the reconstruction is de-normalised with "
+                      "the true patch mean / std; the last row is the prediction without them, stretched per clip)")
+    fig.suptitle(title, fontsize=8)
     path = save_figure(fig, path)
     if gif:
-        save_gif(orig, masked, rec, Path(path).with_suffix(".gif"), fps=fps)
+        save_gif(*panels, path=Path(path).with_suffix(".gif"), fps=fps)
     return path
 
 
-def save_gif(orig: torch.Tensor, masked: torch.Tensor, rec: torch.Tensor, path, fps: int = 4,
-             scale: int = 4) -> Path:
-    """One GIF frame per video frame: samples stacked vertically, original | masked | reconstruction."""
+def save_gif(*panels: torch.Tensor, path, fps: int = 4, scale: int = 4) -> Path:
+    """One GIF frame per video frame: samples stacked vertically, the panels side by side (original | masked |
+    reconstruction [| prediction alone])."""
     from PIL import Image
 
-    b, t, h, w, _ = orig.shape
+    b, t, h, w, _ = panels[0].shape
     sep = 2
     frames = []
     for j in range(t):
-        canvas = np.ones((b * (h + sep) - sep, 3 * (w + sep) - sep, 3), dtype=np.float32)
+        canvas = np.ones((b * (h + sep) - sep, len(panels) * (w + sep) - sep, 3), dtype=np.float32)
         for i in range(b):
-            for k, panel in enumerate((orig, masked, rec)):
+            for k, panel in enumerate(panels):
                 y, x = i * (h + sep), k * (w + sep)
                 canvas[y:y + h, x:x + w] = panel[i, j].numpy()
         im = Image.fromarray((canvas * 255).round().astype(np.uint8))

@@ -208,9 +208,10 @@ class SiameseMAE(MaskedAutoencoder):
         return feats.reshape(b, t, gh, gw, -1)
 
     @torch.no_grad()
-    def reconstruct_video(self, video: torch.Tensor, generator=None):
+    def reconstruct_video(self, video: torch.Tensor, generator=None, return_raw: bool = False):
         """Frame t reconstructed from frame t - 1 (frame 0 is shown as it is): (hidden (B, T, H, W),
-        reconstruction (B, C, T, H, W)), de-normalised with the true patch statistics."""
+        reconstruction (B, C, T, H, W)), de-normalised with the true patch statistics. ``return_raw`` adds the
+        prediction as the model gives it (frame 0, which is not predicted, repeats frame 1's prediction)."""
         b, c, t, h, w = video.shape
         p = self.config.patch_size
         grid = grid_shape((h, w), p)
@@ -218,6 +219,8 @@ class SiameseMAE(MaskedAutoencoder):
         cur = video[:, :, 1:].transpose(1, 2).reshape(-1, c, h, w)
         out = self.forward_views(prev, cur, generator)
         pred, target = out.pred.float(), self.target({"image": cur}).float()
+        raw = unpatchify(pred, p, grid, c).reshape(b, t - 1, c, h, w).transpose(1, 2)
+        raw = torch.cat([raw[:, :, :1], raw], dim=2)
         if self.norm_pix_loss:
             _, (mean, scale) = normalize_patches(target, return_stats=True)
             pred = pred * scale + mean
@@ -226,4 +229,4 @@ class SiameseMAE(MaskedAutoencoder):
         hidden = unpatchify(m.expand(-1, -1, p * p * c).contiguous(), p, grid, c)[:, 0].reshape(b, t - 1, h, w)
         recon = torch.cat([video[:, :, :1], recon], dim=2)
         hidden = torch.cat([hidden.new_zeros(b, 1, h, w), hidden], dim=1)
-        return hidden, recon
+        return (hidden, recon, raw) if return_raw else (hidden, recon)

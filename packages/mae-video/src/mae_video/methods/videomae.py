@@ -206,15 +206,18 @@ class VideoMAE(MaskedAutoencoder):
 
     # ---- pictures and dense features --------------------------------------------------------------------------------
     @torch.no_grad()
-    def reconstruct_video(self, video: torch.Tensor, generator: torch.Generator | None = None):
+    def reconstruct_video(self, video: torch.Tensor, generator: torch.Generator | None = None,
+                          return_raw: bool = False):
         """(hidden (B, T, H, W) 1 = hidden from the encoder, reconstruction (B, C, T, H, W) in input space): the
-        decoder predicts every masked tubelet (no decoder mask), de-normalised with the true tubelet statistics."""
+        decoder predicts every masked tubelet (no decoder mask), de-normalised with the true tubelet statistics.
+        ``return_raw`` adds the prediction as the model gives it (per-tubelet normalised with norm_pix_loss)."""
         grid = self.video_grid(video)
         tokens, pos = self.tokenize({"video": video})
         enc = self.make_mask({"video": video}, tokens, generator)
         latent = self.forward_encoder(tokens, pos, enc)
         dec_pos = self._pos(grid, self.config.decoder_embed_dim, self.decoder.pos_embed, video.device)
         pred = self.decoder(latent, enc.ids_restore, pos=dec_pos).float()
+        raw = self.unpatchify(pred, grid)
         target = self.target({"video": video}).float()
         if self.norm_pix_loss:
             _, (mean, scale) = normalize_patches(target, eps=1e-6, channels=self.config.in_chans, per_channel=True,
@@ -224,7 +227,7 @@ class VideoMAE(MaskedAutoencoder):
         recon = self.unpatchify(pred * m + target * (1 - m), grid)
         p = math.prod(self.patch)
         hidden = self.unpatchify(enc.mask[..., None].expand(-1, -1, p * self.config.in_chans).contiguous(), grid)[:, 0]
-        return hidden, recon
+        return (hidden, recon, raw) if return_raw else (hidden, recon)
 
     def frame_features(self, video: torch.Tensor) -> torch.Tensor:
         """Dense features per frame, (B, T, H', W', D): each tubelet's token repeated over its frames."""
