@@ -70,3 +70,19 @@ def test_cli_bad_input(tmp_path, beir_dir, capsys):
     assert "splits with relevance judgements: test, train" in capsys.readouterr().err
     assert main(["finetune", "--data", str(beir_dir)]) == 2
     assert main(["evaluate", "--run", str(tmp_path / "nope"), "--data", str(beir_dir)]) == 2
+
+
+def test_retromae_on_the_embedded_docs_trains_at_lr_1p5e_3_and_a_user_corpus_at_5e_4(capsys):
+    # the embedded run's [CLS] probe gains over a random encoder only at the higher lr (docs/benchmarks.md);
+    # the method's own lr stays for a user's corpus and for the other methods
+    import mae_core
+    from mae_core.runconfig import resolve_run_config
+
+    mae_core.registry.autoload()
+    assert resolve_run_config("retromae", domain="text").train.lr == 1.5e-3
+    assert resolve_run_config("retromae", domain="text", dataset="text-files").train.lr == 5e-4
+    assert resolve_run_config("mlm", domain="text").train.lr == 5e-4
+    assert resolve_run_config("retromae", domain="text", overrides={"lr": 1e-4}).train.lr == 1e-4
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    assert "(default: 0.0015)" in " ".join(capsys.readouterr().out.split())
