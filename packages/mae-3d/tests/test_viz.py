@@ -30,12 +30,16 @@ def test_point_picture_has_a_title_over_each_column(tiny_shapes, monkeypatch):
     model = PointMAE(PointMAEConfig(num_groups=16, group_size=16, embed_dim=32, depth=1, num_heads=2,
                                     decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2,
                                     pointnet_dims=[16, 16, 32]))
-    viz.draw_point_reconstruction(model, tiny_shapes[1], "unused.png", num=2)
+    viz.draw_point_reconstruction(model, tiny_shapes[1], "unused.png", num=4)
     titles = _column_titles(got["fig"])
     assert len(titles) == 3
     assert titles[0][0] == "original cloud" and "visible groups (7/16)" in titles[1][0]
     assert "reconstructed masked groups" in titles[2][0]
     _assert_disjoint([b for b in titles])
+    # the figure title sits just above the column titles (without the constrained layout: a 66-pixel gap at 4 rows)
+    fig = got["fig"]
+    gap = fig._suptitle.get_window_extent(fig.canvas.get_renderer()).y0 - max(b.y1 for _, b in titles)
+    assert 0 <= gap < 25, gap
 
 
 def test_lidar_picture_has_a_title_over_each_column(monkeypatch):

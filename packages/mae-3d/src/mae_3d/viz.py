@@ -32,7 +32,7 @@ def draw_point_reconstruction(model, dataset, path, num: int = 4, seed: int = 0)
     pred = out.pred.reshape(b, g, -1, 3) + centers[:, :, None]
     mask = out.mask.bool()
     plt = pyplot()
-    fig = plt.figure(figsize=(9.0, 2.8 * b))
+    fig = plt.figure(figsize=(9.0, 2.8 * b), layout="constrained")
     for r in range(b):
         vis = target[r][~mask[r]].reshape(-1, 3)
         rec = pred[r][mask[r]].reshape(-1, 3)
