@@ -207,8 +207,8 @@ def test_bad_input(domain, argv, expected, tmp_path, monkeypatch, capsys):
     before = _tree(tmp_path)
     main = importlib.import_module(MAINS[domain]).main
     capsys.readouterr()
-    with warnings.catch_warnings():  # a skipped-file warning on the way to the error is expected behaviour
-        warnings.simplefilter("default")
+    with warnings.catch_warnings(record=True):  # a skipped-file warning on the way to the error is expected behaviour
+        warnings.simplefilter("always")
         assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     err = [line for line in err if not line.startswith("warning: ")]  # counted warnings may precede the error

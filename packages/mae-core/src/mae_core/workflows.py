@@ -143,26 +143,29 @@ def run_pretrain(cfg: RunConfig, overwrite: bool = False, resume: bool = False) 
                 owner.abandon()
             else:
                 owner.finish_replacement()
+                owner.unlock()  # the lock's file is closed now, not at garbage collection
         raise
     finally:
         _teardown_distributed(clean)
     if rank != 0:
         return out
     owner.finish_replacement()
-    save_pretrained(trainer.raw_model, out, extra={"run_config": cfg.to_dict()})
-    pictures = []
-    if cfg.method.visualize is not None:
-        try:
-            test_set = build_split(cfg, "test")
-        except MaeError:
-            test_set = train_set
-        pic = cfg.method.visualize(trainer.raw_model.cpu(), test_set, run.pictures / f"{cfg.method.picture}.png")
-        if pic:
-            pictures.append(str(pic))
-    summary.update({"method": cfg.method.name, "dataset": cfg.dataset.name, "pictures": pictures,
-                    "num_parameters": sum(p.numel() for p in model.parameters())})
-    run.write_summary(summary)
-    owner.unlock()
+    try:
+        save_pretrained(trainer.raw_model, out, extra={"run_config": cfg.to_dict()})
+        pictures = []
+        if cfg.method.visualize is not None:
+            try:
+                test_set = build_split(cfg, "test")
+            except MaeError:
+                test_set = train_set
+            pic = cfg.method.visualize(trainer.raw_model.cpu(), test_set, run.pictures / f"{cfg.method.picture}.png")
+            if pic:
+                pictures.append(str(pic))
+        summary.update({"method": cfg.method.name, "dataset": cfg.dataset.name, "pictures": pictures,
+                        "num_parameters": sum(p.numel() for p in model.parameters())})
+        run.write_summary(summary)
+    finally:
+        owner.unlock()
     print(pretrain_report(out, summary, cfg.domain))
     return out
 
@@ -355,18 +358,24 @@ def run_finetune(cfg: RunConfig, fc: FinetuneConfig, run: str | None, out: str |
         clean = True
     except BaseException:
         if rank == 0:  # nothing half-made is left (e.g. a finetune-*/config.yaml inside the source run)
-            rdir.abandon() if rdir.latest_checkpoint() is None else rdir.finish_replacement()
+            if rdir.latest_checkpoint() is None:
+                rdir.abandon()
+            else:
+                rdir.finish_replacement()
+                rdir.unlock()
         raise
     finally:
         _teardown_distributed(clean)
     if rank != 0:
         return summary
     rdir.finish_replacement()
-    save_pretrained(clf.backbone, dest, extra={"run_config": record, "num_classes": nc, "multilabel": multilabel})
-    head = classifier_head_state(clf)  # head, fc_norm (and distillation token + head)
-    atomic_write(dest / HEAD_WEIGHTS, lambda tmp: save_file(head, tmp))
-    rdir.write_summary(summary)
-    rdir.unlock()
+    try:
+        save_pretrained(clf.backbone, dest, extra={"run_config": record, "num_classes": nc, "multilabel": multilabel})
+        head = classifier_head_state(clf)  # head, fc_norm (and distillation token + head)
+        atomic_write(dest / HEAD_WEIGHTS, lambda tmp: save_file(head, tmp))
+        rdir.write_summary(summary)
+    finally:
+        rdir.unlock()
     print(f"run directory: {dest}")
     summary = dict(summary)
     summary["run_dir"] = str(dest)
