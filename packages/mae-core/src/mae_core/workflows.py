@@ -304,8 +304,6 @@ def finetune_teacher(cfg: RunConfig, fc: FinetuneConfig, run: str | None):
 def adversary_num_classes(ds, key: str) -> int:
     """Number of classes of the ``--adversary`` field: 1 + its largest value over the training samples (a dataset
     may give the whole column as ``ds.columns[key]``). A missing or non-integer field is a one-line error."""
-    import torch
-
     from .data.utils import label_column
 
     if len(ds) and key not in ds[0]:
