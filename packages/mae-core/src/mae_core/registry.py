@@ -31,6 +31,9 @@ class MethodSpec:
     # overrides of TrainConfig on top of train_defaults when the data is the method's default (embedded) dataset:
     # the recipe of the no-argument run, which a user's own data does not inherit
     default_dataset_train: dict = field(default_factory=dict)
+    # overrides of the model config there too (same rule: the no-argument run's model; a user's data, create_model
+    # and a preset start from the config class's defaults)
+    default_dataset_model: dict = field(default_factory=dict)
     # fine-tuning this method: overrides of TrainConfig (over mae_core.runconfig.FINETUNE_TRAIN_DEFAULTS), of
     # FinetuneConfig (layer_decay, drop_path_rate, ...) and of the data config (fields the dataset has, e.g. a
     # fine-tuning augmentation); flags, keywords and config files still win

@@ -2,7 +2,8 @@
 
 A run is a method, a dataset and three typed configs (model, data, train). They are layered:
 
-    method defaults (and its train defaults) < the run's saved config (probe / fine-tune of a run)
+    method defaults (its train defaults; on its embedded dataset also its default_dataset_train / _model)
+    < the run's saved config (probe / fine-tune of a run)
     < preset < config file < explicit overrides (keywords in Python, flags on the command line)
 
 Fine-tuning puts its own optimiser defaults (:data:`FINETUNE_TRAIN_DEFAULTS`) over the preset's train section.
@@ -41,6 +42,13 @@ def method_train_defaults(mspec: registry.MethodSpec, dspec: registry.DatasetSpe
     with its ``default_dataset_train`` over them on its default (embedded) dataset."""
     on_default = dspec is not None and dspec.name == mspec.default_dataset
     return {**mspec.train_defaults, **(mspec.default_dataset_train if on_default else {})}
+
+
+def method_model_defaults(mspec: registry.MethodSpec, dspec: registry.DatasetSpec) -> dict:
+    """The model settings a run of ``mspec`` on ``dspec`` starts from, over its config class's defaults: the
+    method's ``default_dataset_model`` on its default (embedded) dataset, nothing elsewhere."""
+    on_default = dspec is not None and dspec.name == mspec.default_dataset
+    return dict(mspec.default_dataset_model) if on_default else {}
 
 
 def finetune_train_defaults(mspec: registry.MethodSpec) -> dict:
@@ -223,7 +231,8 @@ def resolve(ch: Chosen, sel: Selection, explicit: dict[str, dict] | None = None,
         return canonical(classes[s], values, f"{where}: {s}")
 
     train_defaults = method_train_defaults(mspec, dspec)
-    layered: dict = {"model": {}, "data": {}, "train": layer("train", train_defaults, mspec.name)}
+    layered: dict = {"model": layer("model", method_model_defaults(mspec, dspec), mspec.name), "data": {},
+                     "train": layer("train", train_defaults, mspec.name)}
     if run_cfg and base in ("run", "finetune"):
         for s in ("model", "data"):
             if run_cfg.get("dataset") == dspec.name or s == "model":

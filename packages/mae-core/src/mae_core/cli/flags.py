@@ -16,7 +16,8 @@ from ..config import _strip_optional as strip_optional  # noqa: F401  (same pack
 from ..config import deprecation_note
 from ..errors import ConfigError
 from ..runconfig import (RESERVED, Chosen, RunConfig, Selection, alias_option_names, choose, finetune_train_defaults,
-                         method_train_defaults, option_names, resolve, section_classes)
+                         method_model_defaults, method_train_defaults, option_names, resolve,
+                         section_classes)
 
 
 class DefaultsFormatter(argparse.HelpFormatter):
@@ -152,6 +153,7 @@ def add_run_config_flags(p: argparse.ArgumentParser, mspec, dspec, hide: Sequenc
     command lists only the data flags and :data:`EVAL_TRAIN_FLAGS`). ``train_shown``: the train defaults ``--help``
     shows (default: the method's pretraining defaults on this dataset, ``runconfig.method_train_defaults``)."""
     train_shown = method_train_defaults(mspec, dspec) if train_shown is None else train_shown
+    model_shown = method_model_defaults(mspec, dspec)
     taken = set(RESERVED) | {o[2:].replace("-", "_") for o in p._option_string_actions if o.startswith("--")}
     names = option_names(mspec, dspec, taken)
     classes = section_classes(mspec, dspec)
@@ -162,7 +164,7 @@ def add_run_config_flags(p: argparse.ArgumentParser, mspec, dspec, hide: Sequenc
     mapping = {}
     for name, (section, fname) in names.items():
         dest = f"{section}__{fname}"
-        shown = train_shown.get(fname, dataclasses.MISSING) if section == "train" else dataclasses.MISSING
+        shown = {"train": train_shown, "model": model_shown}.get(section, {}).get(fname, dataclasses.MISSING)
         hidden = section in hide and not (section == "train" and fname in EVAL_TRAIN_FLAGS)
         _add_field(groups[section], "--" + name.replace("_", "-"), dest, fields[section][fname],
                    hints[section][fname], shown, hidden=hidden)

@@ -81,7 +81,10 @@ def segment_encoder(c: LongVideoConfig) -> FrozenTeacher:
                 _TEACHERS[key] = FrozenTeacher(VideoMAE(VideoMAEConfig(num_frames=c.num_frames,
                                                                        img_size=c.image_size)), source="random")
         return _TEACHERS[key]
-    path = c.teacher or str(cached_pretrain("videomae", clip_config(c), {"epochs": c.teacher_epochs}, prefix="lvmae-seg",
+    # the paper's VideoMAE recipe (mask 0.9, normalised targets), not the no-argument run's embedded-data model
+    ref = VideoMAEConfig()
+    recipe = {"epochs": c.teacher_epochs, "mask_ratio": ref.mask_ratio, "norm_pix_loss": ref.norm_pix_loss}
+    path = c.teacher or str(cached_pretrain("videomae", clip_config(c), recipe, prefix="lvmae-seg",
                                             what="segment encoder (VideoMAE)"))
     key = (str(Path(path).resolve()), c.teacher_sha256)
     if key not in _TEACHERS:
