@@ -28,11 +28,11 @@ def test_orthogonality_term():
     head = PrototypicalHead(dim=6, num_classes=2, num_prototypes=3)
     with torch.no_grad():
         head.prototypes.copy_(torch.eye(6)[:6].reshape(2, 3, 6) * 4.0)  # orthogonal inside each class
-    assert float(head.orthogonality()) == pytest.approx(0.0, abs=1e-6)
+    assert float(head.orthogonality().detach()) == pytest.approx(0.0, abs=1e-6)
     with torch.no_grad():
         head.prototypes[0] = torch.tensor([1.0, 0, 0, 0, 0, 0])  # three identical prototypes in class 0
     # gram of class 0 is all ones: 6 off-diagonal entries of 1
-    assert float(head.orthogonality()) == pytest.approx(6.0, abs=1e-5)
+    assert float(head.orthogonality().detach()) == pytest.approx(6.0, abs=1e-5)
 
 
 def test_asymmetric_loss():
