@@ -119,13 +119,13 @@ def test_each_loss_term_by_hand(built):
     enc = model.text.tokenize_text(batch)
     logits = model.text.mlm_logits(out.extra["mlm_text"])
     m = out.extra["mlm_mask"]
-    assert mt["mlm"] == pytest.approx(float(F.cross_entropy(logits[m], enc.input_ids[m])), rel=1e-5)
+    assert mt["mlm"] == pytest.approx(float(F.cross_entropy(logits[m], enc.input_ids[m]).detach()), rel=1e-5)
     # MIM: MSE on removed patches against the per-patch normalised pixels (unbiased variance, eps 1e-6)
     p = patchify(batch["image"], 4)
     t = (p - p.mean(-1, keepdim=True)) / torch.sqrt(p.var(-1, keepdim=True) + 1e-6)
     assert torch.allclose(out.target, t, atol=1e-5)
     per = ((out.pred - t) ** 2).mean(-1)
-    assert mt["mim"] == pytest.approx(float((per * out.mask).sum() / out.mask.sum()), rel=1e-5)
+    assert mt["mim"] == pytest.approx(float(((per * out.mask).sum() / out.mask.sum()).detach()), rel=1e-5)
     # ITM: cross-entropy of the head on the pooled fused pair (text, chosen image)
     labels, idx = out.extra["itm_labels"], out.extra["itm_images"]
     with torch.no_grad():
@@ -136,7 +136,7 @@ def test_each_loss_term_by_hand(built):
     w = _variant(model, mlm_weight=2.0, mim_weight=0.0, itm_weight=0.0)
     o2 = w(batch, generator=g())
     assert set(o2.metrics) == {"mlm"} and float(o2.loss.detach()) == pytest.approx(2 * mt["mlm"], rel=1e-5)
-    assert float(masked_mse(out.pred, out.target, out.mask)) == pytest.approx(mt["mim"], rel=1e-5)
+    assert float(masked_mse(out.pred, out.target, out.mask).detach()) == pytest.approx(mt["mim"], rel=1e-5)
 
 
 def test_reports_follow_the_generator_parameters():
