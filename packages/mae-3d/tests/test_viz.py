@@ -38,7 +38,8 @@ def test_point_picture_has_a_title_over_each_column(tiny_shapes, monkeypatch):
     _assert_disjoint([b for b in titles])
     # the figure title sits just above the column titles (without the constrained layout: a 66-pixel gap at 4 rows)
     fig = got["fig"]
-    gap = fig._suptitle.get_window_extent(fig.canvas.get_renderer()).y0 - max(b.y1 for _, b in titles)
+    sup = next(t for t in fig.texts if t.get_text() == fig.get_suptitle())
+    gap = sup.get_window_extent(fig.canvas.get_renderer()).y0 - max(b.y1 for _, b in titles)
     assert 0 <= gap < 25, gap
 
 

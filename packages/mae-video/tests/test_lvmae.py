@@ -129,3 +129,22 @@ def test_stories_share_motions_across_orders_and_one_scene():
     batch = ds.collate_fn([ds[i] for i in range(3)])
     assert batch["segments"].shape == (3, int(batch["length"].max()), ds.dim)
     assert batch["length"].tolist() == [len(m) for m in ds.motions]
+
+
+def test_default_segment_encoder_is_trained_with_the_papers_videomae(monkeypatch):
+    # the no-argument videomae run has its own mask / target on the embedded clips; LV-MAE's cached segment encoder
+    # keeps the paper's (mask 0.9, normalised targets), which also keeps its cache key and numbers
+    import pytest
+
+    import mae_video.data.stories as stories
+
+    seen = {}
+
+    def fake(method, data_cfg, options, prefix, what):
+        seen.update(method=method, options=options)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(stories, "cached_pretrain", fake)
+    with pytest.raises(RuntimeError, match="stop"):
+        stories.segment_encoder(LongVideoConfig(teacher="", teacher_epochs=3))
+    assert seen == {"method": "videomae", "options": {"epochs": 3, "mask_ratio": 0.9, "norm_pix_loss": True}}

@@ -37,18 +37,21 @@ FINETUNE_TRAIN_DEFAULTS = {"betas": (0.9, 0.999), "base_lr": 1e-3, "warmup_epoch
 FINETUNE_WARMUP_FRACTION = 0.1
 
 
+def on_default_dataset(mspec: registry.MethodSpec, dspec: registry.DatasetSpec | None) -> bool:
+    """Whether a run of ``mspec`` is on its default (embedded) dataset: the no-argument run's own recipe applies."""
+    return dspec is not None and dspec.name == mspec.default_dataset
+
+
 def method_train_defaults(mspec: registry.MethodSpec, dspec: registry.DatasetSpec) -> dict:
     """The train settings a pretraining run of ``mspec`` on ``dspec`` starts from: the method's ``train_defaults``,
     with its ``default_dataset_train`` over them on its default (embedded) dataset."""
-    on_default = dspec is not None and dspec.name == mspec.default_dataset
-    return {**mspec.train_defaults, **(mspec.default_dataset_train if on_default else {})}
+    return {**mspec.train_defaults, **(mspec.default_dataset_train if on_default_dataset(mspec, dspec) else {})}
 
 
 def method_model_defaults(mspec: registry.MethodSpec, dspec: registry.DatasetSpec) -> dict:
     """The model settings a run of ``mspec`` on ``dspec`` starts from, over its config class's defaults: the
     method's ``default_dataset_model`` on its default (embedded) dataset, nothing elsewhere."""
-    on_default = dspec is not None and dspec.name == mspec.default_dataset
-    return dict(mspec.default_dataset_model) if on_default else {}
+    return dict(mspec.default_dataset_model) if on_default_dataset(mspec, dspec) else {}
 
 
 def finetune_train_defaults(mspec: registry.MethodSpec) -> dict:

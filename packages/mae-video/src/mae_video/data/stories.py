@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from mae_core.config import field, to_dict
 from mae_core.errors import ConfigError
+from mae_core.registry import get_method
 from mae_core.teacher import FrozenTeacher, cached_pretrain, preserve_rng, teacher_cache
 
 from .synthetic import CLASSES, MovingShapesConfig, generate_clips
@@ -81,9 +82,10 @@ def segment_encoder(c: LongVideoConfig) -> FrozenTeacher:
                 _TEACHERS[key] = FrozenTeacher(VideoMAE(VideoMAEConfig(num_frames=c.num_frames,
                                                                        img_size=c.image_size)), source="random")
         return _TEACHERS[key]
-    # the paper's VideoMAE recipe (mask 0.9, normalised targets), not the no-argument run's embedded-data model
+    # the paper's VideoMAE model (the config class's defaults), not the no-argument run's embedded-data overrides
     ref = VideoMAEConfig()
-    recipe = {"epochs": c.teacher_epochs, "mask_ratio": ref.mask_ratio, "norm_pix_loss": ref.norm_pix_loss}
+    paper = {k: getattr(ref, k) for k in get_method("videomae", "video").default_dataset_model}
+    recipe = {"epochs": c.teacher_epochs, **paper}
     path = c.teacher or str(cached_pretrain("videomae", clip_config(c), recipe, prefix="lvmae-seg",
                                             what="segment encoder (VideoMAE)"))
     key = (str(Path(path).resolve()), c.teacher_sha256)
