@@ -99,22 +99,28 @@ def test_cli_pretrain_on_a_video_folder(tmp_path):
 
 def test_videomae_on_the_embedded_clips_has_its_own_recipe_and_user_videos_the_papers(capsys):
     # at 24 epochs, mask 0.9 and normalised targets the embedded run's features read the motion no better than a
-    # random encoder; 72 epochs at mask 0.75 on raw pixels do (docs/benchmarks.md): only the embedded default gets
-    # them; siammae, a video folder and create_model keep the paper's
+    # random encoder; mask 0.75 on raw pixels does (docs/benchmarks.md), and 2 x 4 x 4 tubelets (20 epochs at base
+    # lr 1.6e-2 in the 5-minute budget) let its picture show the object in masked tubes: only the embedded default
+    # gets them; siammae, a video folder and create_model keep the paper's
     import mae_core
     from mae_core.runconfig import resolve_run_config
 
     mae_core.registry.autoload()
     emb = resolve_run_config("videomae", domain="video")
-    assert (emb.train.epochs, emb.model.mask_ratio, emb.model.norm_pix_loss) == (72, 0.75, False)
+    assert (emb.train.epochs, emb.train.base_lr, emb.model.mask_ratio, emb.model.norm_pix_loss,
+            emb.model.patch_size) == (20, 1.6e-2, 0.75, False, 4)
     user = resolve_run_config("videomae", domain="video", dataset="video-folder")
-    assert (user.train.epochs, user.model.mask_ratio, user.model.norm_pix_loss) == (24, 0.9, True)
+    assert (user.train.epochs, user.train.base_lr, user.model.mask_ratio, user.model.norm_pix_loss,
+            user.model.patch_size) == (24, 4e-3, 0.9, True, 8)
     assert resolve_run_config("siammae", domain="video").train.epochs == 12
-    over = resolve_run_config("videomae", domain="video", overrides={"epochs": 5, "mask_ratio": 0.9})
-    assert (over.train.epochs, over.model.mask_ratio, over.model.norm_pix_loss) == (5, 0.9, False)
+    over = resolve_run_config("videomae", domain="video", overrides={"epochs": 5, "mask_ratio": 0.9,
+                                                                       "patch_size": 8})
+    assert (over.train.epochs, over.model.mask_ratio, over.model.norm_pix_loss, over.model.patch_size) == \
+        (5, 0.9, False, 8)
     m = mae_core.create_model("videomae")
-    assert (m.config.mask_ratio, m.norm_pix_loss) == (0.9, True)
+    assert (m.config.mask_ratio, m.norm_pix_loss, m.config.patch_size) == (0.9, True, 8)
     with pytest.raises(SystemExit):
         main(["pretrain", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "(default: 72)" in out and "(default: 0.75)" in out
+    assert "(default: 20)" in out and "(default: 0.016)" in out and "(default: 0.75)" in out
+    assert "tubelet side in pixels (default: 4)" in out

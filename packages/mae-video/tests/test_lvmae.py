@@ -133,7 +133,8 @@ def test_stories_share_motions_across_orders_and_one_scene():
 
 def test_default_segment_encoder_is_trained_with_the_papers_videomae(monkeypatch):
     # the no-argument videomae run has its own mask / target on the embedded clips; LV-MAE's cached segment encoder
-    # keeps the paper's (mask 0.9, normalised targets), which also keeps its cache key and numbers
+    # keeps the paper's (mask 0.9, normalised targets, 2 x 8 x 8 tubelets, base lr 4e-3), the recipe it had (the
+    # cache key now also names patch_size and base_lr)
     import pytest
 
     import mae_video.data.stories as stories
@@ -147,4 +148,5 @@ def test_default_segment_encoder_is_trained_with_the_papers_videomae(monkeypatch
     monkeypatch.setattr(stories, "cached_pretrain", fake)
     with pytest.raises(RuntimeError, match="stop"):
         stories.segment_encoder(LongVideoConfig(teacher="", teacher_epochs=3))
-    assert seen == {"method": "videomae", "options": {"epochs": 3, "mask_ratio": 0.9, "norm_pix_loss": True}}
+    assert seen == {"method": "videomae", "options": {"base_lr": 4e-3, "epochs": 3, "mask_ratio": 0.9,
+                                                      "norm_pix_loss": True, "patch_size": 8}}

@@ -38,3 +38,29 @@ def test_norm_pix_picture_adds_the_prediction_alone(tmp_path):
     three = np.asarray(Image.open(save_video_reconstruction(m, v[:1], tmp_path / "b.png")))
     assert four.shape[0] > 1.2 * three.shape[0]
     assert Image.open(tmp_path / "a.gif").size[0] > 1.2 * Image.open(tmp_path / "b.gif").size[0]
+
+
+def test_embedded_picture_masks_hide_about_half_of_the_object(tmp_path, monkeypatch):
+    # with tube masking an object whose tubes are all hidden can only be guessed as background, and one that is all
+    # visible shows no reconstruction: on clips with object masks each clip's masking seed hides about half of it
+    import mae_video.viz as viz
+    from mae_video.data.synthetic import MovingShapes, MovingShapesConfig
+
+    torch.manual_seed(0)
+    ds = MovingShapes(MovingShapesConfig(num_frames=4, image_size=16, num_train=4, num_test=2))
+    m = VideoMAE(tiny_videomae_cfg(num_frames=4, mask_ratio=0.75))
+    videos = torch.stack([ds[i]["video"] for i in range(4)])
+    objects = torch.stack([ds[i]["masks"] for i in range(4)])
+    seeds = viz.object_mask_seeds(m, videos, objects)
+    panels = viz.reconstruction_panels(m, videos, ds.mean, ds.std, seeds=seeds)
+    assert panels[1].shape == (4, 4, 16, 16, 3)
+    for v, obj, s in zip(videos, objects, seeds):
+        hid = m.reconstruct_video(v[None], generator=torch.Generator().manual_seed(s))[0][0]
+        frac = ((hid * obj).sum() / obj.sum()).item()
+        assert 0.25 <= frac <= 0.75, (s, frac)
+    seen = {}
+    monkeypatch.setattr(viz, "save_video_reconstruction", lambda *a, **k: seen.update(k))
+    viz.visualize_video(m, ds, tmp_path / "v.png")
+    assert seen["objects"].shape == (4, 4, 16, 16)
+    path = save_video_reconstruction(m, videos[:1], tmp_path / "o.png", objects=objects[:1], gif=False)
+    assert path.exists()

@@ -84,8 +84,11 @@ def segment_encoder(c: LongVideoConfig) -> FrozenTeacher:
         return _TEACHERS[key]
     # the paper's VideoMAE model (the config class's defaults), not the no-argument run's embedded-data overrides
     ref = VideoMAEConfig()
-    paper = {k: getattr(ref, k) for k in get_method("videomae", "video").default_dataset_model}
-    recipe = {"epochs": c.teacher_epochs, **paper}
+    spec = get_method("videomae", "video")
+    paper = {k: getattr(ref, k) for k in spec.default_dataset_model}
+    # and the method's train defaults for what the no-argument run changes besides its epochs (its learning rate)
+    train = {k: spec.train_defaults[k] for k in spec.default_dataset_train if k != "epochs"}
+    recipe = {**train, "epochs": c.teacher_epochs, **paper}
     path = c.teacher or str(cached_pretrain("videomae", clip_config(c), recipe, prefix="lvmae-seg",
                                             what="segment encoder (VideoMAE)"))
     key = (str(Path(path).resolve()), c.teacher_sha256)

@@ -238,7 +238,8 @@ class VideoMAE(MaskedAutoencoder):
 
 
 PRESETS = {
-    "videomae-tiny": ({}, "VideoMAE V2 for 8 x 32 x 32 clips, tubelet 2 x 8 x 8 (the embedded default)"),
+    "videomae-tiny": ({}, "VideoMAE V2 for 8 x 32 x 32 clips, tubelet 2 x 8 x 8 (2 x 4 x 4 on the embedded "
+                          "clips, as the no-argument run)"),
     "videomae-vit-s": (dict(num_frames=16, img_size=224, tubelet_size=2, patch_size=16, embed_dim=384, depth=12,
                             num_heads=6, decoder_embed_dim=192, decoder_depth=4, decoder_num_heads=3),
                        "ViT-S, 16 frames at 224 px, tubelet 2 x 16 x 16 (the paper's setting), decoder 192 x 4"),
