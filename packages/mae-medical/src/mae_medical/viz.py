@@ -17,12 +17,39 @@ def _slices(vol: torch.Tensor, centre=None):
     return [vol[:, :, cz].T, vol[:, cy, :].T, vol[cx, :, :].T]
 
 
+TRIES = 16  # masking seeds tried for a case with a known tumour
+
+
 @torch.no_grad()
-def save_multimodal_reconstruction(model, sample: dict, path, seed: int = 0):
-    """One case: rows = modality x (original, masked, reconstruction), columns = the three views."""
+def tumour_mask_seed(model, sample: dict, tumour: torch.Tensor, first: int = 0, tries: int = TRIES) -> int:
+    """Of the masking seeds ``first .. first + tries - 1``, the one that hides the largest share of the tumour's
+    voxels over the modalities while at least one modality shows at least half of them: a tumour hidden everywhere
+    can only be guessed, one visible everywhere shows no reconstruction. Depends on the masks only."""
+    model.eval()
+    batch = {k: v[None] for k, v in sample.items() if isinstance(v, torch.Tensor) and v.ndim == 4}
+    weight = patchify(tumour[None, None].float(), model.config.patch_size).sum(-1)  # (1, L) tumour voxels per patch
+    best, best_score = first, -2.0
+    for s in range(first, first + tries):
+        mask = model(batch, generator=torch.Generator().manual_seed(s)).mask.reshape(1, len(model.modalities), -1)
+        hidden = (mask * weight[:, None]).sum(-1)[0] / weight.sum().clamp(min=1)  # per modality
+        score = float(hidden.mean()) if float(hidden.min()) <= 0.5 else -1.0
+        if score > best_score:
+            best, best_score = s, score
+    return best
+
+
+@torch.no_grad()
+def save_multimodal_reconstruction(model, sample: dict, path, seed: int = 0, tumour: torch.Tensor | None = None):
+    """One case: rows = modality x (original, masked, reconstruction), columns = the three views. ``tumour``
+    (D, H, W) bool: the slices go through its centre, and the mask (of ``seed`` .. ``seed + 15``) hides most of it
+    in some modalities while one shows it (``tumour_mask_seed``); the title says so."""
     plt = pyplot()
     model.eval()
     batch = {k: v[None] for k, v in sample.items() if isinstance(v, torch.Tensor) and v.ndim == 4}
+    centre = None
+    if tumour is not None:
+        seed = tumour_mask_seed(model, sample, tumour, first=seed)
+        centre = tuple(int(c) for c in tumour.nonzero().float().mean(0).round().long())
     g = torch.Generator().manual_seed(seed)
     out = model(batch, generator=g)
     mods = [m for m in model.modalities if m in batch]
@@ -42,7 +69,7 @@ def save_multimodal_reconstruction(model, sample: dict, path, seed: int = 0):
         lo, hi = float(orig.min()), float(orig.max())
         for k, (vol, what) in enumerate([(orig, "original"), (masked, f"masked ({vis:.0f}% visible)"),
                                          (recon, "reconstruction")]):
-            for j, img in enumerate(_slices(vol)):
+            for j, img in enumerate(_slices(vol, centre)):
                 ax = axes[3 * r + k, j]
                 ax.imshow(img.numpy(), cmap="gray", origin="lower", vmin=lo, vmax=hi)
                 ax.set_xticks([]), ax.set_yticks([])
@@ -50,7 +77,11 @@ def save_multimodal_reconstruction(model, sample: dict, path, seed: int = 0):
                     ax.set_ylabel(f"{m}\n{what}", fontsize=7)
                 if r == 0 and k == 0:
                     ax.set_title(VIEWS[j], fontsize=8)
-    fig.suptitle("BM-MAE: original / masked input / reconstruction (visible patches pasted back)", fontsize=8)
+    title = "BM-MAE: original / masked input / reconstruction (visible patches pasted back)"
+    if tumour is not None:
+        title += (f"\nslices through the tumour's centre; mask: of {TRIES} draws, the one hiding most of the tumour "
+                  "while one modality shows it")
+    fig.suptitle(title, fontsize=8)
     return save_figure(fig, path)
 
 
@@ -82,7 +113,8 @@ def save_imputation_figure(real: torch.Tensor | None, imputed: torch.Tensor, inp
 
 def visualize_bm_mae(model, dataset, path, num: int = 1, seed: int = 0):
     sample = dataset[0]
-    return save_multimodal_reconstruction(model.cpu(), sample, path, seed=seed)
+    tumour = dataset.tumour(0) if hasattr(dataset, "tumour") else None  # the embedded synthetic heads know theirs
+    return save_multimodal_reconstruction(model.cpu(), sample, path, seed=seed, tumour=tumour)
 
 
 @torch.no_grad()

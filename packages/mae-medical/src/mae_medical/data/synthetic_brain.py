@@ -143,6 +143,11 @@ class SyntheticBrain(Dataset):
                 self._cache[i] = out
         return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
 
+    def tumour(self, i: int) -> torch.Tensor:
+        """(S, S, S) bool: case ``i``'s tumour (oedema, enhancing rim, necrotic core) from its tissue map."""
+        _, _, tissue = generate_case(i, self.config.image_size, self.stream, self.config.noise, self.modalities[:1])
+        return tissue >= EDEMA
+
 
 STYLES = {  # file-name suffix per modality for each naming convention
     "brats2021": {"t1": "_t1.nii.gz", "t1ce": "_t1ce.nii.gz", "t2": "_t2.nii.gz", "flair": "_flair.nii.gz"},
