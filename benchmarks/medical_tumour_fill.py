@@ -14,7 +14,7 @@ import sys
 import torch
 from mae_core import load_run
 from mae_core.layers import patchify
-from mae_medical.data.synthetic_brain import generate_case, EDEMA, RIM, CORE
+from mae_medical.data.synthetic_brain import EDEMA, generate_case
 
 run = load_run(sys.argv[1])
 n = int(sys.argv[2]) if len(sys.argv) > 2 else 32
@@ -24,18 +24,16 @@ stream = dc.seed * 2 + 1
 mods = list(m.modalities)
 p = m.config.patch_size
 acc = {k: {mm: [] for mm in mods} for k in ("masked_tum", "masked_healthy", "imp_tum", "imp_brain")}
-healthy_imp = {mm: [] for mm in mods}
-torch.manual_seed(0)
 with torch.no_grad():
     for ci in range(n):
         vols, _, tissue = generate_case(ci, dc.image_size, stream, dc.noise, mods)
         batch = {k: v[None, None] for k, v in vols.items()}
-        tum = ((tissue == EDEMA) | (tissue == RIM) | (tissue == CORE)).float()
+        tum = (tissue >= EDEMA).float()  # oedema, enhancing rim, necrotic core (as SyntheticBrain.tumour)
         brain = (tissue != 0).float()
         out = m(batch, generator=torch.Generator().manual_seed(ci))
         L = out.mask.shape[1] // len(mods)
         tp = patchify(tum[None, None], p)[0]  # (L, P)
-        hp = patchify(((tissue != 0).float() - tum)[None, None], p)[0]
+        hp = patchify((brain - tum)[None, None], p)[0]
         for i, mm in enumerate(mods):
             sl = slice(i * L, (i + 1) * L)
             w = out.mask[0, sl][:, None] * tp

@@ -19,9 +19,8 @@ if len(sys.argv) > 2:
 ds = run.dataset("test")
 texts = [ds[i]["text"] for i in range(min(256, len(ds)))]
 tr = run.dataset("train")
-cnt = collections.Counter()
-for i in range(0, len(tr), 4):
-    cnt.update(m.tokenize_text({"text": [tr[i]["text"]]}).input_ids[0].tolist())
+counted = m.tokenize_text({"text": [tr[i]["text"] for i in range(0, len(tr), 4)]})
+cnt = collections.Counter(counted.input_ids[counted.attention_mask.bool()].tolist())  # real tokens, no padding
 top = torch.tensor([t for t, _ in cnt.most_common(55)])
 res = collections.defaultdict(list)
 with torch.no_grad():

@@ -70,7 +70,8 @@ def metric(model, clips_u8, masks, seeds=4, bs=64, half=False):
             tot["frames_vis"] += visible_obj.float().mean().item() * len(v)
     out = {"obj_hit": tot["hit"] / tot["count"], "obj_alpha": tot["alpha"] / tot["count"], "obj_mse": tot["mse"] / tot["count"],
            "bg_baseline_mse": tot["bg_mse"] / tot["count"],
-           "vis_obj_hit": tot["vhit"] / max(tot["vcount"], 1), "vis_obj_mse": tot["vmse"] / max(tot["vcount"], 1),
+           "vis_obj_hit": tot["vhit"] / max(tot["vcount"], 1), "vis_obj_alpha": tot["valpha"] / max(tot["vcount"], 1),
+           "vis_obj_mse": tot["vmse"] / max(tot["vcount"], 1),
            "vis_bg_baseline_mse": tot["vbg_mse"] / max(tot["vcount"], 1),
            "frac_frames_obj_partly_visible": tot["frames_vis"] / (n * seeds)}
     return {k: round(v, 4) for k, v in out.items()}
