@@ -1,7 +1,7 @@
 import torch
 
 from mae_core.registry import build_model
-from mae_text.viz import token_accuracy
+from mae_text.viz import RIGHT, WRONG, draw_tokens, token_accuracy, token_pieces
 
 
 def test_token_accuracy_against_the_most_frequent_token_baseline(tiny_cfg, corpus_texts):
@@ -29,3 +29,38 @@ def test_token_accuracy_against_the_most_frequent_token_baseline(tiny_cfg, corpu
     model.mlm_logits = always(absent)
     acc = token_accuracy(model, texts, seed=0)
     assert acc["mlm"]["acc"] == 0.0 and acc["decoder"]["acc"] == 0.0
+
+
+def test_token_pieces_rebuild_the_words(tiny_cfg):
+    """Pieces of a tokenised sentence joined give the lower-cased sentence with spaces around punctuation: '##'
+    continuations glue to the piece before, every other token starts a word."""
+    model = build_model("retromae", tiny_cfg())
+    enc = model.tokenize_text({"text": ["Whole word masking hides a chosen word."]})
+    n = int(enc.attention_mask[0].sum())
+    ids = enc.input_ids[0, 1:n - 1]
+    pieces = token_pieces(model.tokenizer, ids)
+    assert len(pieces) == len(ids)
+    assert "".join(pieces) == "whole word masking hides a chosen word ."
+    assert any(not p.startswith(" ") for p in pieces[1:])  # the tiny vocabulary splits at least one word
+
+
+def test_draw_tokens_layers_line_up_and_cut():
+    """Each (colour, weight) layer holds its pieces at their column and blanks elsewhere: overlaying the layers gives
+    the joined line back; past ``max_chars`` the line ends with ' [...]'."""
+    from mae_core.viz import pyplot
+    fig = pyplot().figure()
+    pieces, colours = ["in", " in", "comp", "at", "ible", " words"], ["k", RIGHT, WRONG, "k", RIGHT, "k"]
+    layers = draw_tokens(fig, 0, 1, pieces, colours, bold=[False, True, True, False, True, False])
+    assert set(layers) == {("k", False), (RIGHT, True), (WRONG, True)}
+    line = "".join(pieces)
+    overlay = [" "] * len(line)
+    for text in layers.values():
+        for i, c in enumerate(text):
+            if c != " ":
+                assert overlay[i] == " "
+                overlay[i] = c
+    assert "".join(overlay) == line
+    assert layers[(WRONG, True)] == "     comp"
+    cut = draw_tokens(fig, 0, 1, pieces, colours, max_chars=8)
+    assert "".join(cut.values()).endswith(" [...]") and "comp" not in "".join(cut.values())
+    assert len(fig.texts) == 3 + len(cut)

@@ -2,8 +2,6 @@
 decoder rebuilds from the [CLS] embedding (plus its masked context), for the methods that have a decoder."""
 from __future__ import annotations
 
-import textwrap
-
 import torch
 
 from mae_core.viz import pyplot, save_figure
@@ -11,6 +9,45 @@ from mae_core.viz import pyplot, save_figure
 
 def _words(tok, ids) -> str:
     return tok.decode([int(i) for i in ids], skip_special_tokens=False).replace(" ##", "")
+
+
+def token_pieces(tok, ids) -> list[str]:
+    """Each token as printed in running text: a leading space, except on WordPiece continuations ("##")."""
+    pieces = []
+    for i in ids:
+        s = tok.id_to_token(int(i)) or "[UNK]"
+        pieces.append(s[2:] if s.startswith("##") and pieces else " " + s.removeprefix("##"))
+    if pieces:
+        pieces[0] = pieces[0].lstrip()
+    return pieces
+
+
+RIGHT, WRONG, CONTEXT = "#1a7f37", "#cf222e", "0.55"
+
+
+def draw_tokens(fig, x: float, y: float, pieces: list[str], colours: list, bold: list[bool] | None = None,
+                max_chars: int = 170, fontsize: float = 8) -> dict[tuple, str]:
+    """Write ``pieces`` (see :func:`token_pieces`) on one monospace line of ``fig`` from (x, y) in figure
+    coordinates, each in its own colour (bold where ``bold``), cut with "[...]" after ``max_chars`` characters.
+    One text per (colour, weight), blank where the others write, so the font lays out every layer alike; returns
+    those texts by (colour, bold)."""
+    bold = bold or [False] * len(pieces)
+    layers: dict[tuple, list[str]] = {}
+    used = 0
+    for piece, colour, b in zip(pieces, colours, bold):
+        if used + len(piece) > max_chars:
+            piece, colour, b = " [...]", "0.3", False
+        layer = layers.setdefault((colour, b), [])
+        layer.extend(" " * (used - len(layer)))
+        layer.extend(piece)
+        used += len(piece)
+        if piece == " [...]":
+            break
+    texts = {key: "".join(chars) for key, chars in layers.items()}
+    for (colour, b), text in texts.items():
+        fig.text(x, y, text, fontsize=fontsize, family="monospace", va="top", color=colour,
+                 weight="bold" if b else "normal")
+    return texts
 
 
 @torch.no_grad()
@@ -54,19 +91,28 @@ def save_text_reconstruction(model, dataset, path, num: int = 4, seed: int = 0, 
     parts = [f"{name}: {a['acc']:.0%} of tokens right (always the most frequent token: {a['frequent']:.0%})"
              for name, a in (("encoder MLM on masked tokens", acc["mlm"]), ("decoder from [CLS]", acc.get("decoder")))
              if a is not None]
-    fig.text(0.01, 1.04, f"top-1 over {len(scored_idx)} texts - " + "; ".join(parts), fontsize=8, va="top")
+    fig.text(0.01, 1.06, f"top-1 over {len(scored_idx)} texts - " + "; ".join(parts), fontsize=8, va="top")
+    fig.text(0.01, 1.035, "masked tokens in bold; predictions in green where they are the original token, red where "
+                          "not; grey: given to the model", fontsize=8, va="top")
     y = 1.0
+    step = 0.055 / max(1, len(idx) / 4)
     for b in range(len(idx)):
         n = int(enc.attention_mask[b].sum())
-        rows = [("original", enc.input_ids[b, 1:n - 1]), ("encoder input (masked)", masks["enc_in"][b, 1:n - 1]),
-                ("encoder MLM fill-in", filled[b, 1:n - 1])]
+        where = masks["enc_mask"][b, 1:n - 1].tolist()
+        truth = enc.input_ids[b, 1:n - 1]
+        rows = [("original", truth, ["black"] * len(where), where),
+                ("encoder input (masked)", masks["enc_in"][b, 1:n - 1], [CONTEXT] * len(where), where)]
+        fill = filled[b, 1:n - 1]
+        rows.append(("encoder MLM fill-in", fill, [(RIGHT if p == t else WRONG) if w else CONTEXT
+                                                    for p, t, w in zip(fill.tolist(), truth.tolist(), where)], where))
         if rebuilt is not None:
-            rows.append(("decoder from [CLS]", rebuilt[b, 1:n - 1]))
-        for label, ids in rows:
-            text = textwrap.shorten(_words(tok, ids), 190)
+            dec = rebuilt[b, 1:n - 1]
+            rows.append(("decoder from [CLS]", dec, [RIGHT if p == t else WRONG
+                                                      for p, t in zip(dec.tolist(), truth.tolist())], None))
+        for label, ids, colours, bold in rows:
             fig.text(0.01, y, f"{label}:", fontsize=8, weight="bold", va="top")
-            fig.text(0.17, y, text, fontsize=8, va="top", family="monospace")
-            y -= 0.055 / max(1, len(idx) / 4)
+            draw_tokens(fig, 0.17, y, token_pieces(tok, ids), colours, bold)
+            y -= step
         y -= 0.03 / max(1, len(idx) / 4)
     return save_figure(fig, path)
 
