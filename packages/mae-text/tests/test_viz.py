@@ -1,7 +1,7 @@
 import torch
 
 from mae_core.registry import build_model
-from mae_text.viz import RIGHT, WRONG, draw_tokens, token_accuracy, token_pieces
+from mae_text.viz import RIGHT, WRONG, draw_tokens, prose_indices, token_accuracy, token_pieces
 
 
 def test_token_accuracy_against_the_most_frequent_token_baseline(tiny_cfg, corpus_texts):
@@ -64,3 +64,15 @@ def test_draw_tokens_layers_line_up_and_cut():
     cut = draw_tokens(fig, 0, 1, pieces, colours, max_chars=8)
     assert "".join(cut.values()).endswith(" [...]") and "comp" not in "".join(cut.values())
     assert len(fig.texts) == 3 + len(cut)
+
+
+def test_prose_indices_pick_prose_evenly_and_fall_back():
+    """Texts of at least 16 words, 85 % of them plain words, are the pool; four are taken evenly from it. With too
+    few such texts the pick spreads over all texts."""
+    prose = "the parser reads every line of the file and returns a list of tokens for the caller to use"
+    code = "x = f(a, b) >>> g(1) [2, 3] == {4: 5} os.path.join(a, b) // 7 ** 8 ; if x: y() else z() 9"
+    short = "returns a list"
+    texts = [code, prose, short, prose + ".", code, prose + " too", prose + " again", prose + " now", code]
+    assert prose_indices(texts, 4) == [1, 3, 5, 7]  # pool [1, 3, 5, 6, 7] at positions 0, 1.33, 2.67, 4 (floored)
+    assert prose_indices(texts, 2) == [1, 7]
+    assert prose_indices([code, short, prose], 2) == [0, 2]

@@ -2,9 +2,28 @@
 decoder rebuilds from the [CLS] embedding (plus its masked context), for the methods that have a decoder."""
 from __future__ import annotations
 
+import re
+
 import torch
 
 from mae_core.viz import pyplot, save_figure
+
+
+_PLAIN_WORD = re.compile(r"[A-Za-z]+[.,;:]?")
+
+
+def prose_indices(texts: list[str], num: int, min_words: int = 16, min_share: float = 0.85) -> list[int]:
+    """``num`` indices spread evenly over the texts that read as prose: at least ``min_words`` words, of which at
+    least ``min_share`` are plain words (letters, at most one closing punctuation mark); evenly over all texts when
+    fewer than ``num`` qualify. The choice reads the texts only, never the model."""
+    def prose(text):
+        words = text.split()
+        return len(words) >= min_words and sum(bool(_PLAIN_WORD.fullmatch(w)) for w in words) >= min_share * len(words)
+
+    pool = [i for i, t in enumerate(texts) if prose(t)]
+    if len(pool) < num:
+        pool = list(range(len(texts)))
+    return [pool[j] for j in torch.linspace(0, len(pool) - 1, min(num, len(pool))).long().tolist()]
 
 
 def _words(tok, ids) -> str:
@@ -77,7 +96,8 @@ def save_text_reconstruction(model, dataset, path, num: int = 4, seed: int = 0, 
     model.eval()
     scored_idx = torch.linspace(0, len(dataset) - 1, min(num_scored, len(dataset))).long().tolist()
     acc = token_accuracy(model, [dataset[i]["text"] for i in scored_idx], seed)
-    idx = torch.linspace(0, len(dataset) - 1, min(num, len(dataset))).long().tolist()
+    candidates = torch.linspace(0, len(dataset) - 1, min(1000, len(dataset))).long().unique().tolist()
+    idx = [candidates[i] for i in prose_indices([dataset[i]["text"] for i in candidates], num)]
     batch = {"text": [dataset[i]["text"] for i in idx]}
     enc = model.tokenize_text(batch)
     masks = model.draw_masks(enc, torch.Generator().manual_seed(seed))
@@ -91,9 +111,13 @@ def save_text_reconstruction(model, dataset, path, num: int = 4, seed: int = 0, 
     parts = [f"{name}: {a['acc']:.0%} of tokens right (always the most frequent token: {a['frequent']:.0%})"
              for name, a in (("encoder MLM on masked tokens", acc["mlm"]), ("decoder from [CLS]", acc.get("decoder")))
              if a is not None]
-    fig.text(0.01, 1.06, f"top-1 over {len(scored_idx)} texts - " + "; ".join(parts), fontsize=8, va="top")
-    fig.text(0.01, 1.035, "masked tokens in bold; predictions in green where they are the original token, red where "
-                          "not; grey: given to the model", fontsize=8, va="top")
+    shown = float((filled[masks["enc_mask"]] == enc.input_ids[masks["enc_mask"]]).float().mean())
+    head = [f"top-1 over {len(scored_idx)} evenly spaced texts - " + "; ".join(parts),
+            f"below: {len(idx)} texts that read as prose (at least 85 % plain words; chosen from the texts alone, not "
+            f"the model), {shown:.0%} of their masked tokens right",
+            "masked tokens in bold; predictions green where they are the original token, red where not; grey: given "
+            "to the model"]
+    fig.text(0.01, 1.085, "\n".join(head), fontsize=8, va="top", linespacing=1.5)
     y = 1.0
     step = 0.055 / max(1, len(idx) / 4)
     for b in range(len(idx)):
