@@ -72,17 +72,21 @@ def test_cli_bad_input(tmp_path, beir_dir, capsys):
     assert main(["evaluate", "--run", str(tmp_path / "nope"), "--data", str(beir_dir)]) == 2
 
 
-def test_retromae_on_the_embedded_docs_trains_at_batch_16_lr_2e_3_and_a_user_corpus_at_32_5e_4(capsys):
-    # the embedded run's [CLS] probe gains over a random encoder only at a higher lr and more steps in the same
-    # samples (docs/benchmarks.md); the method's own batch and lr stay for a user's corpus and the other methods
+def test_retromae_on_the_embedded_docs_trains_small_and_long_and_a_user_corpus_gets_the_method_recipe(capsys):
+    # the embedded run fills in words and its [CLS] probe gains over a random encoder only with a 2000-token
+    # vocabulary, 2 blocks and 7 epochs at batch 16, lr 2e-3 (docs/benchmarks.md); the method's own model and recipe
+    # stay for a user's corpus and the other methods
     import mae_core
     from mae_core.runconfig import resolve_run_config
 
     mae_core.registry.autoload()
     emb = resolve_run_config("retromae", domain="text")
-    assert (emb.train.lr, emb.train.batch_size, emb.train.epochs) == (2e-3, 16, 3)
+    assert (emb.train.lr, emb.train.batch_size, emb.train.epochs) == (2e-3, 16, 7)
+    assert (emb.model.vocab_size, emb.model.depth) == (2000, 2)
     user = resolve_run_config("retromae", domain="text", dataset="text-files")
-    assert (user.train.lr, user.train.batch_size) == (5e-4, 32)
+    assert (user.train.lr, user.train.batch_size, user.train.epochs) == (5e-4, 32, 3)
+    assert (user.model.vocab_size, user.model.depth) == (6000, 4)
+    assert resolve_run_config("retromae", domain="text", overrides={"depth": 3}).model.depth == 3
     assert resolve_run_config("mlm", domain="text").train.lr == 5e-4
     assert resolve_run_config("retromae", domain="text", overrides={"lr": 1e-4}).train.lr == 1e-4
     with pytest.raises(SystemExit):
