@@ -12,7 +12,9 @@ from mae_core.layers import patchify, unpatchify
 from mae_core.losses import normalize_patches
 from mae_core.viz import pyplot, save_figure
 
-from .viz import _words
+
+def _words(tok, ids) -> str:
+    return tok.decode([int(i) for i in ids], skip_special_tokens=False).replace(" ##", "")
 
 
 @torch.no_grad()

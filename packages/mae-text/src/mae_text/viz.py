@@ -26,10 +26,6 @@ def prose_indices(texts: list[str], num: int, min_words: int = 16, min_share: fl
     return [pool[j] for j in torch.linspace(0, len(pool) - 1, min(num, len(pool))).long().tolist()]
 
 
-def _words(tok, ids) -> str:
-    return tok.decode([int(i) for i in ids], skip_special_tokens=False).replace(" ##", "")
-
-
 def token_pieces(tok, ids) -> list[str]:
     """Each token as printed in running text: a leading space, except on WordPiece continuations ("##")."""
     pieces = []
