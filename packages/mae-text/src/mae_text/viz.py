@@ -50,13 +50,14 @@ def draw_tokens(fig, x: float, y: float, pieces: list[str], colours: list, bold:
     layers: dict[tuple, list[str]] = {}
     used = 0
     for piece, colour, b in zip(pieces, colours, bold):
-        if used + len(piece) > max_chars:
+        cut = used + len(piece) > max_chars
+        if cut:
             piece, colour, b = " [...]", "0.3", False
         layer = layers.setdefault((colour, b), [])
         layer.extend(" " * (used - len(layer)))
         layer.extend(piece)
         used += len(piece)
-        if piece == " [...]":
+        if cut:
             break
     texts = {key: "".join(chars) for key, chars in layers.items()}
     for (colour, b), text in texts.items():
@@ -107,10 +108,11 @@ def save_text_reconstruction(model, dataset, path, num: int = 4, seed: int = 0, 
     parts = [f"{name}: {a['acc']:.0%} of tokens right (always the most frequent token: {a['frequent']:.0%})"
              for name, a in (("encoder MLM on masked tokens", acc["mlm"]), ("decoder from [CLS]", acc.get("decoder")))
              if a is not None]
-    shown = float((filled[masks["enc_mask"]] == enc.input_ids[masks["enc_mask"]]).float().mean())
+    hidden = masks["enc_mask"]
+    shown = f"{float((filled[hidden] == enc.input_ids[hidden]).float().mean()):.0%}" if hidden.any() else "none"
     head = [f"top-1 over {len(scored_idx)} evenly spaced texts - " + "; ".join(parts),
             f"below: {len(idx)} texts that read as prose (at least 85 % plain words; chosen from the texts alone, not "
-            f"the model), {shown:.0%} of their masked tokens right",
+            f"the model), {shown} of their masked tokens right",
             "masked tokens in bold; predictions green where they are the original token, red where not; grey: given "
             "to the model"]
     fig.text(0.01, 1.085, "\n".join(head), fontsize=8, va="top", linespacing=1.5)
