@@ -36,3 +36,12 @@ def test_picture_has_a_prediction_alone_column_when_targets_were_normalised(tmp_
         p = save_image_reconstruction(m, torch.rand(2, 3, 16, 16), tmp_path / f"{norm}.png")
         widths[norm] = Image.open(p).size[0]
     assert widths[True] > 1.15 * widths[False]  # five columns instead of four
+
+
+def test_best_mask_seed_takes_the_highest_score_and_the_first_on_ties():
+    from mae_core.viz import MASK_SEED_TRIES, best_mask_seed
+
+    scores = {3: 0.2, 5: 0.9, 7: 0.9, 9: -1.0}
+    assert best_mask_seed(lambda s: scores.get(s, 0.0), first=2, tries=8) == 5  # 7 ties with 5: the first wins
+    assert best_mask_seed(lambda s: -abs(s - 20), first=10) == 20 and MASK_SEED_TRIES == 16
+    assert best_mask_seed(lambda s: -s, first=4, tries=1) == 4

@@ -28,6 +28,15 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
     return path
 
 
+MASK_SEED_TRIES = 16  # masking draws a picture chooses from
+
+
+def best_mask_seed(score, first: int = 0, tries: int = MASK_SEED_TRIES) -> int:
+    """The seed in ``first .. first + tries - 1`` with the highest ``score(seed)`` (the first one on ties): a picture
+    chooses the masking draw that shows what the model does (e.g. hides part of an object, not all of it)."""
+    return max(range(first, first + tries), key=score)
+
+
 def _to_display(x: torch.Tensor, mean, std) -> torch.Tensor:
     mean = torch.tensor(mean).view(-1, 1, 1)
     std = torch.tensor(std).view(-1, 1, 1)

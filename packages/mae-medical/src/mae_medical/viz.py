@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from mae_core.layers import patchify, unpatchify
-from mae_core.viz import pyplot, save_figure
+from mae_core.viz import MASK_SEED_TRIES, best_mask_seed, pyplot, save_figure
 
 VIEWS = ("axial", "coronal", "sagittal")
 
@@ -17,7 +17,7 @@ def _slices(vol: torch.Tensor, centre=None):
     return [vol[:, :, cz].T, vol[:, cy, :].T, vol[cx, :, :].T]
 
 
-TRIES = 16  # masking seeds tried for a case with a known tumour
+TRIES = MASK_SEED_TRIES  # masking seeds tried for a case with a known tumour
 
 
 @torch.no_grad()
@@ -28,14 +28,13 @@ def tumour_mask_seed(model, sample: dict, tumour: torch.Tensor, first: int = 0, 
     model.eval()
     batch = {k: v[None] for k, v in sample.items() if isinstance(v, torch.Tensor) and v.ndim == 4}
     weight = patchify(tumour[None, None].float(), model.config.patch_size).sum(-1)  # (1, L) tumour voxels per patch
-    best, best_score = first, -2.0
-    for s in range(first, first + tries):
+
+    def score(s):
         mask = model(batch, generator=torch.Generator().manual_seed(s)).mask.reshape(1, len(model.modalities), -1)
         hidden = (mask * weight[:, None]).sum(-1)[0] / weight.sum().clamp(min=1)  # per modality
-        score = float(hidden.mean()) if float(hidden.min()) <= 0.5 else -1.0
-        if score > best_score:
-            best, best_score = s, score
-    return best
+        return float(hidden.mean()) if float(hidden.min()) <= 0.5 else -1.0
+
+    return best_mask_seed(score, first, tries)
 
 
 @torch.no_grad()

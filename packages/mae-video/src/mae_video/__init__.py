@@ -66,8 +66,8 @@ for _name, _cfg, _cls, _desc, _paper, _train, _presets in _SPECS:
                                        # 8 x 8 grid; at 2 x 8 x 8 the 4 visible tubes of 16 seldom show the object
                                        # and its masked tubes came back as background), 20 epochs (the 5-minute
                                        # budget on one thread) at base lr 1.6e-2 (lr 2e-3), mask 0.75, raw-pixel
-                                       # targets. Its grid-pooled features read the motion at ~81 % (linear) vs
-                                       # ~24 % at random init, where the paper's 0.9 with normalised targets at 24
+                                       # targets. Its grid-pooled features read the motion at 75-80 % (linear)
+                                       # vs 24 % at random init, where the paper's 0.9 with normalised targets at 24
                                        # epochs read 18 % (docs/benchmarks.md, video row). A user's videos keep the
                                        # paper's recipe (0.9, normalised, 24 epochs, base lr 4e-3, 2 x 8 x 8 here)
                                        default_dataset_train={"epochs": 20, "base_lr": 1.6e-2}

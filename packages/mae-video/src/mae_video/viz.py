@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from mae_core.checkpoint import atomic_write
-from mae_core.viz import pyplot, save_figure, stretch
+from mae_core.viz import MASK_SEED_TRIES, best_mask_seed, pyplot, save_figure, stretch
 
 
 def _display(x: torch.Tensor, mean, std) -> torch.Tensor:
@@ -27,25 +27,24 @@ def _display(x: torch.Tensor, mean, std) -> torch.Tensor:
     return (x.cpu().float() * s + m).clamp(0, 1).permute(1, 2, 3, 0)
 
 
-TRIES = 16  # masking seeds tried per clip for the picture
+TRIES = MASK_SEED_TRIES  # masking seeds tried per clip for the picture
 
 
+@torch.no_grad()
 def object_mask_seeds(model, videos: torch.Tensor, objects: torch.Tensor, first: int = 0, tries: int = TRIES,
                       hidden: float = 0.5) -> list[int]:
     """Per clip, the masking seed in ``first .. first + tries - 1`` whose mask hides the fraction of the object's
     pixels (``objects`` (B, T, H, W), 1 on the object) closest to ``hidden``: the object partly visible, partly
     hidden."""
     model.eval()
-    seeds = []
-    with torch.no_grad():
-        for v, obj in zip(videos, objects):
-            obj = obj.float()
-            fracs = []
-            for s in range(first, first + tries):
-                hid = model.reconstruct_video(v[None], generator=torch.Generator().manual_seed(s))[0][0]
-                fracs.append(((hid.cpu().float() * obj).sum() / obj.sum().clamp(min=1)).item())
-            seeds.append(first + min(range(tries), key=lambda i: abs(fracs[i] - hidden)))
-    return seeds
+
+    def closeness(v, obj):
+        def score(s):
+            hid = model.reconstruct_video(v[None], generator=torch.Generator().manual_seed(s))[0][0]
+            return -abs(((hid.cpu().float() * obj).sum() / obj.sum().clamp(min=1)).item() - hidden)
+        return score
+
+    return [best_mask_seed(closeness(v, obj.float()), first, tries) for v, obj in zip(videos, objects)]
 
 
 def reconstruction_panels(model, videos: torch.Tensor, mean, std, seed: int = 0, seeds: list[int] | None = None):
